@@ -1,0 +1,73 @@
+"""peft_magic: PEFT fine-tuning from inside a Jupyter notebook.
+
+``%load_ext peft_magic`` registers the ``%peft`` magics; ``%peft?`` shows what there is.
+Everything the magics do is also a plain Python API::
+
+    import peft_magic as pm
+    loaded = pm.load("smollm2")
+    result = pm.attach(loaded.model, "lora", r=8)
+    model = result.model
+
+Importing this package is instant: torch, transformers and peft are imported on the
+first call that needs them (the API below is resolved lazily).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name → "module:attribute"; resolved on first access so that the import stays light
+_API = {
+    "load": "loading:load",
+    "attach": "attaching:attach",
+    "detach": "attaching:detach",
+    "show": "summary:summarize",
+    "summarize": "summary:summarize",
+    "targets": "target_explorer:explore",
+    "methods": "method_registry:list_methods",
+    "resolve_method": "method_registry:resolve_method",
+    "PeftMagicError": "errors:PeftMagicError",
+    "subscribe": "events:subscribe",
+    "memory_reading": "memory:reading",
+}
+
+__all__ = sorted(_API) + ["load_ipython_extension", "unload_ipython_extension", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    target = _API.get(name)
+    if target is None:
+        raise AttributeError(f"module 'peft_magic' has no attribute '{name}'")
+    import importlib
+
+    module, attr = target.split(":")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext peft_magic``: register ``%peft`` (imports nothing heavy)."""
+    from .magics import install
+
+    install(ipython)
+    try:
+        from . import comm as _comm
+    except ImportError:
+        return
+    _comm.start(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext peft_magic``."""
+    try:
+        from . import comm as _comm
+    except ImportError:
+        return
+    _comm.stop()

@@ -1,0 +1,1 @@
+"""Bottleneck (Houlsby / Pfeiffer) adapters as a peft method — see issue 7."""

@@ -1,0 +1,1 @@
+"""Renderers: static HTML (survives a saved notebook), live widgets, plain text."""

@@ -1,0 +1,109 @@
+"""The ``%peft`` / ``%%peft`` magic: parse, dispatch to a sub-command, show one-line errors.
+
+The magic only parses text and calls the engine. Every failure a user can cause comes
+back as an IPython ``UsageError``: one red line in the notebook, no traceback wall (the
+way ``%timeit`` reports a bad option). Set ``PEFT_MAGIC_DEBUG=1`` to get the full
+traceback of unexpected errors when reporting a bug.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from ..errors import PeftMagicError, first_line
+from .parsing import merge_settings, parse_body, parse_line
+from .registry import COMMANDS, GROUPS, Context, lookup
+
+ATTACH = "attach"
+
+
+def _help_text() -> str:
+    lines = [
+        "PEFT fine-tuning from notebook cells: attach any PEFT method, train, save, compare.",
+        "",
+        "Usage (line form, or cell form with settings in the body):",
+    ]
+    for group in GROUPS:
+        for cmd in COMMANDS.values():
+            if cmd.group == group:
+                lines.append(f"  {cmd.usage}")
+                lines.append(f"      {cmd.summary}")
+    lines += [
+        "",
+        "Examples::",
+        "",
+        "  %load_ext peft_magic",
+        "  %peft load smollm2                      # model + tokenizer into the namespace",
+        "  %peft lora r=8 alpha=16 dropout=0.05    # attach LoRA to `model`",
+        "  %peft targets q_proj,v_proj             # what a target pattern matches",
+        "  %peft train data=texts steps=100        # train with live progress",
+        "",
+        "  %%peft lora",
+        "  r: 16",
+        "  target_modules: [q_proj, k_proj, v_proj, o_proj]",
+        "",
+        "METHOD is any method of the installed peft (see %peft methods), case-insensitive, or",
+        "an alias: lora, qlora, dora, prefix, prompt, p-tuning, ia3, adalora, bottleneck, ...",
+        "Values are Python literals; a,b is a list. %peft help NAME explains one command or",
+        "one method's settings.",
+    ]
+    return "\n".join(lines)
+
+
+@magics_class
+class PeftMagics(Magics):
+    """The ``%peft`` magics (see ``%peft?``)."""
+
+    @line_cell_magic
+    def peft(self, line: str = "", cell: str | None = None) -> Any:
+        try:
+            return self._dispatch(line, cell)
+        except PeftMagicError as e:
+            raise UsageError(str(e)) from None
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if os.environ.get("PEFT_MAGIC_DEBUG"):
+                raise
+            raise UsageError(f"{type(e).__name__}: {first_line(e)} "
+                             "(set PEFT_MAGIC_DEBUG=1 for the full traceback)") from None
+
+    def _dispatch(self, line: str, cell: str | None) -> Any:
+        stripped = line.strip()
+        if not stripped and cell is None:
+            from .cmd_model import help_overview
+
+            return help_overview()
+        first, _, rest = stripped.partition(" ")
+        cmd = lookup(first) if first else None
+        if cmd is None:
+            if first.startswith("-"):
+                raise PeftMagicError(f"'{first}' is not a command", "start with a command or a method: %peft lora …")
+            cmd = COMMANDS[ATTACH]
+            rest = stripped
+        args = parse_line(rest, cmd.value_flags, cmd.switch_flags, command=cmd.name if cmd.name != ATTACH else "")
+        settings = dict(args.settings)
+        if cell is not None and cmd.cell == "settings":
+            settings = merge_settings(settings, parse_body(cell))
+        elif cell is not None and cmd.cell == "none" and cell.strip():
+            raise PeftMagicError(f"%%peft {cmd.name} takes no cell body", f"use the line form: %peft {cmd.name} …")
+        ctx = Context(self.shell, args, cell, cmd.name, settings)
+        return cmd.handler(ctx)
+
+
+PeftMagics.peft.__doc__ = None  # set lazily by install() so that every command is registered first
+
+
+def install(ip: Any) -> None:
+    """Register the magics with an IPython shell (``%load_ext peft_magic`` calls this)."""
+    from . import cmd_model  # noqa: F401  (registers the core commands)
+    from . import _plugins
+
+    _plugins.load_all()
+    doc = _help_text()
+    PeftMagics.peft.__doc__ = doc
+    ip.register_magics(PeftMagics)

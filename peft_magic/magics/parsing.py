@@ -1,0 +1,221 @@
+"""Text → arguments for the ``%peft`` magics: flags, ``key=value`` settings, positionals.
+
+Why not argparse: the grammar mixes shell-like flags (``--model m``) with Python-literal
+settings (``r=8 target=[q_proj, v_proj] lr=2e-4``) and YAML cell bodies; argparse would
+need the settings pre-split and prints multi-line usage on error. This parser gives
+one-line errors that name the offending token and suggests the right flag.
+
+Value rules (DESIGN.md): values are Python literals (``8``, ``0.05``, ``True``,
+``'text'``, ``[1, 2]``, ``{'a': 1}``); ``a,b`` is a list; ``true``/``false``/``none``
+work in any case; anything else is a string (names, paths, regexes).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PeftMagicError, did_you_mean
+
+_KEY = re.compile(r"^([A-Za-z_][\w.\-]*)=(.*)$", re.S)
+_KV_LINE = re.compile(r"^\s*[A-Za-z_][\w.\-]*\s*=")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
+@dataclass
+class Args:
+    """A parsed command line."""
+
+    positionals: list[str] = field(default_factory=list)
+    flags: dict[str, Any] = field(default_factory=dict)  # "--model" → "m" (or True for switches)
+    settings: dict[str, Any] = field(default_factory=dict)  # key → parsed value, in order
+
+    def flag(self, name: str, default: Any = None) -> Any:
+        return self.flags.get(name, default)
+
+
+def _balance(text: str) -> int:
+    depth = 0
+    quote = None
+    for ch in text:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+    return depth
+
+
+def _split_top_level(text: str, sep: str = ",") -> list[str]:
+    parts, depth, cur, quote = [], 0, "", None
+    for ch in text:
+        if quote:
+            cur += ch
+            if ch == quote:
+                quote = None
+            continue
+        if ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        if ch == sep and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    return parts
+
+
+def parse_value(raw: str) -> Any:
+    """Turn the text after ``key=`` into a Python value (see module docstring)."""
+    text = raw.strip()
+    if text == "":
+        return ""
+    if text.lower() in _WORDS:
+        return _WORDS[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    if text[0] in "[{" and text[-1] in "]}":
+        import yaml  # unquoted flow lists: [q_proj, v_proj]
+
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise PeftMagicError(f"cannot read the value {text!r}",
+                                 "write lists as [a, b] or a,b and strings in quotes") from None
+        return _fix_yaml_scalars(value)
+    parts = _split_top_level(text)
+    if len(parts) > 1:
+        return [parse_value(p) for p in parts if p.strip() != ""]
+    return text
+
+
+def _fix_yaml_scalars(value: Any) -> Any:
+    """YAML 1.1 reads ``2e-4`` as a string; users mean a number."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return ast.literal_eval(value.strip()) if "." in value or "e" in value.lower() else int(value)
+    if isinstance(value, list):
+        return [_fix_yaml_scalars(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _fix_yaml_scalars(v) for k, v in value.items()}
+    return value
+
+
+def tokenize(line: str) -> list[str]:
+    """Shell-like split that keeps ``key=[a, b]`` together even with spaces inside."""
+    try:
+        lex = shlex.shlex(line, posix=True)
+        lex.whitespace_split = True
+        lex.commenters = ""
+        tokens = list(lex)
+    except ValueError as e:
+        raise PeftMagicError(f"cannot parse the line: {e}", "check for an unclosed quote") from None
+    out: list[str] = []
+    for tok in tokens:
+        if out and _balance(out[-1]) > 0:
+            out[-1] = out[-1] + " " + tok
+        else:
+            out.append(tok)
+    if out and _balance(out[-1]) > 0:
+        raise PeftMagicError(f"unclosed bracket in '{out[-1]}'")
+    return out
+
+
+def parse_line(line: str, value_flags: set[str] | frozenset[str] = frozenset(),
+               switch_flags: set[str] | frozenset[str] = frozenset(), command: str = "") -> Args:
+    """Parse ``line`` given the flags a command accepts.
+
+    ``value_flags`` take a value (``--model m`` or ``--model=m``); ``switch_flags`` are
+    booleans. An unknown flag is an error with a suggestion.
+    """
+    args = Args()
+    tokens = tokenize(line)
+    i = 0
+    where = f" for %peft {command}" if command else ""
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("--") and len(tok) > 2:
+            name, eq, val = tok.partition("=")
+            if name in value_flags:
+                if not eq:
+                    if i + 1 >= len(tokens):
+                        raise PeftMagicError(f"{name} needs a value{where}")
+                    i += 1
+                    val = tokens[i]
+                args.flags[name] = val
+            elif name in switch_flags:
+                if eq:
+                    args.flags[name] = parse_value(val) is True
+                else:
+                    args.flags[name] = True
+            else:
+                hint = did_you_mean(name, list(value_flags) + list(switch_flags))
+                raise PeftMagicError(f"unknown option {name}{where}" + (f": {hint}" if hint else ""),
+                                     None if hint else (f"options: {', '.join(sorted(value_flags | switch_flags))}"
+                                                        if (value_flags or switch_flags) else None))
+        else:
+            m = _KEY.match(tok)
+            if m:
+                key, raw = m.group(1), m.group(2)
+                if key in args.settings:
+                    raise PeftMagicError(f"'{key}' is given twice")
+                args.settings[key] = parse_value(raw)
+            else:
+                args.positionals.append(tok)
+        i += 1
+    return args
+
+
+def parse_body(body: str | None) -> dict[str, Any]:
+    """Settings from a ``%%peft`` cell body: ``key: value`` (YAML) or ``key=value`` lines."""
+    if not body or not body.strip():
+        return {}
+    lines = [ln for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if all(_KV_LINE.match(ln) for ln in lines):
+        out: dict[str, Any] = {}
+        for ln in lines:
+            parsed = parse_line(ln)
+            if parsed.positionals or parsed.flags:
+                bad = (parsed.positionals + list(parsed.flags))[0]
+                raise PeftMagicError(f"cannot read '{bad}' in the cell body", "one key=value (or key: value) per line")
+            for k, v in parsed.settings.items():
+                if k in out:
+                    raise PeftMagicError(f"'{k}' is given twice in the cell body")
+                out[k] = v
+        return out
+    import yaml
+
+    try:
+        data = yaml.safe_load(body)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise PeftMagicError(f"cannot read the cell body as key: value settings{where}",
+                             "one key: value (or key=value) per line") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PeftMagicError("the cell body must be settings, one key: value (or key=value) per line")
+    return {str(k): _fix_yaml_scalars(v) for k, v in data.items()}
+
+
+def merge_settings(line: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """Line settings and body settings together; a key in both is an error, not a guess."""
+    both = set(line) & set(body)
+    if both:
+        key = sorted(both)[0]
+        raise PeftMagicError(f"'{key}' is set both on the %%peft line and in the cell body")
+    return {**line, **body}

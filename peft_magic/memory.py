@@ -1,0 +1,194 @@
+"""Memory readouts from the device a model lives on: CUDA, Apple MPS, or process RAM.
+
+Why per device: "memory" means different things. On CUDA the number that decides an
+OOM is the caching allocator's (allocated / reserved / peak against the card's total);
+on a Mac it is MPS's driver allocation against the recommended maximum; on CPU it is
+this process's resident set against the machine's RAM. Every reading carries its
+``kind`` so the label always says which one the user is looking at.
+
+Peaks: CUDA keeps its own peak counter (``max_memory_allocated``). MPS and CPU have none
+that can be reset, so :class:`PeakSampler` polls in a daemon thread (every 20 ms by
+default) for the duration of a block — cheap (one ``psutil`` call per poll) and
+independent of what the main thread is doing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class MemoryReading:
+    """One reading. Byte counts; ``None`` where the device does not report it."""
+
+    kind: str  # "CUDA" | "MPS" | "RAM"
+    device: str  # "cuda:0", "mps", "cpu"
+    used: int  # allocated by tensors (CUDA/MPS) or resident set (RAM)
+    peak: int | None = None
+    total: int | None = None  # device total (card memory, recommended max, machine RAM)
+    free: int | None = None
+    reserved: int | None = None  # CUDA caching allocator reserve
+    process: int | None = None  # this process's use of the device, from NVML where present
+
+    @property
+    def label(self) -> str:
+        """What the numbers are, for a display: ``CUDA cuda:0`` / ``MPS`` / ``process RAM``."""
+        if self.kind == "RAM":
+            return "process RAM"
+        if self.kind == "MPS":
+            return "MPS"
+        return f"CUDA {self.device}"
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["label"] = self.label
+        return d
+
+    def short(self) -> str:
+        """``1.2 GB / 24.0 GB process RAM (peak 1.4 GB)`` — one line for text displays."""
+        s = f"{fmt_bytes(self.used)}"
+        if self.total:
+            s += f" / {fmt_bytes(self.total)}"
+        s += f" {self.label}"
+        if self.peak is not None:
+            s += f" (peak {fmt_bytes(self.peak)})"
+        return s
+
+
+def fmt_bytes(n: float | None) -> str:
+    """Human-readable bytes with binary units: ``1.5 GiB`` written as ``1.5 GB`` for brevity."""
+    if n is None:
+        return "–"
+    n = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _torch():
+    # Never import torch just to read memory: if it is not loaded, no tensor exists.
+    return sys.modules.get("torch")
+
+
+def device_of(model: Any) -> str:
+    """The device of a model's first parameter (``cpu`` when it has none or no torch)."""
+    torch = _torch()
+    if torch is None or model is None:
+        return "cpu"
+    try:
+        p = next(model.parameters())
+    except (StopIteration, AttributeError, TypeError):
+        return "cpu"
+    return str(p.device)
+
+
+def _ram_reading() -> MemoryReading:
+    import psutil
+
+    proc = psutil.Process(os.getpid())
+    vm = psutil.virtual_memory()
+    return MemoryReading("RAM", "cpu", used=proc.memory_info().rss, total=vm.total, free=vm.available)
+
+
+def _nvml_process_bytes(index: int) -> int | None:
+    """This process's memory on GPU ``index`` via NVML (nvidia-ml-py), if available."""
+    try:
+        import pynvml  # provided by nvidia-ml-py
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        pid = os.getpid()
+        for getter in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+            for p in getter(handle):
+                if p.pid == pid and p.usedGpuMemory is not None:
+                    return int(p.usedGpuMemory)
+    except Exception:
+        return None
+    return None
+
+
+def reading(device: str | None = None) -> MemoryReading:
+    """Read memory for ``device`` ("cuda:0", "mps", "cpu"; default: the best one in use)."""
+    torch = _torch()
+    if device is None:
+        device = "cpu"
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            device = f"cuda:{torch.cuda.current_device()}"
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        idx = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+        free, total = torch.cuda.mem_get_info(idx)
+        return MemoryReading(
+            "CUDA", f"cuda:{idx}", used=torch.cuda.memory_allocated(idx), peak=torch.cuda.max_memory_allocated(idx),
+            total=total, free=free, reserved=torch.cuda.memory_reserved(idx), process=_nvml_process_bytes(idx),
+        )
+    if device.startswith("mps") and torch is not None and hasattr(torch, "mps"):
+        try:
+            used = torch.mps.current_allocated_memory()
+            total = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
+            driver = torch.mps.driver_allocated_memory()
+            return MemoryReading("MPS", "mps", used=used, total=total, reserved=driver,
+                                 free=(total - driver) if total else None)
+        except Exception:
+            pass
+    return _ram_reading()
+
+
+def reset_peak(device: str) -> None:
+    """Start a new peak window where the device keeps a counter (CUDA)."""
+    torch = _torch()
+    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+class PeakSampler:
+    """Track the peak of ``reading(device).used`` over a block, polling in a thread.
+
+    On CUDA the allocator's own peak counter is exact and is used instead of polling.
+    Use as a context manager; ``peak`` and ``start`` are byte counts.
+    """
+
+    def __init__(self, device: str = "cpu", interval: float = 0.02) -> None:
+        self.device = device
+        self.interval = interval
+        self.start = 0
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cuda = device.startswith("cuda")
+
+    def poll(self) -> int:
+        r = reading(self.device)
+        used = r.peak if (self._cuda and r.peak is not None) else r.used
+        if used > self.peak:
+            self.peak = used
+        return r.used
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.poll()
+            except Exception:
+                return
+
+    def __enter__(self) -> PeakSampler:
+        reset_peak(self.device)
+        self.start = reading(self.device).used
+        self.peak = self.start
+        if not self._cuda:
+            self._thread = threading.Thread(target=self._run, name="peft_magic-peak", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)
+        self.poll()

@@ -1,0 +1,128 @@
+"""Session state: what peft_magic knows about each model in the kernel, and the runs.
+
+Why one shared state: the magics, the panel, the status bar and plain Python calls must
+agree on which adapters a model has, which settings each was attached with (to make
+re-running a cell a no-op), and what training has happened. The state is keyed by the
+*base* model object (the one ``from_pretrained`` returned, which peft modifies in place),
+so passing either the base model or its ``PeftModel`` finds the same record — which is
+how a model is never wrapped twice.
+
+Records hold weak references: deleting the notebook variable frees the model.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AdapterRecord:
+    """How an adapter was asked for: the method as typed, its explicit settings, the task."""
+
+    name: str
+    method: str  # requested name: "qlora", "lora", "prefix"
+    peft_type: str  # "LORA"
+    settings: dict[str, Any]  # explicit, normalised user settings (real field names)
+    task: str | None
+
+    def same_request(self, other: AdapterRecord) -> bool:
+        return (self.method, self.peft_type, self.settings, self.task) == (
+            other.method, other.peft_type, other.settings, other.task)
+
+
+@dataclass
+class ModelState:
+    """peft_magic's record of one base model and its PEFT wrapper."""
+
+    base_ref: Any  # weakref.ref to the base model
+    peft_ref: Any = None  # weakref.ref to the PeftModel wrapping it, if any
+    source: str | None = None  # what %peft load was given
+    path: str | None = None  # where it was read from
+    bits: int | None = None  # 4 / 8 when loaded through bitsandbytes
+    kbit_prepared: bool = False
+    adapters: dict[str, AdapterRecord] = field(default_factory=dict)
+    variable: str | None = None  # notebook variable name last bound to it
+
+    @property
+    def base(self) -> Any:
+        return self.base_ref() if self.base_ref is not None else None
+
+    @property
+    def peft_model(self) -> Any:
+        return self.peft_ref() if self.peft_ref is not None else None
+
+    @property
+    def model_id(self) -> str:
+        return f"m{id(self.base):x}"
+
+
+_states: dict[int, ModelState] = {}
+_lock = threading.RLock()
+
+
+def is_peft_model(model: Any) -> bool:
+    """Whether ``model`` is a peft ``PeftModel`` (checked without importing peft)."""
+    peft = sys.modules.get("peft")
+    if peft is None:
+        return False
+    classes = tuple(c for c in (getattr(peft, "PeftModel", None), getattr(peft, "PeftMixedModel", None)) if c)
+    return isinstance(model, classes)
+
+
+def unwrap(model: Any) -> Any:
+    """The base model under a PeftModel (the object peft modified in place)."""
+    if is_peft_model(model):
+        try:
+            return model.get_base_model()
+        except Exception:
+            return model
+    return model
+
+
+def state_for(model: Any, create: bool = False) -> ModelState | None:
+    """The record for ``model`` (base or PeftModel); created on demand when ``create``."""
+    base = unwrap(model)
+    key = id(base)
+    with _lock:
+        st = _states.get(key)
+        if st is not None and st.base is not base:  # id reused after garbage collection
+            st = None
+            _states.pop(key, None)
+        if st is None and create:
+            st = ModelState(base_ref=weakref.ref(base, lambda _r, k=key: _states.pop(k, None)))
+            _states[key] = st
+        if st is not None and base is not model and is_peft_model(model):
+            st.peft_ref = weakref.ref(model)
+        return st
+
+
+def peft_model_for(model: Any) -> Any:
+    """The PeftModel wrapping ``model``: itself if it is one, or the one we made around it."""
+    if is_peft_model(model):
+        return model
+    st = state_for(model)
+    return st.peft_model if st is not None else None
+
+
+def all_states() -> list[ModelState]:
+    with _lock:
+        return [s for s in _states.values() if s.base is not None]
+
+
+# ----------------------------------------------------------------------------- runs
+
+_runs: list[Any] = []
+
+
+def add_run(run: Any) -> None:
+    with _lock:
+        _runs.append(run)
+
+
+def runs() -> list[Any]:
+    with _lock:
+        return list(_runs)

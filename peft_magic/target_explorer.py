@@ -1,0 +1,245 @@
+"""The target-module explorer: which layers an adapter can go on, and what a pattern hits.
+
+Why: ``target_modules`` is the setting people get wrong most — a typo'd name, a GPT-2
+``c_attn`` where a Llama has ``q_proj``, a regex that matches three layers of thirty.
+peft only complains when *nothing* matches. This module lists the candidate layers
+grouped by name, and evaluates a pattern with peft's own matching
+(``check_target_module_exists``, and ``all-linear`` expanded by peft itself on a
+skeleton), so what it shows is exactly what an attach would do.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from .memory import fmt_bytes  # noqa: F401  (re-exported for renderers)
+
+_ADAPTABLE = ("Linear", "Conv1D", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Linear4bit", "Linear8bitLt",
+              "MultiheadAttention")
+
+
+@dataclass
+class TargetGroup:
+    """All modules that share a last name component (``q_proj``) and a kind."""
+
+    name: str
+    kind: str
+    count: int
+    shape: str  # "576→576" or "mixed"
+    params: int  # total parameters over the group
+    default: bool = False  # peft's default target for this architecture
+    matched: int = 0  # how many of the group a pattern matched
+
+
+@dataclass
+class TargetReport:
+    """What ``%peft targets`` shows; also a plain data object for code."""
+
+    model_type: str
+    groups: list[TargetGroup]
+    default_targets: list[str] | str | None
+    pattern: Any = None
+    matched: list[str] = field(default_factory=list)  # full module names a pattern matched
+    unmatched: list[str] = field(default_factory=list)  # requested names that match nothing
+    warnings: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        lines = [f"Adaptable layers of {self.model_type} (peft default: {_fmt_targets(self.default_targets)})"]
+        w = max([len(g.name) for g in self.groups] + [4])
+        lines.append(f"  {'name':<{w}}  {'kind':<12} {'count':>5}  {'shape':<14} {'params':>10}"
+                     + ("  matched" if self.pattern is not None else ""))
+        for g in self.groups:
+            mark = "*" if g.default else " "
+            row = f"{mark} {g.name:<{w}}  {g.kind:<12} {g.count:>5}  {g.shape:<14} {g.params:>10,}"
+            if self.pattern is not None:
+                row += f"  {g.matched}/{g.count}"
+            lines.append(row)
+        lines.append("  * = peft's default target for this architecture")
+        if self.pattern is not None:
+            lines.append(f"pattern {_fmt_targets(self.pattern)} matches {len(self.matched)} modules")
+        for msg in self.warnings:
+            lines.append(f"warning: {msg}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from .display.html import targets_html
+
+        return targets_html(self)
+
+
+def _fmt_targets(t: Any) -> str:
+    if t is None:
+        return "none"
+    if isinstance(t, str):
+        return repr(t)
+    return ", ".join(sorted(t))
+
+
+def _kind(module: Any) -> str:
+    return type(module).__name__
+
+
+def _shape(module: Any) -> str:
+    for a, b in (("in_features", "out_features"), ("num_embeddings", "embedding_dim"),
+                 ("in_channels", "out_channels")):
+        if hasattr(module, a) and hasattr(module, b):
+            return f"{getattr(module, a)}→{getattr(module, b)}"
+    w = getattr(module, "weight", None)
+    if w is not None and getattr(w, "ndim", 0) == 2:  # Conv1D stores (in, out)
+        return f"{w.shape[0]}→{w.shape[1]}"
+    return "?"
+
+
+def _base_layer(module: Any) -> Any:
+    """The original layer under a peft wrapper, so an attached model lists like a plain one."""
+    get = getattr(module, "get_base_layer", None)
+    return get() if callable(get) else module
+
+
+def candidate_modules(model: Any) -> "OrderedDict[str, Any]":
+    """Leaf modules an adapter can attach to, by full name (peft wrappers unwrapped)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    out: OrderedDict[str, Any] = OrderedDict()
+    skip_prefixes: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(p) for p in skip_prefixes):
+            continue
+        if isinstance(module, BaseTunerLayer):
+            base = _base_layer(module)
+            out[_strip_peft_prefix(name)] = base
+            skip_prefixes.append(name + ".")
+            continue
+        if _kind(module) in _ADAPTABLE and not list(module.children()):
+            out[_strip_peft_prefix(name)] = module
+    return out
+
+
+def _strip_peft_prefix(name: str) -> str:
+    for p in ("base_model.model.", "base_model."):
+        if name.startswith(p):
+            return name[len(p):]
+    return name
+
+
+def default_targets(model_type: str, peft_type: str = "LORA") -> list[str] | None:
+    """peft's per-architecture default ``target_modules`` for a method, or ``None``."""
+    from peft.utils import constants
+
+    mapping = getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_TARGET_MODULES_MAPPING", None)
+    if mapping is None:
+        mapping = constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+    t = mapping.get(model_type)
+    return list(t) if t is not None else None
+
+
+def _model_type(model: Any) -> str:
+    base = model
+    get_base = getattr(model, "get_base_model", None)
+    if callable(get_base):
+        base = get_base()
+    cfg = getattr(base, "config", None)
+    return getattr(cfg, "model_type", None) or type(base).__name__
+
+
+def _expand_all_linear(model: Any) -> list[str]:
+    """Full names that peft's ``all-linear`` would target, computed by peft on a skeleton."""
+    from peft import LoraConfig, get_peft_model
+
+    from .skeleton import can_skeleton, quiet, skeleton_of
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not can_skeleton(base):
+        return []
+    skel = skeleton_of(base)
+    with quiet():
+        pm = get_peft_model(skel, LoraConfig(target_modules="all-linear", r=1))
+    return [_strip_peft_prefix(n) for n in pm.base_model.targeted_module_names]
+
+
+def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetReport:
+    """Group the adaptable layers of ``model`` and evaluate ``pattern`` against them.
+
+    ``pattern``: ``None`` (just list), a list of names (peft's suffix matching), a
+    regex string (peft's full match), or ``"all-linear"``.
+    """
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    from .errors import PeftMagicError
+
+    mods = candidate_modules(model)
+    model_type = _model_type(model)
+    defaults = default_targets(model_type, peft_type)
+    groups: OrderedDict[tuple[str, str], TargetGroup] = OrderedDict()
+    shapes: dict[tuple[str, str], set[str]] = {}
+    for full, mod in mods.items():
+        short = full.rsplit(".", 1)[-1]
+        key = (short, _kind(mod))
+        params = sum(p.numel() for p in mod.parameters(recurse=False))
+        if key not in groups:
+            groups[key] = TargetGroup(short, _kind(mod), 0, "", 0, default=bool(defaults and short in defaults))
+            shapes[key] = set()
+        g = groups[key]
+        g.count += 1
+        g.params += params
+        shapes[key].add(_shape(mod))
+    for key, g in groups.items():
+        g.shape = next(iter(shapes[key])) if len(shapes[key]) == 1 else "mixed"
+
+    report = TargetReport(model_type, list(groups.values()), defaults if defaults is not None else "all-linear")
+    if pattern is None:
+        return report
+
+    report.pattern = pattern
+    if pattern in ("all-linear", "all_linear"):
+        matched = set(_expand_all_linear(model))
+    else:
+        if isinstance(pattern, str):
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise PeftMagicError(f"invalid regex '{pattern}': {e}") from None
+        cfg = LoraConfig(target_modules=pattern)
+        matched = {n for n in mods if check_target_module_exists(cfg, n)}
+    report.matched = [n for n in mods if n in matched]
+    for full in report.matched:
+        short = full.rsplit(".", 1)[-1]
+        for g in report.groups:
+            if g.name == short and g.kind == _kind(mods[full]):
+                g.matched += 1
+    if isinstance(pattern, (list, tuple, set)):
+        for name in pattern:
+            cfg = LoraConfig(target_modules=[name])
+            if not any(check_target_module_exists(cfg, n) for n in mods):
+                report.unmatched.append(name)
+        if report.unmatched:
+            from .errors import did_you_mean
+
+            names = sorted({g.name for g in report.groups})
+            for name in report.unmatched:
+                hint = did_you_mean(name, names)
+                report.warnings.append(f"'{name}' matches no layer" + (f" ({hint})" if hint else ""))
+    if not report.matched:
+        report.warnings.append(f"pattern {_fmt_targets(pattern)} matches no layer")
+    for g in report.groups:
+        if 0 < g.matched < g.count:
+            report.warnings.append(f"'{g.name}' matched only {g.matched} of {g.count} layers")
+    return report
+
+
+def group_names(names: list[str]) -> str:
+    """``['model.layers.0.q_proj', 'model.layers.1.q_proj', …]`` → ``'q_proj ×2, …'``."""
+    counts: OrderedDict[str, int] = OrderedDict()
+    for n in names:
+        short = _strip_peft_prefix(n).rsplit(".", 1)[-1]
+        counts[short] = counts.get(short, 0) + 1
+    return ", ".join(f"{k} ×{v}" for k, v in counts.items())
+
+
+def escape(s: Any) -> str:
+    return html.escape(str(s))

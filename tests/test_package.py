@@ -1,0 +1,60 @@
+"""Package-level contracts: lazy API names never shadowed by submodules; engine purity."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from pathlib import Path
+
+import peft_magic
+
+PKG = Path(peft_magic.__file__).parent
+
+
+def test_api_names_are_not_submodule_names():
+    for name in peft_magic._API:
+        assert importlib.util.find_spec(f"peft_magic.{name}") is None, (
+            f"peft_magic.{name} is both an API function and a submodule")
+
+
+def test_api_resolves_to_callables():
+    for name in peft_magic._API:
+        assert callable(getattr(peft_magic, name)), name
+
+
+ENGINE_EXEMPT = {"magics", "display", "panel"}  # the faces
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in tree.body:  # module level only: lazy imports inside functions are the point
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_no_heavy_imports_at_module_level():
+    heavy = {"torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "pandas"}
+    for path in PKG.rglob("*.py"):
+        bad = _top_level_imports(path) & heavy
+        assert not bad, f"{path.relative_to(PKG)} imports {bad} at module level"
+
+
+def test_engine_never_imports_ipython_or_widgets():
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG)
+        if rel.parts[0] in ENGINE_EXEMPT or rel.name in ("__init__.py", "comm.py") and len(rel.parts) == 1:
+            continue
+        src = path.read_text()
+        tree = ast.parse(src)
+        for node in ast.walk(tree):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                mods = [node.module]
+            for m in mods:
+                assert not m.startswith(("IPython", "ipywidgets")), f"engine module {rel} imports {m}"

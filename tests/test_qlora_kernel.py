@@ -1,0 +1,52 @@
+"""QLoRA with real bitsandbytes 4-bit on CPU, through the magics in a real kernel."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.kernel
+
+
+def test_qlora_attach_and_one_training_step(kernel):
+    res = kernel.ok("%peft load tiny-llama --4bit")
+    assert "Loaded tiny-llama" in res.text
+    assert kernel.eval("bool(model.is_loaded_in_4bit)")
+    assert kernel.eval("type(model.model.layers[0].self_attn.q_proj).__name__") == "Linear4bit"
+    assert kernel.eval("model.model.layers[0].self_attn.q_proj.weight.quant_state.quant_type") == "nf4"
+    res = kernel.ok("%peft qlora r=8 target=all-linear")
+    assert "attached qlora adapter 'default'" in res.text
+    assert "prepared the quantized model for k-bit training" in res.text
+    assert kernel.eval("type(model.base_model.model.model.layers[0].self_attn.q_proj).__name__") == "Linear4bit"
+    kernel.ok(
+        "import torch\n"
+        "x = torch.randint(5, 400, (4, 16))\n"
+        "opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)\n"
+        "model.train()\n"
+        "loss0 = model(input_ids=x, labels=x).loss\n"
+        "loss0.backward(); opt.step(); opt.zero_grad()\n"
+        "loss1 = model(input_ids=x, labels=x).loss\n"
+        "assert torch.isfinite(loss0) and torch.isfinite(loss1)\n"
+        "_with_grad = [n for n, p in model.named_parameters() if p.requires_grad]\n"
+        "assert _with_grad and all('lora_' in n for n in _with_grad)\n"
+    )
+    assert kernel.eval("float(loss1) < float(loss0)")
+    res = kernel.ok("%peft show")
+    assert "4-bit" in res.text
+
+
+def test_qlora_on_unquantized_model_says_how(kernel):
+    kernel.ok("%peft load tiny-llama")
+    res = kernel.run("%peft qlora r=8")
+    assert res.error is not None and res.error["ename"] == "UsageError"
+    assert "needs a model loaded in 4-bit" in res.error_text and "%peft load PATH --4bit" in res.error_text
+    assert kernel.eval("type(model).__name__") == "LlamaForCausalLM"
+
+
+def test_hub_id_without_network_is_one_plain_line(kernel):
+    res = kernel.run("%peft load some-org/some-model-that-is-not-here")
+    assert res.error is not None and res.error["ename"] == "UsageError"
+    text = res.error_text
+    assert "not a local folder and the Hugging Face Hub is not reachable" in text
+    assert len(text.strip().splitlines()) == 1
+    res = kernel.run("%peft load ./no/such/folder")
+    assert "no such folder: ./no/such/folder" in res.error_text
