@@ -23,6 +23,7 @@ _API = {
     "load": "loading:load",
     "attach": "attaching:attach",
     "detach": "attaching:detach",
+    "preview": "attaching:preview",
     "show": "summary:summarize",
     "summarize": "summary:summarize",
     "targets": "target_explorer:explore",

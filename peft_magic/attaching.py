@@ -193,8 +193,12 @@ _REQUIRED: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
-def _build_config(spec: MethodSpec, settings: dict[str, Any], task: str | None, base: Any) -> Any:
-    """The peft config object, with adaptive defaults; one-line errors for invalid values."""
+def build_config(spec: MethodSpec, settings: dict[str, Any], task: str | None, base: Any) -> Any:
+    """The peft config object for ``spec`` + normalised ``settings`` on ``base``.
+
+    Adds the adaptive defaults (``method_registry.adaptive_defaults``) and the alias's
+    preset; one-line errors for missing or invalid values. ``base`` is only read.
+    """
     explicit = dict(settings)
     model_config = getattr(base, "config", None)
     layers = getattr(model_config, "num_hidden_layers", None)
@@ -346,7 +350,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
         if old is not None and old.same_request(record):
             return AttachResult(peft_model, "unchanged", name, spec.requested, summary=summarize(peft_model))
 
-    config = _build_config(spec, settings, task_type, base)
+    config = build_config(spec, settings, task_type, base)
     _validate_on_skeleton(spec, config, base, name)
 
     notes: list[str] = []
@@ -519,3 +523,54 @@ def detach(model: Any) -> Any:
     events.emit("adapter", model_id=st.model_id, adapter=None, method=None, action="detached",
                 trainable=0, total=sum(p.numel() for p in base.parameters()))
     return base
+
+
+@dataclass
+class Preview:
+    """What attaching would give, computed on a meta-device skeleton (the model is not touched)."""
+
+    trainable: int
+    total: int
+    targets: list[str]
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / self.total if self.total else 0.0
+
+
+def preview(model: Any, method: str, *, name: str = "default", task: str | None = None,
+            **settings: Any) -> Preview:
+    """Trainable / total parameters and targeted modules that ``attach`` would produce.
+
+    Runs on a skeleton of the *base* architecture, so it costs milliseconds and no memory
+    and never touches ``model`` (the panel's live preview, ``%peft plan``). Raises
+    :class:`PeftMagicError` for settings that would not attach.
+    """
+    from peft import get_peft_model
+
+    from .loading import infer_task
+    from .skeleton import can_skeleton, skeleton_of
+
+    _heavy.ensure()
+    _check_model(model)
+    spec = resolve_method(method)
+    norm = normalize_settings(spec, settings)
+    base = unwrap(model)
+    if not can_skeleton(base):
+        raise PeftMagicError(f"cannot preview on a {type(base).__name__}: not a transformers model")
+    task_type = normalize_task(task) if task else infer_task(base)
+    config = build_config(spec, norm, task_type, base)
+    skel = skeleton_of(base)
+    try:
+        with _quiet():
+            pm = get_peft_model(skel, config, adapter_name=name)
+    except Exception as e:
+        msg = first_line(e)
+        raise PeftMagicError(f"cannot attach {spec.requested}: {msg}", _failure_hint(spec, msg, False)) from None
+    trainable, total = pm.get_nb_trainable_parameters()
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    targets = [n for n, m in pm.named_modules() if isinstance(m, BaseTunerLayer)]
+    from .target_explorer import _strip_peft_prefix
+
+    return Preview(trainable, total, [_strip_peft_prefix(t) for t in targets])

@@ -115,14 +115,41 @@ def all_states() -> list[ModelState]:
 
 # ----------------------------------------------------------------------------- runs
 
-_runs: list[Any] = []
+
+@dataclass
+class Run:
+    """One training run in this kernel (filled in by ``training``; read by ``%peft runs``,
+    model cards and the status bar)."""
+
+    run_id: int
+    model_id: str
+    adapter: str
+    method: str
+    settings: dict[str, Any]  # training settings as given (steps, lr, batch, …)
+    total_steps: int
+    status: str = "running"  # running | completed | interrupted | oom | error
+    steps_done: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)  # (step, loss) as logged
+    eval_losses: list[tuple[int, float]] = field(default_factory=list)
+    final_loss: float | None = None
+    peak_memory: int | None = None  # bytes, on the device the model trained on
+    memory_kind: str | None = None  # "CUDA" | "MPS" | "RAM"
+    seconds: float = 0.0
+    tokens: int = 0  # real (non-padding) tokens seen
+    started_at: float = 0.0  # time.time()
+    message: str | None = None  # why it stopped, for interrupted / oom / error
+    saved_to: list[str] = field(default_factory=list)  # folders the adapter was saved to after this run
+    output_dir: str | None = None  # trainer checkpoints (for --resume)
 
 
-def add_run(run: Any) -> None:
+_runs: list[Run] = []
+
+
+def add_run(run: Run) -> None:
     with _lock:
         _runs.append(run)
 
 
-def runs() -> list[Any]:
+def runs() -> list[Run]:
     with _lock:
         return list(_runs)
