@@ -24,6 +24,8 @@ _API = {
     "attach": "attaching:attach",
     "detach": "attaching:detach",
     "preview": "attaching:preview",
+    "train": "display.progress:train",
+    "runs": "training:runs_report",
     "show": "summary:summarize",
     "summarize": "summary:summarize",
     "targets": "target_explorer:explore",
@@ -58,17 +60,18 @@ def load_ipython_extension(ipython: Any) -> None:
     from .magics import install
 
     install(ipython)
-    try:
-        from . import comm as _comm
-    except ImportError:
-        return
-    _comm.start(ipython)
+    from . import comm as _comm
+
+    _comm.start(ipython)  # the JupyterLab status bar's comm; silent where no frontend attaches
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext peft_magic``."""
-    try:
-        from . import comm as _comm
-    except ImportError:
-        return
+    from . import comm as _comm
+
     _comm.stop()
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt status-bar extension lives (``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "peft-magic"}]

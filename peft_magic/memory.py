@@ -155,9 +155,12 @@ class PeakSampler:
     Use as a context manager; ``peak`` and ``start`` are byte counts.
     """
 
-    def __init__(self, device: str = "cpu", interval: float = 0.02) -> None:
+    def __init__(self, device: str = "cpu", interval: float = 0.02, on_sample: Any = None,
+                 live: bool = False) -> None:
         self.device = device
         self.interval = interval
+        self.on_sample = on_sample  # called from the sampling thread with each MemoryReading
+        self.live = live  # poll in a thread even on CUDA (for a live readout)
         self.start = 0
         self.peak = 0
         self._stop = threading.Event()
@@ -169,6 +172,9 @@ class PeakSampler:
         used = r.peak if (self._cuda and r.peak is not None) else r.used
         if used > self.peak:
             self.peak = used
+        if self.on_sample is not None:
+            r.peak = self.peak
+            self.on_sample(r)
         return r.used
 
     def _run(self) -> None:
@@ -182,7 +188,7 @@ class PeakSampler:
         reset_peak(self.device)
         self.start = reading(self.device).used
         self.peak = self.start
-        if not self._cuda:
+        if not self._cuda or self.live:
             self._thread = threading.Thread(target=self._run, name="peft_magic-peak", daemon=True)
             self._thread.start()
         return self
@@ -192,3 +198,29 @@ class PeakSampler:
         if self._thread is not None:
             self._thread.join(timeout=1)
         self.poll()
+
+
+@dataclass
+class WatchReport:
+    """What ``%%peft watch`` reports: the ``%%time`` of memory."""
+
+    kind: str
+    label: str
+    start: int
+    end: int
+    peak: int
+    total: int | None
+    seconds: float
+
+    def __repr__(self) -> str:
+        def signed(n: int) -> str:
+            return ("+" if n >= 0 else "−") + fmt_bytes(abs(n))
+
+        return (f"memory ({self.label}): peak {fmt_bytes(self.peak)} ({signed(self.peak - self.start)} over the "
+                f"start), now {fmt_bytes(self.end)} (change {signed(self.end - self.start)})"
+                + (f" of {fmt_bytes(self.total)}" if self.total else "") + f" · {self.seconds:.2f} s")
+
+    def _repr_html_(self) -> str:
+        from .display.html import escape, wrap
+
+        return wrap(f"<div>{escape(repr(self))}</div>")

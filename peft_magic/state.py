@@ -140,6 +140,22 @@ class Run:
     message: str | None = None  # why it stopped, for interrupted / oom / error
     saved_to: list[str] = field(default_factory=list)  # folders the adapter was saved to after this run
     output_dir: str | None = None  # trainer checkpoints (for --resume)
+    last_lr: float | None = None
+
+    def __repr__(self) -> str:
+        from .memory import fmt_bytes
+
+        first = self.losses[0][1] if self.losses else None
+        loss = f"loss {first:.4f} → {self.final_loss:.4f}" if first is not None and self.final_loss is not None else "no loss"
+        peak = f" · peak {fmt_bytes(self.peak_memory)} {self.memory_kind or ''}".rstrip() if self.peak_memory else ""
+        msg = f" — {self.message}" if self.message and self.status != "completed" else ""
+        return (f"Run {self.run_id} · {self.method} '{self.adapter}' · {self.status} {self.steps_done}/"
+                f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{msg}")
+
+    def _repr_html_(self) -> str:
+        from .display.html import escape, wrap
+
+        return wrap(f"<div class='pm-dim'>{escape(repr(self))}</div>")
 
 
 _runs: list[Run] = []

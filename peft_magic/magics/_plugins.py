@@ -10,6 +10,7 @@ import importlib
 
 COMMAND_MODULES: list[str] = [
     "cmd_model",
+    "cmd_train",
 ]
 
 

@@ -1,0 +1,207 @@
+"""Training commands: ``%peft train``, ``%peft runs``, ``%%peft watch``."""
+
+from __future__ import annotations
+
+import ast
+import time
+from typing import Any
+
+from ..errors import PeftMagicError
+from .registry import Context, command
+
+
+def _resolve_data(ctx: Context, value: Any, what: str) -> Any:
+    """A ``data=`` value: a notebook variable name, a file path, or a literal."""
+    if not isinstance(value, str):
+        return value
+    if value.isidentifier():
+        if value in ctx.ns:
+            return ctx.ns[value]
+        import os
+
+        if not os.path.exists(value):
+            raise PeftMagicError(f"no variable '{value}' in the notebook (and no file by that name) for {what}",
+                                 "define it first, or give a path to a .jsonl/.json/.csv/.txt file")
+    return value
+
+
+@command("train",
+         usage="%peft train [data=VAR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] "
+               "[eval=VAR|PATH|0.1] [--model VAR] [--out DIR] [--resume] [any TrainingArguments field=…]",
+         summary="train the attached adapter with live progress, loss, tokens/s and memory",
+         value_flags=("--model", "--out", "--tokenizer", "--adapter", "--display"),
+         switch_flags=("--resume",), group="training")
+def cmd_train(ctx: Context) -> Any:
+    """Train the active adapter of the model on a dataset, with a live progress display.
+
+    ``data`` is a notebook variable (a list of strings or dicts, a pandas DataFrame, a
+    ``datasets.Dataset`` / ``DatasetDict``) or a ``.jsonl`` / ``.json`` / ``.csv`` / ``.txt``
+    path. The shape is recognised from the columns: ``text``; ``prompt`` + ``completion``
+    (loss on the completion only); ``messages`` (the tokenizer's chat template, loss on
+    the assistant turns); ``text`` + ``label`` for a classifier (``%peft load … --labels N``).
+
+    Settings: ``steps`` or ``epochs`` (default 1 epoch), ``lr`` (default by method: 2e-4
+    for LoRA, 3e-2 for prompt tuning, …), ``batch`` (8), ``grad_accum``, ``max_len`` (512),
+    ``eval`` (data, or a fraction such as 0.1 to hold out), and any
+    ``transformers.TrainingArguments`` field (``warmup_steps=10``, ``optim=adamw_torch`` …).
+    Batches are padded dynamically and grouped by length; bf16/fp16 are used where the
+    GPU supports them; a 4-bit model trains with gradient checkpointing.
+
+    The stop button stops at the next step boundary and keeps what was learned;
+    ``%peft train --resume`` continues that run. Out of memory is caught: the model
+    stays usable and the message says what to change.
+
+    Examples::
+
+        texts = ["First example ...", "Second example ..."]
+        %peft train data=texts steps=100 lr=2e-4
+
+        %%peft train
+        data: ./chat.jsonl
+        epochs: 2
+        batch: 4
+        max_len: 1024
+        eval: 0.1
+
+        %peft train --resume
+    """
+    from ..display.progress import train
+    from ..state import is_peft_model
+
+    if ctx.args.positionals:
+        raise PeftMagicError(f"unexpected '{ctx.args.positionals[0]}'", "settings are key=value, e.g. data=texts")
+    var, model = ctx.model()
+    settings = dict(ctx.settings)
+    resume = bool(ctx.args.flag("--resume"))
+    data = None
+    if "data" in settings:
+        data = _resolve_data(ctx, settings.pop("data"), "data")
+    elif not resume:
+        raise PeftMagicError("which data?", "data=VARIABLE or a path, e.g. %peft train data=texts steps=50")
+    if "eval" in settings and not isinstance(settings["eval"], float):
+        settings["eval"] = _resolve_data(ctx, settings["eval"], "eval")
+    if not is_peft_model(model):
+        from ..state import peft_model_for
+
+        if peft_model_for(model) is None:
+            raise PeftMagicError(f"'{var}' has no adapter to train", "attach one first, e.g. %peft lora r=8")
+    tokenizer = ctx.tokenizer(var)
+    if tokenizer is None and not resume:
+        raise PeftMagicError("no tokenizer found (looked for 'tokenizer' and f'{var}_tokenizer')",
+                             "load the model with %peft load, or pass --tokenizer VAR")
+    if ctx.args.flag("--adapter"):
+        settings["adapter"] = ctx.args.flag("--adapter")
+    return train(model, data, tokenizer=tokenizer, display=ctx.args.flag("--display", "auto"), resume=resume,
+                 output_dir=ctx.args.flag("--out"), **settings)
+
+
+@command("runs", usage="%peft runs", summary="every training run of this kernel, with the loss curves together",
+         cell="none", group="training")
+def cmd_runs(ctx: Context) -> Any:
+    """Every training run in this kernel: method, adapter, settings, steps, first and final
+    loss, peak memory, time and status (completed / interrupted / oom / error), with all
+    loss curves in one chart. Returns a ``RunsReport`` (``.runs`` is the list of records).
+    """
+    from ..training import runs_report
+
+    return runs_report()
+
+
+@command("watch", usage="%%peft watch", summary="run the cell as Python with a live memory readout; report peak and change",
+         value_flags=("--device",), cell="code", group="training")
+def cmd_watch(ctx: Context) -> Any:
+    """Run the cell body as ordinary Python while showing live memory, then report the
+    peak and the change — the ``%%time`` of memory. The device is the one in use (CUDA
+    when initialised, else this process's RAM), or ``--device cuda:1`` / ``cpu``.
+
+    Example::
+
+        %%peft watch
+        outputs = model.generate(**inputs, max_new_tokens=200)
+    """
+    from ..memory import PeakSampler, WatchReport, reading
+
+    if ctx.cell is None:
+        raise PeftMagicError("watch is a cell magic", "use %%peft watch with code in the cell body")
+    shell = ctx.shell
+    device = ctx.args.flag("--device") or reading().device
+    live = _LiveMemory()
+    t0 = time.perf_counter()
+    sampler = PeakSampler(device, interval=0.05, on_sample=live.sample, live=True)
+    with sampler:
+        live.show(reading(device))
+        try:
+            value = _run_body(shell, ctx.cell)
+        finally:
+            pass
+    end = reading(device)
+    report = WatchReport(end.kind, end.label, sampler.start, end.used, max(sampler.peak, end.used), end.total,
+                         time.perf_counter() - t0)
+    live.close(report)
+    from .. import events
+
+    events.emit("memory", model_id=None, memory=end.as_dict())
+    return value
+
+
+def _run_body(shell: Any, body: str) -> Any:
+    """Execute like ``%%time``: magics transformed, the last expression's value returned."""
+    cell = shell.transform_cell(body)
+    tree = shell.compile.ast_parse(cell)
+    tree = shell.transform_ast(tree)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    ns = shell.user_ns
+    code = shell.compile(tree, "<peft watch>", "exec")
+    exec(code, ns, ns)
+    if last is not None:
+        return eval(shell.compile(last, "<peft watch>", "eval"), ns, ns)
+    return None
+
+
+class _LiveMemory:
+    """A one-line live readout (an HTML widget in a kernel, nothing elsewhere), ≤ 4 updates/s."""
+
+    def __init__(self) -> None:
+        self.widget = None
+        self._last = 0.0
+        try:
+            from ..display.progress import _in_kernel
+
+            if _in_kernel():
+                import ipywidgets as w
+
+                self.widget = w.HTML()
+        except ImportError:
+            self.widget = None
+
+    def show(self, r: Any) -> None:
+        if self.widget is not None:
+            from IPython.display import display
+
+            self._set(r)
+            display(self.widget)
+
+    def _set(self, r: Any) -> None:
+        from ..display.html import escape, wrap
+        from ..memory import fmt_bytes
+
+        text = f"memory now {fmt_bytes(r.used)} · peak {fmt_bytes(r.peak)} · {r.label}"
+        self.widget.value = wrap(f"<span class='pm-dim'>{escape(text)}</span>")
+
+    def sample(self, r: Any) -> None:
+        now = time.monotonic()
+        if self.widget is None or now - self._last < 0.25:
+            return
+        self._last = now
+        self._set(r)
+
+    def close(self, report: Any) -> None:
+        from IPython.display import display
+
+        if self.widget is not None:
+            from ..display.html import escape, wrap
+
+            self.widget.value = wrap(f"<span>{escape(repr(report))}</span>")
+        display(report)
