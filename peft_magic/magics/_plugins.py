@@ -11,6 +11,7 @@ import importlib
 COMMAND_MODULES: list[str] = [
     "cmd_model",
     "cmd_train",
+    "cmd_panel",
 ]
 
 

@@ -1,0 +1,512 @@
+"""``%peft panel``: configure, attach, train and save from a form — and learn the magics.
+
+The panel is a face like the magics: it turns widget values into the same engine calls
+(``attach``, ``detach``, ``preview``, ``train``, ``save``) and never reaches into peft.
+Three promises shape it:
+
+* **It teaches the syntax.** The equivalent ``%peft …`` line is always on show
+  (``line.py`` guarantees the magic's parser reads it back to the same settings), and
+  the panel attaches with exactly the settings that line carries, so pasting it into a
+  cell gives the same adapter.
+* **One state with the magics.** The panel keeps no model of its own: it reads the
+  notebook variable each time, rebinds it after attaching (as ``%peft lora`` does), and
+  follows the engine's events and the cells the user runs, so a ``%peft lora`` typed in a
+  cell shows up in an open panel and a panel attach shows up in ``%peft show``.
+* **Errors are one line, nothing half-applied.** Every button goes through one guard
+  that shows a ``PeftMagicError`` (or any other failure's first line) in the status
+  line; the engine's attach validates on a skeleton and rolls back, and the variable is
+  rebound only after success.
+"""
+
+from __future__ import annotations
+
+import html
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+
+from .. import events
+from ..errors import PeftMagicError, first_line
+from ..method_registry import MethodInfo, adaptive_defaults, resolve_method
+from ..state import peft_model_for, state_for, unwrap
+from .form import SettingsForm
+from .line import attach_line, method_word
+from .method_picker import MethodPicker, unsupported_reason
+from .targets_picker import TargetsPicker
+from .train_save import SaveSection, TrainSection
+
+TASKS = (("auto (from the model)", ""), ("causal-lm", "causal-lm"), ("seq-cls", "seq-cls"),
+         ("seq2seq", "seq2seq"), ("token-cls", "token-cls"), ("qa", "qa"),
+         ("feature-extraction", "feature-extraction"))
+
+_OK = "color:var(--jp-success-color0,#15803d)"
+_ERR = "color:var(--jp-error-color0,#b91c1c)"
+_DIM = "color:var(--jp-ui-font-color2,#666)"
+
+
+def _is_model(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+class PeftPanel(widgets.VBox):
+    """The widget panel for the model in notebook variable ``var`` of ``namespace``.
+
+    ``PeftPanel(globals())`` works from plain Python too; ``%peft panel`` passes the
+    shell's namespace and the shell itself (to follow the cells the user runs).
+    """
+
+    def __init__(self, namespace: dict[str, Any] | None = None, var: str = "model", shell: Any = None) -> None:
+        super().__init__()
+        self.add_class("peft-magic-panel")
+        self.ns: dict[str, Any] = namespace if namespace is not None else {}
+        self.var = var
+        self.shell = shell
+        self._busy = False
+        self._hold = 0  # >0 while many widgets change at once: recompute once at the end
+        self._adapter_line = ""
+        self._word: str | None = None  # an alias the current adapter was attached with (dora, qlora…)
+        self._forms: dict[str, SettingsForm] = {}
+        self._preview_cache: dict[str, str] = {}
+        self._base_ref: Any = None
+        self._line_value = ""
+        self.quantized: str | None = None
+        self.targets: TargetsPicker | None = None
+
+        model = self._model()
+        # -- widgets -------------------------------------------------------------------
+        self.header = widgets.HTML()
+        self.method = MethodPicker()
+        self.name = widgets.Text(value="default", description="adapter", continuous_update=False,
+                                 style={"description_width": "60px"}, layout=widgets.Layout(width="230px"))
+        self.task = widgets.Dropdown(options=TASKS, value="", description="task",
+                                     style={"description_width": "40px"}, layout=widgets.Layout(width="260px"))
+        self.settings_box = widgets.VBox()
+        self.preview_html = widgets.HTML()
+        self.preview_html.add_class("pm-preview")
+        self.reason = widgets.HTML()
+        self.attach_button = widgets.Button(description="Attach", button_style="primary", icon="plus")
+        self.attach_button.add_class("pm-attach")
+        self.detach_button = widgets.Button(description="Detach", icon="minus")
+        self.detach_button.add_class("pm-detach")
+        adapter_tab = widgets.VBox([
+            self.method.box, widgets.HBox([self.name, self.task]), self.settings_box, self.preview_html,
+            self.reason, widgets.HBox([self.attach_button, self.detach_button]),
+        ])
+        self.trainer = TrainSection(self)
+        self.saver = SaveSection(self)
+        self.tabs = widgets.Tab(children=[adapter_tab, self.trainer.box, self.saver.box],
+                                titles=("Adapter", "Train", "Save"))
+        self.line = widgets.Text(value="", description="as a magic", style={"description_width": "80px"},
+                                 layout=widgets.Layout(width="100%"),
+                                 tooltip="the same as a %peft line: copy it into a cell")
+        self.line.add_class("pm-line")
+        self.status = widgets.HTML()
+        self.status.add_class("pm-status")
+        self.result = widgets.HTML()
+        self.result.add_class("pm-result")
+        self.children = [self.header, self.tabs, self.line, self.status, self.result]
+
+        # -- wiring --------------------------------------------------------------------
+        self.method.on_change(self._on_method)
+        self.name.observe(lambda _c: self._changed(), "value")
+        self.task.observe(lambda _c: self._changed(), "value")
+        self.line.observe(self._keep_line, "value")
+        self.tabs.observe(lambda _c: self._show_line(), "selected_index")
+        self.attach_button.on_click(lambda _b: self._guard(self.do_attach))
+        self.detach_button.on_click(lambda _b: self._guard(self.do_detach))
+        self._unsubscribe: Callable[[], None] | None = events.subscribe(self._on_event)
+        if shell is not None and hasattr(shell, "events"):
+            shell.events.register("post_run_cell", self._after_cell)
+
+        self._hold += 1
+        try:
+            self._bind_model(model)
+            self._show_record(model)
+        finally:
+            self._hold -= 1
+        self._changed()
+        self.refresh()
+
+    # ----------------------------------------------------------------------- model access
+
+    def _model(self) -> Any:
+        """The model in the notebook variable right now (the panel holds no copy of its own)."""
+        if self.var not in self.ns:
+            raise PeftMagicError(f"no variable '{self.var}' in the notebook",
+                                 "load a model with %peft load smollm2 (or pass --model NAME)")
+        obj = self.ns[self.var]
+        if not _is_model(obj):
+            raise PeftMagicError(f"'{self.var}' is a {type(obj).__name__}, not a torch model",
+                                 "pass --model NAME for the variable that holds your model")
+        return obj
+
+    def _bind_model(self, model: Any) -> None:
+        """(Re)build what depends on the model: 4-bit marks, adaptive defaults, the layer list."""
+        from ..summary import quantization_of
+
+        base = unwrap(model)
+        self._base_ref = weakref.ref(base)
+        self.quantized = quantization_of(base)
+        self._forms.clear()
+        self._preview_cache.clear()
+        self.method.quantized = self.quantized
+        peft_type = self.method.value
+        self.method.set(peft_type)  # relabels the [no 4-bit] marks
+        self.targets = None
+        self.targets = TargetsPicker(model, peft_type)
+        self.targets.on_change(self._changed)
+        self._show_form()
+
+    def _model_changed(self) -> bool:
+        obj = self.ns.get(self.var)
+        if obj is None or not _is_model(obj):
+            return False
+        current = self._base_ref() if self._base_ref is not None else None
+        return unwrap(obj) is not current
+
+    # ----------------------------------------------------------------------- the form
+
+    def form(self, info: MethodInfo | None = None) -> SettingsForm:
+        """The generated form of ``info`` (default: the chosen method), built once per model."""
+        info = info or self.method.info
+        form = self._forms.get(info.peft_type)
+        if form is None:
+            defaults = {name: f.default for name, f in info.fields.items()}
+            try:
+                base = self._base_ref() if self._base_ref is not None else None
+                config = getattr(base, "config", None)
+                layers = getattr(config, "num_hidden_layers", None)
+                defaults.update(adaptive_defaults(resolve_method(method_word(info)), config, {}, layers))
+            except PeftMagicError:
+                pass
+            skip = ("target_modules",) if "target_modules" in info.fields else ()
+            form = SettingsForm(method_word(info), info.fields, defaults, skip=skip)
+            form.observe(lambda _c: self._changed())
+            self._forms[info.peft_type] = form
+        return form
+
+    def _show_form(self) -> None:
+        info = self.method.info
+        form = self.form(info)
+        parts: list[widgets.Widget] = [form.main]
+        if "target_modules" in info.fields and self.targets is not None:
+            parts.append(self.targets.box)
+        parts.append(form.advanced)
+        self.settings_box.children = parts
+
+    def _on_method(self, peft_type: str) -> None:
+        self._word = None
+        if self.targets is not None:
+            self.targets.set_method(peft_type)
+        self._show_form()
+        self._changed()
+
+    def request(self) -> tuple[str, dict[str, Any], str, str | None]:
+        """``(method word, settings, adapter name, task)`` the panel would attach with.
+
+        Settings are the fields that differ from the defaults this model gets anyway, in
+        the config's field order; one-line ``PeftMagicError`` for an unreadable value.
+        """
+        info = self.method.info
+        form = self.form(info)
+        values = form.values()
+        if "target_modules" in info.fields and self.targets is not None:
+            tv = self.targets.value()
+            if tv is not None:
+                values["target_modules"] = tv
+        settings = {k: values[k] for k in info.fields if k in values}
+        word = method_word(info)
+        if self._word:
+            spec = resolve_method(self._word)
+            if spec.info.peft_type == info.peft_type and all(
+                    k in form.fields and _same(form[k].raw(), v) for k, v in spec.preset.items()):
+                word = self._word
+                for k in spec.preset:
+                    settings.pop(k, None)
+        name = self.name.value.strip() or "default"
+        task = self.task.value or None
+        return word, settings, name, task
+
+    def magic_line(self) -> str:
+        """The ``%peft …`` line for the current settings (what Attach will do)."""
+        word, settings, name, task = self.request()
+        return attach_line(word, settings, name=name, task=task, var=self.var)
+
+    # ----------------------------------------------------------------------- live parts
+
+    def _changed(self) -> None:
+        """Any setting changed: new line, new preview, new button state."""
+        if self._hold:
+            return
+        try:
+            line = self.magic_line()
+            self._adapter_line = line
+        except PeftMagicError as e:
+            self._adapter_line = ""
+            self.preview_html.value = f"<span style='{_ERR}'>{html.escape(str(e))}</span>"
+            self._show_line()
+            self._update_buttons()
+            return
+        self._show_line()
+        self._update_preview()
+        self._update_buttons()
+
+    def _update_preview(self) -> None:
+        from ..attaching import preview
+
+        try:
+            word, settings, name, task = self.request()
+            model = self._model()
+        except PeftMagicError as e:
+            self.preview_html.value = f"<span style='{_ERR}'>{html.escape(str(e))}</span>"
+            return
+        key = repr((word, sorted(settings.items(), key=lambda kv: kv[0]), name, task, id(unwrap(model))))
+        if key in self._preview_cache:
+            self.preview_html.value = self._preview_cache[key]
+            return
+        try:
+            p = preview(model, word, name=name, task=task, **settings)
+        except PeftMagicError as e:
+            text = f"<span style='{_ERR}'>{html.escape(str(e))}</span>"
+        except Exception as e:  # an architecture the skeleton cannot rebuild: no preview, attach still works
+            text = f"<span style='{_DIM}'>no preview for this model ({html.escape(first_line(e))})</span>"
+        else:
+            from ..target_explorer import group_names
+
+            where = f" · {len(p.targets)} modules: {html.escape(group_names(p.targets))}" if p.targets else \
+                " · no modules replaced (virtual tokens / prompt encoder)"
+            text = (f"would train <b>{p.trainable:,}</b> of {p.total:,} parameters "
+                    f"(<b>{p.percent:.4f}%</b>){where}")
+        self._preview_cache[key] = text
+        self.preview_html.value = text
+
+    def _adapters(self) -> list[str]:
+        try:
+            pm = peft_model_for(self._model())
+        except PeftMagicError:
+            return []
+        return list(pm.peft_config) if pm is not None else []
+
+    def _update_buttons(self) -> None:
+        adapters = self._adapters()
+        name = self.name.value.strip() or "default"
+        self.attach_button.description = "Replace" if name in adapters else "Attach"
+        reason = unsupported_reason(self.method.info, self.quantized)
+        self.attach_button.disabled = reason is not None
+        self.attach_button.tooltip = reason or ("replace adapter '%s' with these settings" % name if name in adapters
+                                                else "attach with these settings")
+        self.reason.value = f"<span style='{_ERR}'>{html.escape(reason)}</span>" if reason else ""
+        self.detach_button.disabled = not adapters
+        self.detach_button.tooltip = "remove every adapter" if adapters else "no adapter to detach"
+        self.trainer.update()
+        self.saver.update()
+
+    def _show_line(self) -> None:
+        index = self.tabs.selected_index or 0
+        line = [getattr(self, "_adapter_line", ""), self.trainer.line(), self.saver.line()][index]
+        self._line_value = line
+        self.line.value = line
+
+    def _keep_line(self, change: Any) -> None:
+        """The line is read-only: an edit is put back (it can still be selected and copied)."""
+        if change["new"] != self._line_value:
+            self.line.value = self._line_value
+
+    def set_status(self, text: str, ok: bool = True) -> None:
+        style = _OK if ok else _ERR
+        mark = "✓" if ok else "✗"
+        self.status.value = f"<span style='{style}'>{mark} {html.escape(' '.join(text.split()))}</span>"
+
+    def refresh(self) -> None:
+        """Re-read the model's state: header, button labels, the train/save sections."""
+        try:
+            model = self._model()
+        except PeftMagicError as e:
+            self.header.value = f"<b>peft_magic</b> · <span style='{_ERR}'>{html.escape(str(e))}</span>"
+            return
+        from ..summary import summarize
+
+        s = summarize(model)
+        quant = f", {s.quantization}" if s.quantization else ""
+        adapters = ", ".join(f"{a.name} ({a.method}{', active' if a.active else ''})" for a in s.adapters) or "none"
+        self.header.value = (
+            f"<div class='peft-magic'><b>peft_magic panel</b> · <code>{html.escape(self.var)}</code>: "
+            f"{html.escape(s.model_class)} <span style='{_DIM}'>({html.escape(s.model_type)}{quant}, "
+            f"{html.escape(s.dtype)}, {html.escape(s.device)})</span> · adapters: {html.escape(adapters)} · "
+            f"trainable <b>{s.trainable:,}</b> / {s.total:,} ({s.percent:.4f}%)</div>")
+        self._update_buttons()
+        self._show_line()
+
+    # ----------------------------------------------------------------------- actions
+
+    def _guard(self, action: Callable[[], None]) -> None:
+        """Run a button's action; any failure becomes one status line, never a traceback."""
+        self._busy = True
+        try:
+            action()
+        except PeftMagicError as e:
+            self.set_status(str(e), ok=False)
+        except KeyboardInterrupt:
+            self.set_status("interrupted", ok=False)
+        except Exception as e:
+            self.set_status(f"{type(e).__name__}: {first_line(e)}", ok=False)
+        finally:
+            self._busy = False
+            self.refresh()
+
+    def bind(self, value: Any) -> None:
+        """Put ``value`` into the notebook variable, as the magics do."""
+        self.ns[self.var] = value
+        st = state_for(value)
+        if st is not None:
+            st.variable = self.var
+
+    def do_attach(self) -> None:
+        """Attach (or replace) the adapter with the form's settings — the shown line's settings."""
+        from ..attaching import attach
+
+        model = self._model()
+        if self._model_changed():
+            self._bind_model(model)
+            self._changed()
+            raise PeftMagicError(f"'{self.var}' holds another model now: the panel has re-read its layers",
+                                 "check the settings and press Attach again")
+        reason = unsupported_reason(self.method.info, self.quantized)
+        if reason:
+            raise PeftMagicError(reason)
+        word, settings, name, task = self.request()
+        line = attach_line(word, settings, name=name, task=task, var=self.var)
+        result = attach(model, word, name=name, task=task, **settings)
+        self.bind(result.model)
+        self.result.value = result._repr_html_()
+        s = result.summary
+        tail = f" · trainable {s.trainable:,} / {s.total:,} ({s.percent:.4f}%)" if s is not None else ""
+        self.set_status(f"{result.headline}{tail} — same as {line}")
+
+    def do_detach(self) -> None:
+        """Remove every adapter; the variable holds the plain base model again."""
+        from ..attaching import detach
+
+        base = detach(self._model())
+        self.bind(base)
+        self.result.value = ""
+        self.set_status(f"removed all adapters: '{self.var}' is the base model again")
+
+    # ----------------------------------------------------------------------- one state
+
+    def load_record(self, record: Any) -> None:
+        """Show an adapter attached elsewhere (by magic or in Python) in the form.
+
+        The adapter's explicit settings are pinned, so the shown line is the request the
+        adapter was made with and pressing Attach again is a no-op, as re-running the cell is.
+        """
+        if record.peft_type not in self.method.methods:
+            return
+        self._hold += 1
+        try:
+            self.method.set(record.peft_type)  # fires _on_method, which clears _word
+            self._word = record.method
+            spec = resolve_method(record.method)
+            form = self.form()
+            settings = dict(spec.preset)
+            settings.update({k: v for k, v in record.settings.items() if k != "target_modules"})
+            form.set_values(settings, pin=set(record.settings))
+            if self.targets is not None:
+                self.targets.set_value(record.settings.get("target_modules"))
+            self.name.value = record.name
+            try:
+                from ..loading import infer_task
+
+                inferred = infer_task(unwrap(self._model()))
+            except PeftMagicError:
+                inferred = None
+            if record.task and record.task != inferred:
+                self.task.value = next((v for _l, v in TASKS if v and _task_key(v) == record.task), "")
+            else:
+                self.task.value = ""
+        finally:
+            self._hold -= 1
+        self._changed()
+
+    def _show_record(self, model: Any) -> None:
+        """Show the model's active adapter in the form, if it has one."""
+        st = state_for(model)
+        peft_model = peft_model_for(model)
+        if st is None or peft_model is None or not st.adapters:
+            return
+        active = peft_model.active_adapter if isinstance(peft_model.active_adapter, str) else None
+        self.load_record(st.adapters.get(active) or next(iter(st.adapters.values())))
+
+    def _on_event(self, event: Any) -> None:
+        """Engine events: follow adapters attached elsewhere; show training finishing."""
+        try:
+            if self._model_changed():
+                return  # the variable now holds another model: _after_cell rebuilds
+            base = self._base_ref() if self._base_ref is not None else None
+            st = state_for(base) if base is not None else None
+            if st is None or event.data.get("model_id") != st.model_id:
+                return
+            if event.kind == "adapter":
+                if not self._busy:
+                    adapter = event.data.get("adapter")
+                    record = st.adapters.get(adapter) if adapter else None
+                    if record is not None and event.data.get("action") in ("attached", "added", "replaced"):
+                        self.load_record(record)
+                        self.set_status(f"{event.data.get('action')} {record.method} adapter '{adapter}' "
+                                        "(outside the panel)")
+                    elif event.data.get("action") == "detached":
+                        self.set_status("adapters removed (outside the panel)")
+                self.refresh()
+            elif event.kind == "run_end" and not self._busy:
+                self.set_status(f"training {event.data.get('status')}: step {event.data.get('step')}"
+                                f"/{event.data.get('total_steps')}, loss {event.data.get('loss')}")
+                self.refresh()
+        except Exception:  # a display must never break the engine
+            pass
+
+    def _after_cell(self, *_args: Any) -> None:
+        """After each cell: a new model in the variable rebuilds the panel's model parts."""
+        try:
+            if self._model_changed():
+                model = self._model()
+                self._hold += 1
+                try:
+                    self._bind_model(model)
+                    self._show_record(model)
+                finally:
+                    self._hold -= 1
+                self._changed()
+            self.trainer.refresh_data()
+            self.refresh()
+        except Exception:
+            pass
+
+    def close(self) -> None:
+        """Stop following events and cells, then close the widgets."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self.shell is not None and hasattr(self.shell, "events"):
+            try:
+                self.shell.events.unregister("post_run_cell", self._after_cell)
+            except ValueError:
+                pass
+        super().close()
+
+    def __repr__(self) -> str:
+        return (f"peft_magic panel for '{self.var}' (a widget: it shows in a notebook front end; "
+                f"in a terminal use the %peft magics, e.g. {self._adapter_line or '%peft lora r=8'})")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b
+
+
+def _task_key(value: str) -> str:
+    from ..method_registry import normalize_task
+
+    return normalize_task(value) or ""

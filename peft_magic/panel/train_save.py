@@ -1,0 +1,298 @@
+"""The panel's Train and Save tabs.
+
+Both call the same engine functions as ``%peft train`` and ``%peft save``
+(``peft_magic.train`` / ``peft_magic.save``) and show the equivalent line. They look
+the functions up on the package at click time, so the panel works (with the tab
+disabled and saying why) in a build that lacks one of them.
+
+The data picker lists the notebook variables that training accepts — lists of texts or
+of dicts, pandas DataFrames, ``datasets`` Datasets — found by type name, so nothing
+heavy is imported to look.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from ..errors import PeftMagicError
+from ..state import peft_model_for
+from .line import command_line
+
+if TYPE_CHECKING:
+    from .panel import PeftPanel
+
+_ERR = "color:var(--jp-error-color0,#b91c1c)"
+_DIM = "color:var(--jp-ui-font-color2,#666)"
+_HIDDEN = {"In", "Out", "exit", "quit", "get_ipython"}
+
+
+def _api(name: str) -> Any:
+    """``peft_magic.NAME`` if this build has it (training and saving may be absent)."""
+    import peft_magic
+
+    if name not in getattr(peft_magic, "_API", {}):
+        return None
+    try:
+        return getattr(peft_magic, name)
+    except (AttributeError, ImportError):
+        return None
+
+
+def is_dataset(value: Any) -> bool:
+    """Whether ``value`` looks like training data: list of str/dict, DataFrame, datasets.Dataset."""
+    if isinstance(value, (list, tuple)):
+        return bool(value) and isinstance(value[0], (str, dict))
+    mod = type(value).__module__ or ""
+    name = type(value).__name__
+    if mod.startswith("pandas") and name == "DataFrame":
+        return True
+    return mod.startswith("datasets") and name in ("Dataset", "DatasetDict", "IterableDataset")
+
+
+def dataset_variables(ns: dict[str, Any]) -> list[str]:
+    return [k for k, v in ns.items() if not k.startswith("_") and k not in _HIDDEN and is_dataset(v)]
+
+
+def _describe(value: Any) -> str:
+    try:
+        n = len(value)
+    except TypeError:
+        n = None
+    kind = type(value).__name__
+    if isinstance(value, (list, tuple)) and value:
+        kind = f"list of {type(value[0]).__name__}"
+    return f"{kind}, {n:,} rows" if n is not None else kind
+
+
+class TrainSection:
+    """Data variable, steps, lr, batch and a Train button; hosts the live progress display."""
+
+    def __init__(self, panel: PeftPanel) -> None:
+        self.panel = panel
+        self.data = widgets.Dropdown(options=[], description="data", style={"description_width": "60px"},
+                                     layout=widgets.Layout(width="320px"))
+        self.data.add_class("pm-data")
+        self.reload = widgets.Button(icon="refresh", tooltip="look for data variables again",
+                                     layout=widgets.Layout(width="36px"))
+        self.steps = widgets.BoundedIntText(value=50, min=1, max=10**9, description="steps",
+                                            style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.lr = widgets.BoundedFloatText(value=2e-4, min=0.0, max=10.0, step=1e-5, description="lr",
+                                           style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.batch = widgets.BoundedIntText(value=4, min=1, max=4096, description="batch",
+                                            style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.button = widgets.Button(description="Train", button_style="success", icon="play")
+        self.button.add_class("pm-train")
+        self.reason = widgets.HTML()
+        self.progress = widgets.VBox()
+        self.progress.add_class("pm-progress")
+        self.box = widgets.VBox([widgets.HBox([self.data, self.reload]),
+                                 widgets.HBox([self.steps, self.lr, self.batch]),
+                                 widgets.HBox([self.button, self.reason]), self.progress])
+        for w in (self.data, self.steps, self.lr, self.batch):
+            w.observe(lambda _c: self._changed(), "value")
+        self.reload.on_click(lambda _b: self.refresh_data())
+        self.button.on_click(lambda _b: panel._guard(self.do_train))
+        self.refresh_data()
+
+    def _changed(self) -> None:
+        self.update()
+        self.panel._show_line()
+
+    def refresh_data(self) -> None:
+        names = dataset_variables(self.panel.ns)
+        opts = [(f"{n} ({_describe(self.panel.ns[n])})", n) for n in names]
+        if [o[1] for o in opts] != [o[1] for o in self.data.options] or \
+                [o[0] for o in opts] != [o[0] for o in self.data.options]:
+            keep = self.data.value
+            self.data.options = opts
+            self.data.value = keep if keep in names else (names[0] if names else None)
+
+    def settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.data.value:
+            out["data"] = self.data.value
+        out.update(steps=int(self.steps.value), lr=float(self.lr.value), batch=int(self.batch.value))
+        return out
+
+    def line(self) -> str:
+        flags = {"--model": self.panel.var} if self.panel.var != "model" else {}
+        return command_line("train", [], self.settings(), flags)
+
+    def why_not(self) -> str | None:
+        """Why training cannot start now, or ``None``."""
+        if _api("train") is None:
+            return "training is not available in this build of peft_magic"
+        if not self.panel._adapters():
+            return "attach an adapter first (Adapter tab)"
+        if not self.data.value:
+            return ("no data in the notebook: make a list of texts (or dicts), a DataFrame or a "
+                    "datasets.Dataset, then press ↻")
+        return None
+
+    def update(self) -> None:
+        reason = self.why_not()
+        self.button.disabled = reason is not None
+        self.button.tooltip = reason or "train the active adapter"
+        self.reason.value = f"<span style='{_DIM}'>{html.escape(reason)}</span>" if reason else ""
+
+    def tokenizer(self) -> Any:
+        ns, var = self.panel.ns, self.panel.var
+        for name in (f"{var}_tokenizer", "tokenizer"):
+            if name in ns:
+                return ns[name]
+        return None
+
+    def do_train(self) -> None:
+        train = _api("train")
+        reason = self.why_not()
+        if reason:
+            raise PeftMagicError(reason)
+        model = self.panel._model()
+        name = self.data.value
+        if name not in self.panel.ns:
+            raise PeftMagicError(f"no variable '{name}' in the notebook any more", "press ↻ to look again")
+        line = self.line()
+        display = _progress_display()
+        self.progress.children = []
+        if display is not None:
+            self.progress.children = [display.widget]
+        try:
+            run = train(model, self.panel.ns[name], tokenizer=self.tokenizer(), steps=int(self.steps.value),
+                        lr=float(self.lr.value), batch=int(self.batch.value))
+        finally:
+            if display is not None:
+                display.close()
+        status = getattr(run, "status", "completed")
+        loss = getattr(run, "final_loss", None)
+        text = f"training {status}: {getattr(run, 'steps_done', '?')} steps"
+        if loss is not None:
+            text += f", final loss {loss:.4f}"
+        self.panel.set_status(f"{text} — same as {line}", ok=status == "completed")
+
+
+class _Progress:
+    """A live progress display hosted in the Train tab (see :func:`_progress_display`)."""
+
+    def __init__(self, widget: widgets.Widget, close: Any) -> None:
+        self.widget = widget
+        self._close = close
+
+    def close(self) -> None:
+        if callable(self._close):
+            try:
+                self._close()
+            except Exception:
+                pass
+
+
+def _progress_display() -> _Progress | None:
+    """The same live progress widget ``%peft train`` shows, if this build has one."""
+    try:
+        from ..display import progress as progress_mod  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    make = getattr(progress_mod, "panel_progress", None)
+    if make is None:
+        return None
+    widget, close = make()
+    return _Progress(widget, close)
+
+
+class SaveSection:
+    """Folder, merged / overwrite switches and a Save button (``peft_magic.save``)."""
+
+    def __init__(self, panel: PeftPanel) -> None:
+        self.panel = panel
+        self.folder = widgets.Text(value="adapters/my-adapter", description="folder", continuous_update=False,
+                                   style={"description_width": "60px"}, layout=widgets.Layout(width="420px"))
+        self.folder.add_class("pm-folder")
+        self.merged = widgets.Checkbox(value=False, description="merged model (adapter folded into the weights)",
+                                       indent=False)
+        self.force = widgets.Checkbox(value=False, description="overwrite an existing folder", indent=False)
+        self.button = widgets.Button(description="Save", button_style="info", icon="save")
+        self.button.add_class("pm-save")
+        self.reason = widgets.HTML()
+        self.box = widgets.VBox([self.folder, self.merged, self.force, widgets.HBox([self.button, self.reason])])
+        for w in (self.folder, self.merged, self.force):
+            w.observe(lambda _c: self._changed(), "value")
+        self.button.on_click(lambda _b: panel._guard(self.do_save))
+
+    def _changed(self) -> None:
+        self.update()
+        self.panel._show_line()
+
+    def line(self) -> str:
+        flags: dict[str, Any] = {}
+        if self.panel.var != "model":
+            flags["--model"] = self.panel.var
+        flags["--merged"] = bool(self.merged.value)
+        flags["--force"] = bool(self.force.value)
+        return command_line("save", [self.folder.value.strip() or "DIR"], {}, flags)
+
+    def _merge_reason(self) -> str | None:
+        """Why the adapters on the model cannot be merged (prompt methods, …), or ``None``."""
+        from ..method_registry import registry
+
+        try:
+            pm = peft_model_for(self.panel._model())
+        except PeftMagicError:
+            return None
+        if pm is None:
+            return None
+        reg = registry()
+        for cfg in pm.peft_config.values():
+            pt = str(getattr(cfg.peft_type, "value", cfg.peft_type))
+            info = reg.get(pt)
+            if info is not None and not info.can_merge:
+                return f"{info.name} cannot be merged into the base weights: save the adapter instead"
+        if self.panel.quantized:
+            return f"a {self.panel.quantized} model cannot be saved merged here: save the adapter"
+        return None
+
+    def why_not(self) -> str | None:
+        if _api("save") is None:
+            return "saving is not available in this build of peft_magic"
+        if not self.panel._adapters():
+            return "attach an adapter first (Adapter tab)"
+        if not self.folder.value.strip():
+            return "which folder?"
+        return None
+
+    def update(self) -> None:
+        merge_reason = self._merge_reason()
+        if merge_reason is not None:
+            if self.merged.value:
+                self.merged.value = False
+            self.merged.disabled = True
+            self.merged.tooltip = merge_reason
+        else:
+            self.merged.disabled = False
+            self.merged.tooltip = "save the base model with the adapter merged in (a plain transformers model)"
+        reason = self.why_not()
+        self.button.disabled = reason is not None
+        self.button.tooltip = reason or "save"
+        shown = reason or (f"merged: {merge_reason}" if merge_reason else None)
+        self.reason.value = f"<span style='{_DIM}'>{html.escape(shown)}</span>" if shown else ""
+
+    def do_save(self) -> None:
+        save = _api("save")
+        reason = self.why_not()
+        if reason:
+            raise PeftMagicError(reason)
+        line = self.line()
+        kwargs: dict[str, Any] = {}
+        if self.merged.value:
+            kwargs["merged"] = True
+        if self.force.value:
+            kwargs["force"] = True
+        result = save(self.panel._model(), self.folder.value.strip(), **kwargs)
+        html_repr = getattr(result, "_repr_html_", None)
+        if callable(html_repr):
+            self.panel.result.value = html_repr()
+        self.panel.set_status(f"saved to {self.folder.value.strip()} — same as {line}")
+
+
+__all__ = ["TrainSection", "SaveSection", "dataset_variables", "is_dataset"]
