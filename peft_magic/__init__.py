@@ -34,6 +34,15 @@ _API = {
     "PeftMagicError": "errors:PeftMagicError",
     "subscribe": "events:subscribe",
     "memory_reading": "memory:reading",
+    "save": "adapter_ops:save",
+    "load_adapter": "adapter_ops:load_adapter",
+    "adapters": "adapter_ops:adapters",
+    "use_adapter": "adapter_ops:use_adapter",
+    "disable_adapters": "adapter_ops:disable_adapters",
+    "enable_adapters": "adapter_ops:enable_adapters",
+    "delete_adapter": "adapter_ops:delete_adapter",
+    "merge": "adapter_ops:merge",
+    "generate": "generation:generate",
 }
 
 __all__ = sorted(_API) + ["load_ipython_extension", "unload_ipython_extension", "__version__"]

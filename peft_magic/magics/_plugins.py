@@ -12,6 +12,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_model",
     "cmd_train",
     "cmd_panel",
+    "cmd_adapters",
 ]
 
 

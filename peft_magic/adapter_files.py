@@ -1,0 +1,382 @@
+"""Adapter folders on disk: atomic writes, safe reading, and the model card.
+
+Why atomic: an adapter is several files (config, weights, card) that only make sense
+together. A save that dies halfway (kernel killed, disk full, Ctrl-C during a long
+write) must leave either the previous adapter or the new one at the target path,
+never a mix of both and never a half-written weights file. So everything is written
+into a temporary folder *beside* the target (same file system, so a rename is atomic),
+every file is fsync'ed, and only then is the folder renamed into place. Replacing an
+existing folder (``--force``) swaps the two folders in one step with Linux'
+``renameat2(RENAME_EXCHANGE)``; where that call does not exist, the old folder is first
+renamed aside and put back by the next save or load if the process died in between.
+
+Why careful reading: an adapter folder may come from anywhere. Only safetensors weights
+are read by default (a pickle ``.bin`` file can run arbitrary code when loaded), and
+nothing in the folder is imported or executed; the config is plain JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import html
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import PeftMagicError
+
+TMP_TAG = ".peft-tmp-"
+OLD_TAG = ".peft-old-"
+CONFIG_NAME = "adapter_config.json"
+SAFE_WEIGHTS = "adapter_model.safetensors"
+PICKLE_WEIGHTS = "adapter_model.bin"
+CARD_NAME = "README.md"
+CURVE_NAME = "loss_curve.svg"
+
+
+# ----------------------------------------------------------------------------- atomic folder
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tmp_pid(name: str, tag: str) -> int | None:
+    try:
+        return int(name.split(tag, 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def recover(target: Path) -> None:
+    """Tidy what an interrupted save left beside ``target``.
+
+    A temporary folder of a process that no longer runs is deleted (it never became the
+    adapter). An aside-renamed old folder (the fallback swap) is put back if the target
+    is missing, else deleted.
+    """
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    prefix_tmp = f".{target.name}{TMP_TAG}"
+    prefix_old = f".{target.name}{OLD_TAG}"
+    for entry in parent.iterdir():
+        if entry.name.startswith(prefix_tmp):
+            pid = _tmp_pid(entry.name, TMP_TAG)
+            if pid is None or (pid != os.getpid() and not _pid_alive(pid)):
+                shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name.startswith(prefix_old):
+            pid = _tmp_pid(entry.name, OLD_TAG)
+            if pid is not None and pid != os.getpid() and _pid_alive(pid):
+                continue
+            if not target.exists():
+                with contextlib.suppress(OSError):
+                    os.rename(entry, target)
+                    continue
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under ``root`` to disk (the rename must not outrun the data)."""
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            fd = os.open(os.path.join(dirpath, f), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2); False where the call is unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    import errno
+
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, getattr(errno, "EOPNOTSUPP", errno.ENOTSUP)):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def write_atomically(target: Path, fill: Callable[[Path], None], *, force: bool) -> None:
+    """Create folder ``target`` with what ``fill(tmp_folder)`` writes, atomically.
+
+    ``fill`` writes into a fresh temporary folder beside ``target``; the folder is
+    fsync'ed and renamed into place only when ``fill`` returned. With ``force`` an
+    existing ``target`` is swapped out in one step and then deleted; without it an
+    existing target is an error (checked before anything is written).
+    """
+    target = Path(target)
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    recover(target)
+    if target.exists() and not force:
+        raise PeftMagicError(f"{target} already exists", "pass --force (force=True) to replace it")
+    if target.exists() and not target.is_dir():
+        raise PeftMagicError(f"{target} is a file, not an adapter folder", "choose another path")
+    tmp = parent / f".{target.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        _fsync_tree(tmp)
+        if not target.exists():
+            try:
+                os.rename(tmp, target)  # atomic; fails on a non-empty folder that appeared meanwhile
+            except OSError:
+                if not force:
+                    raise PeftMagicError(f"{target} already exists", "pass --force to replace it") from None
+                _swap_in(tmp, target)
+        else:
+            _swap_in(tmp, target)
+        _fsync_dir(parent)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` at ``target`` and delete the old ``target``; never a moment without one."""
+    if _exchange(tmp, target):
+        _fsync_dir(target.parent)
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old adapter
+        return
+    old = target.parent / f".{target.name}{OLD_TAG}{os.getpid()}-{secrets.token_hex(4)}"
+    os.rename(target, old)
+    os.rename(tmp, target)
+    _fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def find_weights(folder: Path, allow_pickle: bool) -> Path:
+    """The adapter's weights file; a pickle file only with ``allow_pickle``."""
+    safe = folder / SAFE_WEIGHTS
+    if safe.is_file():
+        return safe
+    pickle = folder / PICKLE_WEIGHTS
+    if pickle.is_file():
+        if not allow_pickle:
+            raise PeftMagicError(
+                f"{folder} holds a pickle-based {PICKLE_WEIGHTS}, and loading a pickle can run arbitrary code; "
+                "refused", "load it only if you trust where it came from: --allow-pickle (allow_pickle=True)")
+        return pickle
+    raise PeftMagicError(f"no adapter weights in {folder} (expected {SAFE_WEIGHTS})",
+                         "give the folder that %peft save (or save_pretrained) wrote")
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """The adapter config as plain JSON (nothing executed)."""
+    if not folder.exists():
+        raise PeftMagicError(f"no such folder: {folder}", "give a folder written by %peft save or save_pretrained")
+    if not folder.is_dir():
+        raise PeftMagicError(f"{folder} is a file, not an adapter folder")
+    path = folder / CONFIG_NAME
+    if not path.is_file():
+        subs = sorted(p.name for p in folder.iterdir() if (p / CONFIG_NAME).is_file())
+        if subs:
+            raise PeftMagicError(f"{folder} holds adapters in sub-folders: {', '.join(subs)}",
+                                 f"load one of them, e.g. {folder / subs[0]}")
+        raise PeftMagicError(f"{folder} has no {CONFIG_NAME}: not a peft adapter folder")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PeftMagicError(f"cannot read {path}: {e}") from None
+    if not isinstance(data, dict) or "peft_type" not in data:
+        raise PeftMagicError(f"{path} is not a peft adapter config (no peft_type)")
+    return data
+
+
+def tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the tensors in a weights file, without loading them.
+
+    Safetensors: read from the header. A pickle file (only reached with --allow-pickle)
+    is read with ``weights_only=True``.
+    """
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        except Exception as e:
+            raise PeftMagicError(f"{weights} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
+    import torch
+
+    sd = torch.load(str(weights), map_location="cpu", weights_only=True)
+    return {k: tuple(v.shape) for k, v in sd.items()}
+
+
+# ----------------------------------------------------------------------------- model card
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if not s:
+        return "–"
+    if s < 90:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min"
+
+
+def loss_svg(runs: list[Any], width: int = 480, height: int = 200) -> str | None:
+    """A small line chart of the loss of ``runs`` (one polyline each), or None without losses.
+
+    Plain SVG so it needs no plotting library and renders on the Hub, GitHub and in
+    JupyterLab's file viewer.
+    """
+    series = [(r, [(s, l) for s, l in r.losses if l == l]) for r in runs]  # drop NaN
+    series = [(r, pts) for r, pts in series if pts]
+    if not series:
+        return None
+    pad_l, pad_r, pad_t, pad_b = 48, 12, 12, 28
+    all_pts = [p for _, pts in series for p in pts]
+    x0 = min(p[0] for p in all_pts)
+    x1 = max(p[0] for p in all_pts)
+    y0 = min(p[1] for p in all_pts)
+    y1 = max(p[1] for p in all_pts)
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y1 = y0 + 1e-6
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def sx(x: float) -> float:
+        return pad_l + (x - x0) / (x1 - x0) * w
+
+    def sy(y: float) -> float:
+        return pad_t + (1 - (y - y0) / (y1 - y0)) * h
+
+    colors = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+           f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>']
+    for i, (run, pts) in enumerate(series):
+        path = " ".join(f"{sx(s):.1f},{sy(l):.1f}" for s, l in pts)
+        out.append(f'<polyline fill="none" stroke="{colors[i % len(colors)]}" stroke-width="1.5" points="{path}">'
+                   f"<title>run {run.run_id}</title></polyline>")
+    out.append(f'<text x="{pad_l - 4}" y="{pad_t + 8}" text-anchor="end">{y1:.3g}</text>')
+    out.append(f'<text x="{pad_l - 4}" y="{pad_t + h}" text-anchor="end">{y0:.3g}</text>')
+    out.append(f'<text x="{pad_l}" y="{height - 8}">{x0}</text>')
+    out.append(f'<text x="{pad_l + w}" y="{height - 8}" text-anchor="end">step {x1}</text>')
+    out.append(f'<text x="{pad_l + w / 2}" y="{height - 8}" text-anchor="middle">training loss</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, base_class: str,
+               bits: int | None, settings: dict[str, Any], runs: list[Any], trainable: int | None,
+               has_curve: bool, merged: bool = False) -> str:
+    """The README.md of a saved adapter: what it is, how it was made, how to load it."""
+    from .memory import fmt_bytes
+
+    what = "merged model" if merged else "adapter"
+    lines = [
+        "---",
+        f"base_model: {base_model}",
+        "library_name: " + ("transformers" if merged else "peft"),
+        "tags:",
+        f"- {method}",
+        "- peft",
+        "- peft_magic",
+        "---",
+        "",
+        f"# {adapter}: {method} {what} for {base_model}",
+        "",
+        f"Saved by peft_magic on {time.strftime('%Y-%m-%d %H:%M:%S')}.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| base model | `{base_model}` ({base_class}{f', {bits}-bit' if bits else ''}) |",
+        f"| method | {method} (peft `{peft_type}`) |",
+    ]
+    if trainable is not None:
+        lines.append(f"| trainable parameters | {trainable:,} |")
+    lines += ["", "## Settings", ""]
+    if settings:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| `{k}` | `{_md(v)}` |" for k, v in sorted(settings.items())]
+    else:
+        lines.append("peft's defaults.")
+    lines += ["", "## Training runs", ""]
+    if runs:
+        lines += ["| run | status | steps | final loss | time | peak memory |", "|---|---|---|---|---|---|"]
+        for r in runs:
+            loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
+            mem = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
+            lines.append(f"| {r.run_id} | {r.status} | {r.steps_done}/{r.total_steps} | {loss} | "
+                         f"{_fmt_seconds(r.seconds)} | {mem} |")
+        if has_curve:
+            lines += ["", f"![training loss]({CURVE_NAME})"]
+        lines += ["", "Loss by step:", ""]
+        for r in runs:
+            if r.losses:
+                pts = ", ".join(f"{s}: {l:.4f}" for s, l in _thin(r.losses, 40))
+                lines.append(f"- run {r.run_id}: {pts}")
+        settings_lines = [f"- run {r.run_id}: " + ", ".join(f"{k}={_md(v)}" for k, v in r.settings.items())
+                          for r in runs if r.settings]
+        if settings_lines:
+            lines += ["", "Training settings:", ""] + settings_lines
+    else:
+        lines.append("No training runs were recorded in the session that saved this adapter.")
+    lines += ["", "## Use", ""]
+    if merged:
+        lines += ["```python", "from transformers import AutoModelForCausalLM",
+                  "model = AutoModelForCausalLM.from_pretrained('PATH')", "```"]
+    else:
+        lines += ["```python", "%peft load " + base_model, "%peft load-adapter PATH", "```", "",
+                  "or with peft: `PeftModel.from_pretrained(base_model, 'PATH')`."]
+    return "\n".join(lines) + "\n"
+
+
+def _md(v: Any) -> str:
+    text = json.dumps(v, default=str) if not isinstance(v, str) else v
+    return html.escape(text).replace("|", "\\|")
+
+
+def _thin(points: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+    if len(points) <= n:
+        return list(points)
+    step = (len(points) - 1) / (n - 1)
+    return [points[round(i * step)] for i in range(n)]
+
+
+def iter_files(folder: Path) -> Iterator[Path]:
+    for dirpath, _dirs, files in os.walk(folder):
+        for f in files:
+            yield Path(dirpath) / f
