@@ -144,12 +144,19 @@ class TextRenderer(_Base):
 
     def finish(self, status: str, message: str | None) -> None:
         self.update()
-        self.stream.write("\n" + f"{self.title}: {status}" + (f" — {message}" if message else "") + "\n")
+        steps = f"{self.state.get('step', 0)}/{self.state.get('total_steps') or '?'}"
+        self.stream.write("\n" + f"{self.title}: {status} {steps}" + (f" — {message}" if message else "") + "\n")
         self.stream.flush()
 
 
 class WidgetRenderer(_Base):
-    """Core ipywidgets only (Colab loads no third-party widget code)."""
+    """Core ipywidgets only (Colab loads no third-party widget code).
+
+    ``hosted=True``: a container (the panel's Train tab) shows ``self.box`` itself, so
+    the renderer displays nothing as a cell output (a button callback has no cell).
+    """
+
+    hosted = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -177,6 +184,8 @@ class WidgetRenderer(_Base):
         from IPython.display import display
 
         self.header.value = wrap(f"<div class='pm-head'>{escape(self.title)} · preparing…</div>")
+        if self.hosted:
+            return
         display(self._bundle(snapshot_html(self.state, [], self.title, "running")), raw=True,
                 display_id=self.display_id)
 
@@ -205,6 +214,8 @@ class WidgetRenderer(_Base):
         if self.eval_losses:
             self.chart.value = line_chart([("train loss", self.losses), ("eval loss", self.eval_losses)],
                                           x_max=self.state.get("total_steps"))
+        if self.hosted:
+            return
         html = snapshot_html(self.state, self.losses, self.title, status, message, self.eval_losses)
         update_display(self._bundle(html), raw=True, display_id=self.display_id)
 
@@ -221,7 +232,12 @@ def _in_kernel() -> bool:
 
 
 def pick_renderer(mode: str | None = "auto") -> _Base | None:
-    """``auto``: widgets inside a Jupyter kernel, text elsewhere; ``None``/"none": no display."""
+    """``auto``: widgets inside a Jupyter kernel, text elsewhere; ``None``/"none": no display.
+
+    A renderer instance is used as it is (the panel hosts a widget renderer in its own tab).
+    """
+    if isinstance(mode, _Base):
+        return mode
     if mode in (None, "none", False):
         return None
     if mode == "text":

@@ -69,6 +69,9 @@ def _candidates(value: Any) -> list[str]:
             out.append(",".join(items))
         if items and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in items):
             out.append(",".join(repr(v) for v in items) if len(items) > 1 else f"[{items[0]!r}]")
+    elif isinstance(value, dict) and value and all(isinstance(k, str) and _PLAIN.match(k) for k in value):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            out.append("{" + ", ".join(f"{k}: {v!r}" for k, v in value.items()) + "}")
     out.append(shlex.quote(repr(value)))
     return out
 

@@ -146,6 +146,7 @@ class TrainSection:
         return None
 
     def do_train(self) -> None:
+        """Train with the same live progress display as ``%peft train``, hosted in this tab."""
         train = _api("train")
         reason = self.why_not()
         if reason:
@@ -154,17 +155,16 @@ class TrainSection:
         name = self.data.value
         if name not in self.panel.ns:
             raise PeftMagicError(f"no variable '{name}' in the notebook any more", "press ↻ to look again")
+        tokenizer = self.tokenizer()
+        if tokenizer is None:
+            var = self.panel.var
+            raise PeftMagicError(f"no tokenizer found (looked for 'tokenizer' and '{var}_tokenizer')",
+                                 "load the model with %peft load")
         line = self.line()
-        display = _progress_display()
-        self.progress.children = []
-        if display is not None:
-            self.progress.children = [display.widget]
-        try:
-            run = train(model, self.panel.ns[name], tokenizer=self.tokenizer(), steps=int(self.steps.value),
-                        lr=float(self.lr.value), batch=int(self.batch.value))
-        finally:
-            if display is not None:
-                display.close()
+        renderer = panel_renderer()
+        self.progress.children = [renderer.box] if renderer is not None else []
+        run = train(model, self.panel.ns[name], tokenizer=tokenizer, display=renderer or None,
+                    steps=int(self.steps.value), lr=float(self.lr.value), batch=int(self.batch.value))
         status = getattr(run, "status", "completed")
         loss = getattr(run, "final_loss", None)
         text = f"training {status}: {getattr(run, 'steps_done', '?')} steps"
@@ -173,39 +173,30 @@ class TrainSection:
         self.panel.set_status(f"{text} — same as {line}", ok=status == "completed")
 
 
-class _Progress:
-    """A live progress display hosted in the Train tab (see :func:`_progress_display`)."""
+def panel_renderer() -> Any:
+    """``%peft train``'s own live widget renderer, drawn inside the panel.
 
-    def __init__(self, widget: widgets.Widget, close: Any) -> None:
-        self.widget = widget
-        self._close = close
-
-    def close(self) -> None:
-        if callable(self._close):
-            try:
-                self._close()
-            except Exception:
-                pass
-
-
-def _progress_display() -> _Progress | None:
-    """The same live progress widget ``%peft train`` shows, if this build has one."""
+    The magic displays its renderer as a new cell output; a button callback has no cell
+    to display into, so the panel shows the renderer's widget in the Train tab
+    (``hosted``: no cell output, no static HTML copy).
+    """
     try:
-        from ..display import progress as progress_mod  # type: ignore[attr-defined]
+        from ..display.progress import WidgetRenderer
     except ImportError:
         return None
-    make = getattr(progress_mod, "panel_progress", None)
-    if make is None:
-        return None
-    widget, close = make()
-    return _Progress(widget, close)
+
+    renderer = WidgetRenderer()
+    renderer.hosted = True
+    return renderer
 
 
 class SaveSection:
-    """Folder, merged / overwrite switches and a Save button (``peft_magic.save``)."""
+    """Adapter, folder, merged / overwrite switches and a Save button (``peft_magic.save``)."""
 
     def __init__(self, panel: PeftPanel) -> None:
         self.panel = panel
+        self.adapter = widgets.Dropdown(options=[("active adapter", "")], value="", description="adapter",
+                                        style={"description_width": "60px"}, layout=widgets.Layout(width="320px"))
         self.folder = widgets.Text(value="adapters/my-adapter", description="folder", continuous_update=False,
                                    style={"description_width": "60px"}, layout=widgets.Layout(width="420px"))
         self.folder.add_class("pm-folder")
@@ -215,8 +206,9 @@ class SaveSection:
         self.button = widgets.Button(description="Save", button_style="info", icon="save")
         self.button.add_class("pm-save")
         self.reason = widgets.HTML()
-        self.box = widgets.VBox([self.folder, self.merged, self.force, widgets.HBox([self.button, self.reason])])
-        for w in (self.folder, self.merged, self.force):
+        self.box = widgets.VBox([self.adapter, self.folder, self.merged, self.force,
+                                 widgets.HBox([self.button, self.reason])])
+        for w in (self.adapter, self.folder, self.merged, self.force):
             w.observe(lambda _c: self._changed(), "value")
         self.button.on_click(lambda _b: panel._guard(self.do_save))
 
@@ -228,28 +220,39 @@ class SaveSection:
         flags: dict[str, Any] = {}
         if self.panel.var != "model":
             flags["--model"] = self.panel.var
+        if self.adapter.value:
+            flags["--name"] = self.adapter.value
         flags["--merged"] = bool(self.merged.value)
         flags["--force"] = bool(self.force.value)
         return command_line("save", [self.folder.value.strip() or "DIR"], {}, flags)
 
-    def _merge_reason(self) -> str | None:
-        """Why the adapters on the model cannot be merged (prompt methods, …), or ``None``."""
-        from ..method_registry import registry
-
+    def _adapter_type(self) -> str | None:
+        """The PeftType of the adapter that Save would write (the chosen one, else the active one)."""
         try:
             pm = peft_model_for(self.panel._model())
         except PeftMagicError:
             return None
-        if pm is None:
+        if pm is None or not pm.peft_config:
             return None
-        reg = registry()
-        for cfg in pm.peft_config.values():
-            pt = str(getattr(cfg.peft_type, "value", cfg.peft_type))
-            info = reg.get(pt)
-            if info is not None and not info.can_merge:
-                return f"{info.name} cannot be merged into the base weights: save the adapter instead"
+        name = self.adapter.value or pm.active_adapter
+        if isinstance(name, list):
+            name = name[0] if name else None
+        cfg = pm.peft_config.get(name) if name else None
+        return str(getattr(cfg.peft_type, "value", cfg.peft_type)) if cfg is not None else None
+
+    def _merge_reason(self) -> str | None:
+        """Why the adapter cannot be saved merged (prompt methods, a 4-bit base …), or ``None``."""
+        from ..method_registry import registry
+
+        pt = self._adapter_type()
+        if pt is None:
+            return None
+        info = registry().get(pt)
+        if info is not None and not info.can_merge:
+            return f"{info.name} cannot be merged into the base weights: save the adapter itself"
         if self.panel.quantized:
-            return f"a {self.panel.quantized} model cannot be saved merged here: save the adapter"
+            return (f"merging into a {self.panel.quantized} base would save rounded weights: "
+                    "%peft merge --dequantize first, or save the adapter")
         return None
 
     def why_not(self) -> str | None:
@@ -262,6 +265,12 @@ class SaveSection:
         return None
 
     def update(self) -> None:
+        names = self.panel._adapters()
+        opts = [("active adapter", "")] + [(n, n) for n in names]
+        if list(self.adapter.options) != opts:
+            keep = self.adapter.value
+            self.adapter.options = opts
+            self.adapter.value = keep if keep in names else ""
         merge_reason = self._merge_reason()
         if merge_reason is not None:
             if self.merged.value:
@@ -270,7 +279,7 @@ class SaveSection:
             self.merged.tooltip = merge_reason
         else:
             self.merged.disabled = False
-            self.merged.tooltip = "save the base model with the adapter merged in (a plain transformers model)"
+            self.merged.tooltip = "save the base model with the adapter merged in (loads without peft)"
         reason = self.why_not()
         self.button.disabled = reason is not None
         self.button.tooltip = reason or "save"
@@ -283,16 +292,15 @@ class SaveSection:
         if reason:
             raise PeftMagicError(reason)
         line = self.line()
-        kwargs: dict[str, Any] = {}
-        if self.merged.value:
-            kwargs["merged"] = True
-        if self.force.value:
-            kwargs["force"] = True
-        result = save(self.panel._model(), self.folder.value.strip(), **kwargs)
+        result = save(self.panel._model(), self.folder.value.strip(), name=self.adapter.value or None,
+                      merged=bool(self.merged.value), force=bool(self.force.value),
+                      tokenizer=self.panel.trainer.tokenizer())
         html_repr = getattr(result, "_repr_html_", None)
         if callable(html_repr):
             self.panel.result.value = html_repr()
-        self.panel.set_status(f"saved to {self.folder.value.strip()} — same as {line}")
+        headline = getattr(result, "headline", None) or getattr(result, "message", None) or \
+            f"saved to {self.folder.value.strip()}"
+        self.panel.set_status(f"{headline} — same as {line}")
 
 
 __all__ = ["TrainSection", "SaveSection", "dataset_variables", "is_dataset"]
