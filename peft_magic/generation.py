@@ -22,6 +22,7 @@ the adapter model under ``disable_adapter()`` (no second copy in memory).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,6 +208,8 @@ def prompt_learning_decode(pm: Any, input_ids: Any, attention_mask: Any, gen: di
         raise PeftMagicError(f"{', '.join(unsupported)} is not supported with prompt-based adapters",
                              "use max_new_tokens, do_sample, temperature, top_k, top_p, repetition_penalty")
     base = pm.get_base_model()
+    # transformers 5.2x renamed the forward argument past_key_values → cache (the old name warns)
+    cache_kw = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
     procs = _processors(gen)
     max_new = int(gen.get("max_new_tokens", 48))
     min_new = int(gen.get("min_new_tokens", 0) or 0)
@@ -214,7 +217,7 @@ def prompt_learning_decode(pm: Any, input_ids: Any, attention_mask: Any, gen: di
     new: list[Any] = []
     with torch.no_grad():
         out = pm(input_ids=input_ids, attention_mask=attention_mask, use_cache=True)
-        past = out.past_key_values
+        past = _cache_of(out)
         logits = out.logits[:, -1, :].float()
         for step in range(max_new):
             scores = procs(seq, logits)
@@ -233,10 +236,15 @@ def prompt_learning_decode(pm: Any, input_ids: Any, attention_mask: Any, gen: di
                 break
             past_len = past.get_seq_length() if hasattr(past, "get_seq_length") else past[0][0].shape[-2]
             mask = torch.ones(seq.shape[0], past_len + 1, dtype=attention_mask.dtype, device=seq.device)
-            out = base(input_ids=nxt, attention_mask=mask, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = base(input_ids=nxt, attention_mask=mask, use_cache=True, **{cache_kw: past})
+            past = _cache_of(out)
             logits = out.logits[:, -1, :].float()
     return torch.cat(new, dim=1) if new else input_ids[:, :0]
+
+
+def _cache_of(out: Any) -> Any:
+    cache = getattr(out, "past_key_values", None)
+    return cache if cache is not None else getattr(out, "cache", None)
 
 
 def _one(model: Any, pm: Any, enc: Any, gen: dict[str, Any], tokenizer: Any, seed: int, *, base: bool) -> Any:
