@@ -361,6 +361,18 @@ def test_prompt_methods_cannot_be_saved_merged(panel):
 # ----------------------------------------------------------------------------- detach, train, save
 
 
+def test_a_new_panel_for_the_same_variable_retires_the_old_one(panel):
+    from peft_magic import events
+    from peft_magic.panel import PeftPanel
+
+    second = PeftPanel(panel.ns)
+    try:
+        assert panel._unsubscribe is None  # the replaced panel no longer follows events
+        assert second._on_event in events._subscribers and panel._on_event not in events._subscribers
+    finally:
+        second.close()
+
+
 def test_detach_gives_back_the_base_model(panel):
     assert panel.detach_button.disabled
     panel.attach_button.click()
@@ -460,6 +472,19 @@ def test_panel_and_magics_share_one_state_in_a_real_kernel(kernel):
     kernel.ok("p.form().widget('r').value = -1; p.attach_button.click()")
     assert kernel.eval("p.status.value.count('✗')") == 1
     assert kernel.eval("model is _m and model.peft_config['default'].r == 2")
+    # the Train tab's line is a working %peft train line; training by magic shows in the panel
+    kernel.ok("texts = ['a short text about cats number %d' % i for i in range(8)]")
+    kernel.ok("p.trainer.refresh_data(); p.trainer.steps.value = 2; p.trainer.batch.value = 2")
+    train_line = kernel.eval("p.trainer.line()")
+    assert train_line == "%peft train data=texts steps=2 lr=0.0002 batch=2"
+    kernel.ok(train_line)
+    assert "training completed (outside the panel): step 2/2" in kernel.eval("p.status.value")
+    # the Save tab's line is a working %peft save line
+    kernel.ok("p.saver.folder.value = 'saved-by-line'")
+    save_line = kernel.eval("p.saver.line()")
+    assert save_line == "%peft save saved-by-line"
+    kernel.ok(save_line)
+    assert kernel.eval("__import__('os').path.exists('saved-by-line/adapter_config.json')")
     kernel.ok("p.close()")
 
 

@@ -38,6 +38,9 @@ from .method_picker import MethodPicker, unsupported_reason
 from .targets_picker import TargetsPicker
 from .train_save import SaveSection, TrainSection
 
+#: the open panel per (namespace, variable)
+_OPEN: dict[tuple[int, str], Any] = {}
+
 TASKS = (("auto (from the model)", ""), ("causal-lm", "causal-lm"), ("seq-cls", "seq-cls"),
          ("seq2seq", "seq2seq"), ("token-cls", "token-cls"), ("qa", "qa"),
          ("feature-extraction", "feature-extraction"))
@@ -118,6 +121,14 @@ class PeftPanel(widgets.VBox):
         self.tabs.observe(lambda _c: self._show_line(), "selected_index")
         self.attach_button.on_click(lambda _b: self._guard(self.do_attach))
         self.detach_button.on_click(lambda _b: self._guard(self.do_detach))
+        # Re-running the `%peft panel` cell replaces its output: the panel it replaces
+        # stops following events and cells, so stale panels never pile up.
+        key = (id(self.ns), var)
+        old = _OPEN.get(key)
+        previous = old() if old is not None else None
+        if previous is not None and previous is not self:
+            previous.close()
+        _OPEN[key] = weakref.ref(self)
         self._unsubscribe: Callable[[], None] | None = events.subscribe(self._on_event)
         if shell is not None and hasattr(shell, "events"):
             shell.events.register("post_run_cell", self._after_cell)
@@ -454,16 +465,22 @@ class PeftPanel(widgets.VBox):
                 if not self._busy:
                     adapter = event.data.get("adapter")
                     record = st.adapters.get(adapter) if adapter else None
-                    if record is not None and event.data.get("action") in ("attached", "added", "replaced"):
+                    if record is not None and event.data.get("action") in ("attached", "added", "replaced", "loaded",
+                                                                           "activated"):
                         self.load_record(record)
                         self.set_status(f"{event.data.get('action')} {record.method} adapter '{adapter}' "
                                         "(outside the panel)")
                     elif event.data.get("action") == "detached":
                         self.set_status("adapters removed (outside the panel)")
+                    elif event.data.get("action"):
+                        self.set_status(f"adapter '{adapter}' {event.data.get('action')} (outside the panel)")
                 self.refresh()
-            elif event.kind == "run_end" and not self._busy:
-                self.set_status(f"training {event.data.get('status')}: step {event.data.get('step')}"
-                                f"/{event.data.get('total_steps')}, loss {event.data.get('loss')}")
+            elif event.kind == "run_end" and not self._busy and event.data.get("status"):
+                loss = event.data.get("loss")
+                loss_s = f", loss {loss:.4f}" if isinstance(loss, float) else ""
+                self.set_status(f"training {event.data.get('status')} (outside the panel): step "
+                                f"{event.data.get('step')}/{event.data.get('total_steps')}{loss_s}",
+                                ok=event.data.get("status") == "completed")
                 self.refresh()
         except Exception:  # a display must never break the engine
             pass
@@ -480,8 +497,9 @@ class PeftPanel(widgets.VBox):
                 finally:
                     self._hold -= 1
                 self._changed()
+                self.refresh()
             self.trainer.refresh_data()
-            self.refresh()
+            self.trainer.update()
         except Exception:
             pass
 
@@ -490,6 +508,9 @@ class PeftPanel(widgets.VBox):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        key = (id(self.ns), self.var)
+        if key in _OPEN and _OPEN[key]() is self:
+            del _OPEN[key]
         if self.shell is not None and hasattr(self.shell, "events"):
             try:
                 self.shell.events.unregister("post_run_cell", self._after_cell)

@@ -91,11 +91,11 @@ class TrainSection:
         self.box = widgets.VBox([widgets.HBox([self.data, self.reload]),
                                  widgets.HBox([self.steps, self.lr, self.batch]),
                                  widgets.HBox([self.button, self.reason]), self.progress])
+        self.refresh_data()
         for w in (self.data, self.steps, self.lr, self.batch):
             w.observe(lambda _c: self._changed(), "value")
         self.reload.on_click(lambda _b: self.refresh_data())
         self.button.on_click(lambda _b: panel._guard(self.do_train))
-        self.refresh_data()
 
     def _changed(self) -> None:
         self.update()
