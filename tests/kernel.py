@@ -117,7 +117,10 @@ class Kernel:
         return json.loads(line[2:])
 
     def interrupt(self) -> None:
-        self.client.km.interrupt_kernel()
+        """Press the stop button (SIGINT to the kernel, as JupyterLab does)."""
+        from jupyter_core.utils import run_sync
+
+        run_sync(self.client.km.interrupt_kernel)()
 
     def save(self, path: str | Path) -> Path:
         """Write the notebook with widget state, as JupyterLab would save it."""
