@@ -738,11 +738,26 @@ def _check_fits(base: Any, cfg: Any, shapes: dict[str, tuple[int, ...]], folder:
         return
     probe_cfg = copy.deepcopy(cfg)
     probe_cfg.inference_mode = False
+    prompt = bool(getattr(probe_cfg, "is_prompt_learning", False))
+    if prompt:
+        # sizes that peft fills in from the model's config: take them from *this* model
+        for attr in ("num_layers", "token_dim", "num_attention_heads", "num_transformer_submodules"):
+            if hasattr(probe_cfg, attr):
+                setattr(probe_cfg, attr, None)
+        if hasattr(probe_cfg, "prompt_tuning_init"):
+            probe_cfg.prompt_tuning_init = "RANDOM"  # TEXT init would load a tokenizer
     try:
         with _quiet():
             probe = get_peft_model(skel, probe_cfg, adapter_name="default")
-            expected = {k: tuple(v.shape) for k, v in
-                        get_peft_model_state_dict(probe, adapter_name="default", save_embedding_layers=False).items()}
+            if prompt:
+                # the saved tensor is the encoder's output; computing it on meta tensors is impossible
+                filled = probe.peft_config["default"]
+                total = filled.num_virtual_tokens * (filled.num_transformer_submodules or 1)
+                dim = filled.token_dim * (2 * filled.num_layers if _ptype(filled) == "PREFIX_TUNING" else 1)
+                expected = {"prompt_embeddings": (total, dim)}
+            else:
+                expected = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(
+                    probe, adapter_name="default", save_embedding_layers=False).items()}
     except Exception as e:
         raise refuse(first_line(e)) from None
     base_params = {n: tuple(p.shape) for n, p in skel.named_parameters()}
@@ -875,6 +890,11 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     n, _ = _adapter_params(new, name)
     mode = "trainable" if trainable else "frozen (pass --trainable to train it further)"
     notes = []
+    made_for = getattr(cfg, "base_model_name_or_path", None)
+    live_name = getattr(base, "name_or_path", None)
+    if made_for and live_name and str(made_for) != str(live_name):
+        notes.append(f"the adapter was made for {made_for} and this model is {live_name}: every tensor fits, "
+                     "but check that it is the same model")
     if weights.suffix != ".safetensors":
         notes.append("loaded a pickle file because --allow-pickle was given")
     return LifecycleResult(new, "loaded", name, f"loaded {method} adapter '{name}' from {folder} "

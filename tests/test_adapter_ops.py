@@ -69,7 +69,7 @@ def test_save_writes_peft_files_and_a_card_and_never_silently_overwrites(tmp_pat
     card = (target / "README.md").read_text()
     assert "base_model: peft_magic/tiny-llama" in card and "lora" in card
     assert "| `lora_alpha` | `8` |" in card and "| `r` | `4` |" in card
-    assert "| 9001 | completed | 4/4 | 2.1000 | 12.5 s | 123 MB RAM |" in card or "| 9001 | completed | 4/4 |" in card
+    assert "| 9001 | completed | 4/4 | 2.1000 | 12.5 s | 123.0 MB RAM |" in card
     assert "9002" not in card  # another model's run
     assert "1: 3.2000" in card and "4: 2.1000" in card  # the loss curve as text
     svg = (target / "loss_curve.svg").read_text()
