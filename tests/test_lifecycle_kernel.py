@@ -145,3 +145,19 @@ def test_switch_off_on_generate_and_merge_through_the_magics(kernel):
     assert "merged" in res.text
     res = kernel.ok("%peft help save")
     assert "atomic" in res.text
+
+
+def test_card_lists_the_real_training_runs_of_the_saved_adapter(kernel, tmp_path):
+    kernel.ok("%peft load tiny-llama --as t_model")
+    kernel.ok("%peft lora r=4 --model t_model")
+    kernel.ok("texts = ['the cat sat on the mat', 'a dog ran in the park', 'birds sing at dawn'] * 8")
+    kernel.ok("%peft train data=texts steps=4 batch=4 lr=1e-2 --model t_model --display text")
+    res = kernel.ok(f"%peft save {tmp_path / 'trained'} --model t_model")
+    assert "training runs recorded in the card" in res.text
+    card = (tmp_path / "trained" / "README.md").read_text()
+    assert "## Training runs" in card and "| completed | 4/4 |" in card
+    assert "Loss by step:" in card and (tmp_path / "trained" / "loss_curve.svg").exists()
+    saved_to = kernel.eval("[r.saved_to for r in __import__('peft_magic').state.runs() "
+                           "if r.adapter == 'default' and r.model_id == __import__('peft_magic').state."
+                           "state_for(t_model).model_id]")
+    assert saved_to and all(str(tmp_path / "trained") in s for s in saved_to)
