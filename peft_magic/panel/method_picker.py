@@ -38,7 +38,7 @@ class MethodPicker:
         present = {m.family for m in self.methods.values()}
         families = [f for f in FAMILIES if f in present] + sorted(present - set(FAMILIES))
         self.family = widgets.ToggleButtons(options=families, value=families[0],
-                                            style={"button_width": "110px"})
+                                            style={"button_width": "125px"})
         self.family.add_class("pm-family")
         self.dropdown = widgets.Dropdown(description="method", style={"description_width": "60px"},
                                          layout=widgets.Layout(width="560px"))
