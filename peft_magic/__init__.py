@@ -47,6 +47,11 @@ _API = {
 
 __all__ = sorted(_API) + ["load_ipython_extension", "unload_ipython_extension", "__version__"]
 
+# Light (imports nothing heavy): registers the bottleneck adapter method with peft now if
+# peft is loaded, else right after `import peft`, so that peft's own
+# PeftModel.from_pretrained loads saved bottleneck adapters once peft_magic is imported.
+from . import bottleneck as _bottleneck  # noqa: E402,F401
+
 
 def __getattr__(name: str) -> Any:
     target = _API.get(name)

@@ -36,9 +36,17 @@ def _top_level_imports(path: Path) -> set[str]:
     return names
 
 
+# peft plug-in modules: they subclass torch / peft classes, so importing those is their point.
+# Only peft_magic.bottleneck.register() imports them, once peft is loaded; test_bottleneck_kernel.py
+# checks that `import peft_magic` still imports nothing heavy.
+PEFT_PLUGIN_MODULES = {("bottleneck", "config.py"), ("bottleneck", "layer.py"), ("bottleneck", "model.py")}
+
+
 def test_no_heavy_imports_at_module_level():
     heavy = {"torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "pandas"}
     for path in PKG.rglob("*.py"):
+        if path.relative_to(PKG).parts in PEFT_PLUGIN_MODULES:
+            continue
         bad = _top_level_imports(path) & heavy
         assert not bad, f"{path.relative_to(PKG)} imports {bad} at module level"
 
