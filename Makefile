@@ -42,6 +42,12 @@ test-fast: venv
 bench: venv
 	$(PY) bench/run_all.py
 
+# Rebuild the JupyterLab status-bar extension after editing labextension/ (pip skips the
+# build while peft_magic/labextension/ exists), then refresh the copy in .venv/share.
+labextension: venv
+	cd labextension && PATH="$(abspath $(VENV))/bin:$$PATH" jlpm install && PATH="$(abspath $(VENV))/bin:$$PATH" jlpm build:prod
+	$(PIP) install -q --no-deps -e .
+
 # Debian's Chromium for the browser tests (Playwright drives it; no browser download).
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || { \

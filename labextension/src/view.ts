@@ -173,7 +173,7 @@ export class DetailsBody extends Widget {
       list.textContent = losses
         .slice(-8)
         .map(([step, loss]) => `${step}: ${fmtLoss(loss)}`)
-        .join('   ');
+        .join(', ');
       node.appendChild(list);
     }
   }

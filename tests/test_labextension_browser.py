@@ -1,0 +1,81 @@
+"""The status bar in a real JupyterLab, driven in headless Debian Chromium.
+
+The status-bar notebook (tests/statusbar_notebook.py) loads the extension, attaches LoRA
+to the tiny Llama and trains; the status bar item must then show the final step / total
+and a loss, with this kernel's memory; its popup the details; and switching to another
+notebook must switch the item to that notebook's kernel. Screenshots are kept in
+test-artifacts/ (labextension-statusbar.png, labextension-popup.png, labextension-switch.png).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from browser import JupyterLab, NotebookPage, chromium
+from statusbar_notebook import CELLS, STEPS
+
+pytestmark = pytest.mark.browser
+
+ITEM = ".jp-PeftMagic-item"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    with JupyterLab() as lab:
+        yield lab
+
+
+def _item_text(nb: NotebookPage) -> str:
+    loc = nb.page.locator(ITEM)
+    return loc.inner_text() if loc.count() and loc.is_visible() else ""
+
+
+def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
+    lab.write_notebook("train.ipynb", CELLS)
+    lab.write_notebook("other.ipynb", ["%load_ext peft_magic"])
+    with chromium() as browser:
+        nb = NotebookPage.open(browser, lab, "train.ipynb")
+        try:
+            assert nb.page.locator(ITEM).count() == 1, "the peft-magic extension is not loaded in JupyterLab"
+            assert _item_text(nb) == "", "nothing to show before the kernel loads peft_magic"
+
+            nb.run_all(timeout=600)
+            assert nb.errors() == []
+            item = nb.page.locator(ITEM)
+            final = re.compile(rf"step {STEPS}/{STEPS} · loss \d+\.\d+ · done")
+            item.filter(has_text=final).wait_for(timeout=30_000)
+            text = item.inner_text()
+            assert text.startswith("PEFT · default (lora)"), text
+            assert re.search(r"RAM \d+(\.\d)? [MG]B / \d+(\.\d)? GB \(peak \d+(\.\d)? [MG]B\)", text), text
+            nb.screenshot("labextension-statusbar")
+
+            # the popup: method, trainable params, peak memory, recent loss
+            item.click()
+            details = nb.page.locator(".jp-PeftMagic-details")
+            details.wait_for(timeout=10_000)
+            body = details.inner_text()
+            for expected in ("Method", "lora", "Trainable params", "Peak memory", "Recent loss",
+                             f"{STEPS} / {STEPS}", "process RAM"):
+                assert expected in body, (expected, body)
+            assert details.locator("svg polyline").count() == 1  # the loss sparkline
+            nb.screenshot("labextension-popup")
+            item.click()  # a second click closes it
+            details.wait_for(state="detached", timeout=10_000)
+
+            # another notebook, another kernel: the item follows the notebook in focus
+            other = nb.open_other("other.ipynb")
+            assert _item_text(other) == ""
+            other.run_all(timeout=120)
+            item.filter(has_text="no adapter").wait_for(timeout=30_000)
+            other_text = item.inner_text()
+            assert "step" not in other_text and "RAM" in other_text, other_text
+            nb.screenshot("labextension-switch")
+            nb.activate()
+            item.filter(has_text=final).wait_for(timeout=10_000)
+            assert item.inner_text().startswith("PEFT · default (lora)")
+        except Exception:
+            nb.screenshot("labextension-failure")
+            raise
+    log = lab.log()
+    assert "No such comm target" not in log and "Exception opening comm" not in log, log[-3000:]
