@@ -149,6 +149,8 @@ def write_atomically(target: Path, fill: Callable[[Path], None], *, force: bool)
         raise PeftMagicError(f"{target} already exists", "pass --force (force=True) to replace it")
     if target.exists() and not target.is_dir():
         raise PeftMagicError(f"{target} is a file, not an adapter folder", "choose another path")
+    if target.exists():
+        _check_replaceable(target)
     tmp = parent / f".{target.name}{TMP_TAG}{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
@@ -167,6 +169,16 @@ def write_atomically(target: Path, fill: Callable[[Path], None], *, force: bool)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_replaceable(target: Path) -> None:
+    """``--force`` replaces a saved adapter or model, never an arbitrary folder (a typo'd
+    ``%peft save . --force`` must not delete the notebook's directory)."""
+    names = {p.name for p in target.iterdir()}
+    if not names or CONFIG_NAME in names or "config.json" in names:
+        return
+    raise PeftMagicError(f"{target} is not an adapter or model folder (no {CONFIG_NAME}); refusing to replace it",
+                         "choose a new folder, or an adapter folder saved before")
 
 
 def _swap_in(tmp: Path, target: Path) -> None:

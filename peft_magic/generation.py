@@ -160,6 +160,24 @@ def _keep_active(pm: Any):
                 p.requires_grad_(grads[n])
 
 
+@contextlib.contextmanager
+def _hush():
+    """Silence library warnings that say nothing to the user here (peft passes the cache under
+    its deprecated name; 'position ids are not supported' for prompt methods, …)."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _processors(gen: dict[str, Any]) -> Any:
     from transformers.generation.logits_process import (
         LogitsProcessorList,
@@ -346,7 +364,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
             columns.append((f"{n} ({meth})", n, meth, False))
 
     outputs: list[Generation] = []
-    with _eval_mode(target), (_keep_active(pm) if pm is not None else contextlib.nullcontext()):
+    with _hush(), _eval_mode(target), (_keep_active(pm) if pm is not None else contextlib.nullcontext()):
         if disabled and compare and pm is not None:
             from .adapter_ops import _disable, _enable
 

@@ -86,6 +86,15 @@ def test_save_writes_peft_files_and_a_card_and_never_silently_overwrites(tmp_pat
     pm.save(model, target, force=True)
     assert (target / "adapter_model.safetensors").read_bytes() != before
     assert [p.name for p in target.parent.iterdir()] == ["jokes"]
+    # --force replaces adapters, not any folder that happens to be there
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("keep me")
+    with pytest.raises(PeftMagicError, match="not an adapter or model folder"):
+        pm.save(model, tmp_path / "notes", force=True)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "keep me"
+    # a non-default adapter name still saves flat (peft would nest it in a sub-folder)
+    pm.save(model, tmp_path / "flat", name="jokes")
+    assert (tmp_path / "flat" / "adapter_config.json").exists() and not (tmp_path / "flat" / "jokes").exists()
 
 
 _CHILD = textwrap.dedent("""
@@ -217,7 +226,7 @@ def test_adapter_for_another_model_is_refused_naming_both(tmp_path):
         pm.load_adapter(small, tmp_path / "nothing-here")
 
 
-def test_switch_off_on_delete_and_merge_logits():
+def test_switch_off_on_delete_and_merge_logits(tmp_path):
     base_logits = _logits(pm.load("tiny-llama").model, IDS)
     loaded = pm.load("tiny-llama")
     events = []
@@ -258,6 +267,14 @@ def test_switch_off_on_delete_and_merge_logits():
         assert [(r.name, r.merged) for r in rows] == [("b", True)]
         with pytest.raises(PeftMagicError, match="no adapters to merge"):
             pm.merge(merged.model)
+        with pytest.raises(PeftMagicError, match="save it with --merged"):
+            pm.save(merged.model, tmp_path / "after-merge")
+        pm.save(merged.model, tmp_path / "after-merge", merged=True)
+        from transformers import AutoModelForCausalLM
+
+        again = AutoModelForCausalLM.from_pretrained(str(tmp_path / "after-merge"))
+        assert torch.allclose(_logits(again, IDS), lb, atol=1e-5)
+        assert "merged" in (tmp_path / "after-merge" / "README.md").read_text()
     finally:
         unsubscribe()
     for action in ("activated", "disabled", "enabled", "deleted", "merged"):
