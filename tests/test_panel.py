@@ -350,6 +350,45 @@ def test_unsupported_combinations_are_disabled_with_the_reason():
         p.close()
 
 
+def test_a_plain_torch_model_works_too():
+    """No transformers config: no preview, no peft default targets — the picker still lists
+    the layers, Attach works with ticked layers, and prompt methods say they need a task."""
+    import torch
+
+    from peft_magic.panel import PeftPanel
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1 = torch.nn.Linear(16, 32)
+            self.fc2 = torch.nn.Linear(32, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(x)))
+
+    ns = {"net": Tiny()}
+    p = PeftPanel(ns, var="net")
+    try:
+        assert set(p.targets.boxes) == {"fc1", "fc2"}
+        assert "no default target" in p.targets.matches.value or "all-linear" in p.targets.title.value
+        assert "\n" not in p.preview_html.value and p.preview_html.value
+        p.targets.boxes["fc1"].value = True
+        p.form().widget("r").value = 2
+        assert p.line.value == "%peft lora r=2 target=fc1 --model net"
+        p.attach_button.click()
+        assert status_text(p).startswith("✓ attached lora"), status_text(p)
+        assert type(ns["net"]).__name__ == "PeftModel"
+        assert ns["net"].get_nb_trainable_parameters()[0] == 2 * (16 + 32)
+        other = run_line(p.line.value, Tiny()).model
+        assert other.get_nb_trainable_parameters() == ns["net"].get_nb_trainable_parameters()
+        p.method.set("PROMPT_TUNING")
+        assert p.attach_button.disabled and "needs a task type" in p.reason.value
+        p.task.value = "causal-lm"
+        assert not p.attach_button.disabled
+    finally:
+        p.close()
+
+
 def test_prompt_methods_cannot_be_saved_merged(panel):
     _prefix(panel)
     panel.attach_button.click()

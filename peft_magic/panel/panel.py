@@ -31,7 +31,7 @@ import ipywidgets as widgets
 from .. import events
 from ..errors import PeftMagicError, first_line
 from ..method_registry import MethodInfo, adaptive_defaults, resolve_method
-from ..state import peft_model_for, state_for, unwrap
+from ..state import state_for, unwrap
 from .form import SettingsForm
 from .line import attach_line, method_word
 from .method_picker import MethodPicker, unsupported_reason
@@ -295,18 +295,24 @@ class PeftPanel(widgets.VBox):
         self._preview_cache[key] = text
         self.preview_html.value = text
 
-    def _adapters(self) -> list[str]:
+    def summary(self) -> Any:
+        """``%peft show``'s data for the model now (``None`` when the variable is gone)."""
+        from ..summary import summarize
+
         try:
-            pm = peft_model_for(self._model())
+            return summarize(self._model())
         except PeftMagicError:
-            return []
-        return list(pm.peft_config) if pm is not None else []
+            return None
+
+    def _adapters(self) -> list[str]:
+        s = self.summary()
+        return [a.name for a in s.adapters] if s is not None else []
 
     def _update_buttons(self) -> None:
         adapters = self._adapters()
         name = self.name.value.strip() or "default"
         self.attach_button.description = "Replace" if name in adapters else "Attach"
-        reason = unsupported_reason(self.method.info, self.quantized)
+        reason = self.why_not()
         self.attach_button.disabled = reason is not None
         self.attach_button.tooltip = reason or ("replace adapter '%s' with these settings" % name if name in adapters
                                                 else "attach with these settings")
@@ -315,6 +321,19 @@ class PeftPanel(widgets.VBox):
         self.detach_button.tooltip = "remove every adapter" if adapters else "no adapter to detach"
         self.trainer.update()
         self.saver.update()
+
+    def why_not(self) -> str | None:
+        """Why the chosen method cannot be attached to this model as set, or ``None``."""
+        info = self.method.info
+        reason = unsupported_reason(info, self.quantized)
+        if reason is None and info.is_prompt_learning and not self.task.value:
+            from ..loading import infer_task
+
+            base = self._base_ref() if self._base_ref is not None else None
+            if base is not None and infer_task(base) is None:
+                reason = (f"{method_word(info)} needs a task type and {type(base).__name__} does not imply one: "
+                          "choose it under 'task'")
+        return reason
 
     def _show_line(self) -> None:
         index = self.tabs.selected_index or 0
@@ -386,7 +405,7 @@ class PeftPanel(widgets.VBox):
             self._changed()
             raise PeftMagicError(f"'{self.var}' holds another model now: the panel has re-read its layers",
                                  "check the settings and press Attach again")
-        reason = unsupported_reason(self.method.info, self.quantized)
+        reason = self.why_not()
         if reason:
             raise PeftMagicError(reason)
         word, settings, name, task = self.request()
@@ -445,12 +464,14 @@ class PeftPanel(widgets.VBox):
 
     def _show_record(self, model: Any) -> None:
         """Show the model's active adapter in the form, if it has one."""
+        from ..summary import summarize
+
         st = state_for(model)
-        peft_model = peft_model_for(model)
-        if st is None or peft_model is None or not st.adapters:
+        if st is None or not st.adapters:
             return
-        active = peft_model.active_adapter if isinstance(peft_model.active_adapter, str) else None
-        self.load_record(st.adapters.get(active) or next(iter(st.adapters.values())))
+        active = [a.name for a in summarize(model).adapters if a.active]
+        record = next((st.adapters[n] for n in active if n in st.adapters), None)
+        self.load_record(record or next(iter(st.adapters.values())))
 
     def _on_event(self, event: Any) -> None:
         """Engine events: follow adapters attached elsewhere; show training finishing."""
@@ -517,6 +538,15 @@ class PeftPanel(widgets.VBox):
             except ValueError:
                 pass
         super().close()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        """The widget, plus static HTML for viewers without widgets (GitHub, nbviewer)."""
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            line = html.escape(self._adapter_line or "")
+            bundle["text/html"] = (f"{self.header.value}<div style='{_DIM}'>(the interactive panel needs a "
+                                   f"notebook with widgets) — as a magic: <code>{line}</code></div>")
+        return bundle
 
     def __repr__(self) -> str:
         return (f"peft_magic panel for '{self.var}' (a widget: it shows in a notebook front end; "

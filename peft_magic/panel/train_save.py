@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..errors import PeftMagicError
-from ..state import peft_model_for
 from .line import command_line
 
 if TYPE_CHECKING:
@@ -228,17 +227,11 @@ class SaveSection:
 
     def _adapter_type(self) -> str | None:
         """The PeftType of the adapter that Save would write (the chosen one, else the active one)."""
-        try:
-            pm = peft_model_for(self.panel._model())
-        except PeftMagicError:
+        s = self.panel.summary()
+        if s is None or not s.adapters:
             return None
-        if pm is None or not pm.peft_config:
-            return None
-        name = self.adapter.value or pm.active_adapter
-        if isinstance(name, list):
-            name = name[0] if name else None
-        cfg = pm.peft_config.get(name) if name else None
-        return str(getattr(cfg.peft_type, "value", cfg.peft_type)) if cfg is not None else None
+        chosen = [a for a in s.adapters if a.name == self.adapter.value] or [a for a in s.adapters if a.active]
+        return chosen[0].peft_type if chosen else None
 
     def _merge_reason(self) -> str | None:
         """Why the adapter cannot be saved merged (prompt methods, a 4-bit base …), or ``None``."""
