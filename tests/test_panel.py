@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 
 import peft_magic as pm
-from peft_magic.errors import PeftMagicError
 from peft_magic.magics.parsing import parse_line
 from peft_magic.method_registry import registry
 
