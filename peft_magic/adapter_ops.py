@@ -106,12 +106,13 @@ class AdaptersTable:
             return f"{self.model_class}: no adapters — attach one (%peft lora) or %peft load-adapter DIR"
         head = f"{self.model_class}: {len(self.rows)} adapter(s)" + (" — all switched off (%peft on)"
                                                                   if self.disabled else "")
-        width = max(len(r.name) for r in self.rows)
+        width = max([4] + [len(r.name) for r in self.rows])
         lines = [head, f"  {'name'.ljust(width)}  {'method':<10} {'params':>12}  active  merged"]
         for r in self.rows:
             active = "yes" if r.active and not self.disabled else ("off" if r.active else "")
-            lines.append(f"  {r.name.ljust(width)}  {r.method:<10} {r.trainable:>12,}  {active:<6}  "
-                         f"{'yes' if r.merged else ''}")
+            params = "–" if r.merged else f"{r.trainable:,}"
+            lines.append(f"  {r.name.ljust(width)}  {r.method:<10} {params:>12}  {active:<6}  "
+                         f"{'yes' if r.merged else ''}".rstrip())
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

@@ -195,6 +195,11 @@ def test_pickle_adapter_refused_unless_allowed(tmp_path):
     res = pm.load_adapter(fresh, tmp_path / "pickled", allow_pickle=True)
     assert "pickle" in repr(res)
     assert torch.equal(_logits(res.model, IDS), want)
+    assert not any(p.requires_grad for p in res.model.parameters())  # frozen unless asked
+    again = pm.load_adapter(pm.load("tiny-llama").model, tmp_path / "pickled", allow_pickle=True, trainable=True)
+    grads = [n for n, p in again.model.named_parameters() if p.requires_grad]
+    assert grads and all("lora_" in n for n in grads)
+    assert "trainable" in repr(again) and state.state_for(again.model).adapters["default"].method == "lora"
 
 
 def test_adapter_for_another_model_is_refused_naming_both(tmp_path):
