@@ -311,9 +311,35 @@ def loss_svg(runs: list[Any], width: int = 480, height: int = 200) -> str | None
     return "\n".join(out)
 
 
+def card_metadata(folder: Path) -> dict[str, Any]:
+    """The YAML front matter of a folder's README.md (``{}`` when there is none or it is unreadable).
+
+    peft_magic writes the base model's architecture there (``base_model_type``), which
+    lets loading refuse an adapter for another architecture even when its tensors
+    happen to have the right shapes (prompt embeddings of the same width).
+    """
+    path = folder / CARD_NAME
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith("---"):
+        return {}
+    end = text.find("\n---", 3)
+    if end < 0:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(text[3:end])
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, base_class: str,
                bits: int | None, settings: dict[str, Any], runs: list[Any], trainable: int | None,
-               has_curve: bool, merged: bool = False) -> str:
+               has_curve: bool, merged: bool = False, model_type: str | None = None) -> str:
     """The README.md of a saved adapter: what it is, how it was made, how to load it."""
     from .memory import fmt_bytes
 
@@ -321,6 +347,8 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
     lines = [
         "---",
         f"base_model: {base_model}",
+        f"base_model_class: {base_class}",
+    ] + ([f"base_model_type: {model_type}"] if model_type else []) + [
         "library_name: " + ("transformers" if merged else "peft"),
         "tags:",
         f"- {method}",

@@ -685,7 +685,8 @@ def save(model: Any, path: str | Path, *, name: str | None = None, merged: bool 
         card = adapter_files.model_card(
             adapter=name, method=method, peft_type=pt, base_model=str(cfg.base_model_name_or_path or base_name),
             base_class=type(base).__name__, bits=st.bits, settings=settings, runs=runs, trainable=trainable,
-            has_curve=bool(svg), merged=merged)
+            has_curve=bool(svg), merged=merged,
+            model_type=getattr(getattr(base, "config", None), "model_type", None))
         (tmp / adapter_files.CARD_NAME).write_text(card)
 
     adapter_files.write_atomically(target, fill, force=force)
@@ -731,6 +732,10 @@ def _check_fits(base: Any, cfg: Any, shapes: dict[str, tuple[int, ...]], folder:
         return PeftMagicError(f"the adapter in {folder} was made for {made_for} and does not fit this model, "
                               f"{live}: {why}", "load it onto the model it was trained on")
 
+    made_type = adapter_files.card_metadata(folder).get("base_model_type")
+    live_type = getattr(getattr(base, "config", None), "model_type", None)
+    if made_type and live_type and str(made_type) != str(live_type):
+        raise refuse(f"it was trained on a {made_type} model and this is a {live_type} model")
     if not can_skeleton(base):
         return
     try:

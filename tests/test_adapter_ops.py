@@ -68,6 +68,7 @@ def test_save_writes_peft_files_and_a_card_and_never_silently_overwrites(tmp_pat
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4 and cfg["base_model_name_or_path"] == "peft_magic/tiny-llama"
     card = (target / "README.md").read_text()
     assert "base_model: peft_magic/tiny-llama" in card and "lora" in card
+    assert "base_model_class: LlamaForCausalLM" in card and "base_model_type: llama" in card
     assert "| `lora_alpha` | `8` |" in card and "| `r` | `4` |" in card
     assert "| 9001 | completed | 4/4 | 2.1000 | 12.5 s | 123.0 MB RAM |" in card
     assert "9002" not in card  # another model's run
@@ -215,6 +216,12 @@ def test_adapter_for_another_model_is_refused_naming_both(tmp_path):
     assert "made for peft_magic/tiny-gpt2" in msg and "peft_magic/tiny-llama (LlamaForCausalLM)" in msg
     assert "\n" not in msg
     assert _fingerprint(llama) == fp and state.peft_model_for(llama) is None
+
+    # tensors of the right shapes are not enough: a prompt for tiny-llama (width 64) on tiny-gpt2 (width 64)
+    pm.save(pm.attach(pm.load("tiny-llama").model, "prompt", tokens=4).model, tmp_path / "llama-prompt")
+    with pytest.raises(PeftMagicError, match=r"made for peft_magic/tiny-llama .* it was trained on a llama "
+                                             r"model and this is a gpt2 model"):
+        pm.load_adapter(pm.load("tiny-gpt2").model, tmp_path / "llama-prompt")
 
     # same architecture, other sizes: a shape mismatch, not a silent partial load
     pm.save(pm.attach(llama, "lora", r=4).model, tmp_path / "llama-lora")
