@@ -274,6 +274,9 @@ def _prepare_kbit(base: Any, st: ModelState) -> None:
 
     if st.kbit_prepared:
         return
+    from .loading import disable_cpu_4bit_repacking
+
+    disable_cpu_4bit_repacking(base)
     with _quiet():
         prepare_model_for_kbit_training(base, use_gradient_checkpointing=True,
                                          gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -343,6 +343,10 @@ def _run_trainer(peft_model: Any, st: Any, run: Run, name: str, peft_type: str, 
     from .data import Collator
 
     device = device_of(peft_model)
+    if device == "cpu":
+        from .loading import disable_cpu_4bit_repacking
+
+        disable_cpu_4bit_repacking(peft_model)  # a no-op unless a 4-bit model ran inference first
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     collator = Collator(pad_id, classify=(task == "SEQ_CLS"))
     n_steps_hint = args.get("max_steps") or math.ceil(

@@ -50,3 +50,33 @@ def test_hub_id_without_network_is_one_plain_line(kernel):
     assert len(text.strip().splitlines()) == 1
     res = kernel.run("%peft load ./no/such/folder")
     assert "no such folder: ./no/such/folder" in res.error_text
+
+
+def test_4bit_gradients_unchanged_by_a_prior_inference_pass():
+    """bitsandbytes repacks CPU 4-bit weights on an eval no-grad forward (AVX512-BF16 CPUs),
+    after which backprop went through an op without autograd kernel: wrong LoRA gradients.
+    Loading through peft_magic keeps the trainable layout, so the gradients are identical."""
+    import torch
+
+    import peft_magic as pm
+
+    def grads(after_inference: bool) -> dict:
+        torch.manual_seed(0)
+        loaded = pm.load("tiny-llama", bits=4)
+        model = pm.attach(loaded.model, "qlora", r=8, target="all-linear").model
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.02)
+        x = torch.randint(5, 400, (2, 12))
+        if after_inference:
+            model.eval()
+            with torch.no_grad():
+                model(input_ids=x)
+        model.train()
+        model(input_ids=x, labels=x).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    clean, after = grads(False), grads(True)
+    assert clean.keys() == after.keys() and clean
+    for name in clean:
+        assert torch.equal(clean[name], after[name]), name
