@@ -34,6 +34,8 @@ _API = {
     "PeftMagicError": "errors:PeftMagicError",
     "subscribe": "events:subscribe",
     "memory_reading": "memory:reading",
+    "plan": "planning:plan",
+    "check_fit": "planning:check_fit",
     "save": "adapter_ops:save",
     "load_adapter": "adapter_ops:load_adapter",
     "adapters": "adapter_ops:adapters",

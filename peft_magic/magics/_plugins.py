@@ -13,6 +13,7 @@ COMMAND_MODULES: list[str] = [
     "cmd_train",
     "cmd_panel",
     "cmd_adapters",
+    "cmd_plan",
 ]
 
 
