@@ -894,7 +894,7 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     st.peft_ref = weakref.ref(new)
     _emit(st, new, name, method, "loaded")
     n, _ = _adapter_params(new, name)
-    mode = "trainable" if trainable else "frozen (pass --trainable to train it further)"
+    mode = "trainable" if trainable else "frozen: --trainable to train it further"
     notes = []
     made_for = getattr(cfg, "base_model_name_or_path", None)
     live_name = getattr(base, "name_or_path", None)
