@@ -130,6 +130,11 @@ def default_targets(model_type: str, peft_type: str = "LORA") -> list[str] | Non
     """peft's per-architecture default ``target_modules`` for a method, or ``None``."""
     from peft.utils import constants
 
+    if peft_type == "BOTTLENECK":
+        from .bottleneck import default_target_modules
+
+        t = default_target_modules(model_type)
+        return [t] if isinstance(t, str) else (list(t) if t is not None else None)
     mapping = getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_TARGET_MODULES_MAPPING", None)
     if mapping is None:
         mapping = constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING

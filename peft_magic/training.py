@@ -169,8 +169,9 @@ def _make_callbacks(run: Run, interrupt: _InterruptToStop, collator: Any, device
         def _payload(self, state) -> dict[str, Any]:
             now = time.perf_counter()
             elapsed = seconds_before + (now - self.t_start)
-            window.append((now, collator.tokens))
-            while len(window) > 2 and now - window[0][0] > 10.0:
+            if collator.tokens != window[-1][1]:  # a new batch was seen since the last reading
+                window.append((now, collator.tokens))
+            while len(window) > 2 and now - window[1][0] > 10.0:  # keep ~10 s of history
                 window.pop(0)
             (ta, ka), (tb, kb) = window[0], window[-1]
             tps = (kb - ka) / (tb - ta) if tb > ta else 0.0

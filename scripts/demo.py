@@ -67,4 +67,4 @@ def main(names: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:] or ["quickstart.ipynb"]))
+    sys.exit(main(sys.argv[1:] or ["quickstart.ipynb", "training.ipynb"]))
