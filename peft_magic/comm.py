@@ -5,28 +5,32 @@ while the training cell is scrolled away, and everything must stay silent where 
 such frontend exists (Colab, VS Code, nbclient / papermill). A kernel-initiated
 ``comm_open`` cannot be silent: nbclient logs ``No handler found for comm target`` for
 every comm it does not know, and other frontends close it with a console error. So the
-kernel *opens nothing*:
+kernel *opens nothing* and sends nothing until a frontend has asked for it:
 
 * ``start()`` (from ``%load_ext peft_magic``) creates one comm with ``primary=False`` and
   registers it with the kernel's comm manager. No message leaves the kernel.
-* The JupyterLab extension finds it with a ``comm_info_request`` (on connect, and after a
-  cell that mentions ``peft`` finished), attaches to its id and sends
-  ``{"request": "status"}``. From then on the kernel knows someone listens.
-* While listened to, every engine event (adapter, run_start, progress, eval, run_end,
-  memory) updates one status snapshot and pushes it; progress is already throttled at
-  the source (``events.Throttle``) and is coalesced again here to at most one message
-  per ``MIN_INTERVAL``. A push is one small dict → JSON → iopub: nothing the training
-  loop can measure.
-* Idle memory: the frontend asks again whenever a cell finishes; the request is handled
-  when the kernel is idle, so the reply carries a fresh memory reading of the model's
-  device.
+* The JupyterLab extension finds it with a ``comm_info_request`` for the target
+  ``peft_magic`` (on connect, and while / after a cell that mentions ``peft`` runs; on the
+  control channel where ipykernel takes it, so a busy cell does not delay it). The
+  kernel notices that request — that is the "someone listens" signal — and from then on
+  pushes its status on the comm. A ``{"request": "status"}`` comm message (sent by the
+  extension when a cell finishes) also counts, and is answered with a fresh memory
+  reading: that is how the idle memory stays current.
+* Every engine event (adapter, run_start, progress, eval, run_end, memory) updates one
+  status snapshot; while listened to, it is pushed. Progress is throttled at the source
+  (``events.Throttle``) and coalesced again here to at most one message per
+  ``MIN_INTERVAL``. A push is one small dict → JSON → iopub: nothing the training loop
+  can measure.
 
-Where nobody attaches, the subscriber only updates the snapshot (a few dict writes per
-throttled event) and never sends a message.
+Nothing here is sent on a subshell or answered with busy/idle from the frontend's side
+during a cell, so JupyterLab's kernel indicator keeps saying "Busy" while training runs.
+Where nobody asks, the subscriber only updates the snapshot (a few dict writes per
+throttled event).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -64,7 +68,41 @@ class StatusChannel:
         }
         self.losses: deque[tuple[int, float]] = deque(maxlen=RECENT_LOSSES)
         self._unsubscribe = events.subscribe(self.on_event)
+        self._patched: list[tuple[dict, Any, Any]] = []
         self._new_comm()
+
+    # ------------------------------------------------------------------ who listens
+
+    def watch_comm_info(self, kernel: Any) -> None:
+        """Notice a frontend's ``comm_info_request`` for our target (shell or control).
+
+        The request is the extension's first contact; seeing it lets the kernel push at
+        once, even while a cell keeps the main shell busy. Wraps ipykernel's handler in
+        its dispatch tables (looked up per message); where that layout is missing, the
+        extension's first ``{"request": "status"}`` message does the same, later."""
+        for table in (getattr(kernel, "control_handlers", None), getattr(kernel, "shell_handlers", None)):
+            if not isinstance(table, dict) or not callable(table.get("comm_info_request")):
+                continue
+            orig = table["comm_info_request"]
+
+            async def comm_info_request(stream: Any, ident: Any, parent: dict, _orig: Any = orig) -> Any:
+                result = _orig(stream, ident, parent)
+                if inspect.isawaitable(result):
+                    result = await result
+                try:  # after the reply, so the frontend knows the comm id when the push comes
+                    if ((parent.get("content") or {}).get("target_name") == TARGET and self.comm is not None):
+                        self._listener()
+                except Exception:
+                    log.debug("peft_magic status push failed", exc_info=True)
+                return result
+
+            table["comm_info_request"] = comm_info_request
+            self._patched.append((table, orig, comm_info_request))
+
+    def _listener(self) -> None:
+        self.listening = True
+        self._refresh_memory()
+        self._send(force=True)
 
     # ------------------------------------------------------------------ comm plumbing
 
@@ -85,9 +123,7 @@ class StatusChannel:
         try:
             data = (msg.get("content") or {}).get("data") or {}
             if data.get("request") in ("status", "hello"):
-                self.listening = True
-                self._refresh_memory()
-                self._send(force=True)
+                self._listener()
         except Exception:  # never let the status bar break the kernel
             log.debug("peft_magic status request failed", exc_info=True)
 
@@ -103,7 +139,7 @@ class StatusChannel:
             st = dict(self.status)
             st["losses"] = [list(x) for x in self.losses]
             st["time"] = time.time()
-        return {"v": PROTOCOL, "type": "status", "status": st}
+        return {"v": PROTOCOL, "type": "status", "target": TARGET, "status": st}
 
     def _send(self, force: bool = False) -> None:
         if not self.listening or self.comm is None:
@@ -119,6 +155,10 @@ class StatusChannel:
 
     def close(self) -> None:
         self._unsubscribe()
+        for table, orig, ours in self._patched:
+            if table.get("comm_info_request") is ours:
+                table["comm_info_request"] = orig
+        self._patched.clear()
         c, self.comm = self.comm, None
         if c is None:
             return
@@ -247,6 +287,11 @@ def start(ipython: Any) -> None:
     except Exception:  # a kernel without comm support: the status bar simply stays empty
         log.debug("peft_magic status comm unavailable", exc_info=True)
         _channel = None
+        return
+    try:
+        _channel.watch_comm_info(ipython.kernel)
+    except Exception:  # the status then starts with the extension's first request
+        log.debug("peft_magic cannot watch comm_info requests", exc_info=True)
 
 
 def stop() -> None:

@@ -123,6 +123,13 @@ class JupyterLab:
         except OSError:
             return ""
 
+    def save_log(self, name: str = "jupyter-lab") -> Path:
+        """Copy the server's log to ``test-artifacts/NAME.log`` (call it when a test fails)."""
+        ARTIFACTS.mkdir(exist_ok=True)
+        path = ARTIFACTS / f"{name}.log"
+        path.write_text(self.log())
+        return path
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # jupyter_server shuts its kernels down on SIGTERM
@@ -228,9 +235,28 @@ class NotebookPage:
         return self.page.locator("#jp-main-statusbar").inner_text()
 
     def wait_for_idle(self, timeout: float = 120) -> None:
-        """Wait for "Idle" in the bottom status bar (the toolbar says idle too early)."""
-        self.page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\bIdle\b")).first.wait_for(
-            timeout=timeout * 1000)
+        """Wait for "Idle" in the bottom status bar (the toolbar says idle too early), with
+        this notebook's kernel really there.
+
+        A busy machine can make JupyterLab's first kernel start fail over to its "Select
+        Kernel" dialog; it is accepted (the notebook's own kernel is preselected), as a user
+        would."""
+        deadline = time.monotonic() + timeout
+        status = self.page.locator("#jp-main-statusbar").get_by_text(re.compile(r"\bIdle\b")).first
+        dialog = self.page.locator(".jp-Dialog", has_text="Select Kernel")
+        while True:
+            if dialog.count() and dialog.first.is_visible():
+                dialog.first.locator("button.jp-mod-accept").click()
+            elif status.count() and self.page.evaluate(
+                    """p => { const app = window.jupyterapp;
+                        const w = [...app.shell.widgets('main')].find(w => w.context && w.context.path === p);
+                        const k = w && w.sessionContext.session && w.sessionContext.session.kernel;
+                        return !!k && k.status === 'idle'; }""", self.path):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.path}: kernel not Idle after {timeout}s "
+                                   f"(status bar: {self.kernel_status_text()!r})")
+            time.sleep(0.25)
 
     def app(self, js: str, wait: bool = True) -> Any:
         """Evaluate the expression ``js`` with ``app`` = JupyterLab's application object.

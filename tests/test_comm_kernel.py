@@ -224,16 +224,28 @@ def test_interrupt_is_reported(frontend: Frontend):
     assert final["run"]["total_steps"] == 100000
 
 
-def test_unload_closes_and_reload_makes_a_new_comm(frontend: Frontend):
+def test_unload_closes_it_and_a_busy_cell_is_watched_live(frontend: Frontend):
     old = frontend.comm_id
     events = frontend.run("%unload_ext peft_magic")
     assert {"_event": "comm_close", "comm_id": old} in events
     assert frontend.comms() == []
-    events = frontend.run("%load_ext peft_magic")
-    assert not [e for e in events if "_event" in e]
-    (new,) = frontend.comms()
-    assert new != old
-    frontend.comm_id = new
-    st = frontend.ask()
-    # a fresh channel picks the attached adapter up from the session state
-    assert st["adapter"] == "default" and st["memory"]["used"] > 0
+    # load and train in one cell; find the comm on the control channel while it runs,
+    # as the extension does with ipykernel 7: pushes must start during the cell
+    kc = frontend.kc
+    msg_id = kc.execute("%load_ext peft_magic\n%peft train data=texts steps=40 batch=4")
+    found, deadline = None, time.monotonic() + 60
+    while found is None and time.monotonic() < deadline:
+        req = kc.session.msg("comm_info_request", {"target_name": TARGET})
+        kc.control_channel.send(req)
+        reply = kc.control_channel.get_msg(timeout=10)
+        while reply["parent_header"].get("msg_id") != req["header"]["msg_id"]:
+            reply = kc.control_channel.get_msg(timeout=10)
+        ids = [k for k, v in reply["content"]["comms"].items() if v["target_name"] == TARGET]
+        found = ids[0] if ids else None
+        time.sleep(0.2)
+    assert found and found != old
+    frontend.comm_id = found
+    pushed = frontend._drain(msg_id)
+    assert [p for p in pushed if p["phase"] == "training"], [p["phase"] for p in pushed]
+    final = pushed[-1]
+    assert (final["phase"], final["adapter"], final["run"]["step"]) == ("completed", "default", 40)

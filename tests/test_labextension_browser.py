@@ -4,7 +4,8 @@ The status-bar notebook (tests/statusbar_notebook.py) loads the extension, attac
 to the tiny Llama and trains; the status bar item must then show the final step / total
 and a loss, with this kernel's memory; its popup the details; and switching to another
 notebook must switch the item to that notebook's kernel. Screenshots are kept in
-test-artifacts/ (labextension-statusbar.png, labextension-popup.png, labextension-switch.png).
+test-artifacts/ (labextension-training.png while it trains, labextension-statusbar.png at
+the end, labextension-popup.png, labextension-switch.png).
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
             assert nb.page.locator(ITEM).count() == 1, "the peft-magic extension is not loaded in JupyterLab"
             assert _item_text(nb) == "", "nothing to show before the kernel loads peft_magic"
 
-            nb.run_all(timeout=600)
-            assert nb.errors() == []
             item = nb.page.locator(ITEM)
+            nb.app("app.commands.execute('notebook:run-all-cells')", wait=False)
+            # live, while the training cell runs: step / total, loss, ETA
+            item.and_(nb.page.locator("[data-phase='training']")).filter(
+                has_text=re.compile(rf"step \d+/{STEPS} · loss \d+\.\d+ · ETA \d+:\d\d")).wait_for(timeout=300_000)
+            nb.screenshot("labextension-training")
+            nb.wait_for_cells(timeout=600)
+            assert nb.errors() == []
             final = re.compile(rf"step {STEPS}/{STEPS} · loss \d+\.\d+ · done")
             item.filter(has_text=final).wait_for(timeout=30_000)
             text = item.inner_text()
@@ -76,6 +82,7 @@ def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
             assert item.inner_text().startswith("PEFT · default (lora)")
         except Exception:
             nb.screenshot("labextension-failure")
+            lab.save_log("labextension-failure-server")
             raise
     log = lab.log()
     assert "No such comm target" not in log and "Exception opening comm" not in log, log[-3000:]

@@ -1,17 +1,20 @@
 /**
- * One kernel's peft_magic status, read over a Jupyter comm.
+ * One kernel's peft_magic status, read from a Jupyter comm.
  *
  * The kernel never opens the comm (a kernel-initiated `comm_open` makes nbclient warn
  * and other frontends close it with an error): `%load_ext peft_magic` creates one comm
- * with `primary=False`, registered in the kernel's comm manager. This side finds it with
- * a `comm_info_request` — on connect, and while / after a cell that mentions "peft" runs —
- * attaches to its id and asks for the status. From then on the kernel pushes an update
- * on each engine event (throttled there), and this side asks again whenever a cell
- * finishes, which keeps the idle memory reading fresh.
+ * with `primary=False`, registered in the kernel's comm manager, and stays silent. This
+ * side finds it with a `comm_info_request` for the target `peft_magic` — on connect,
+ * and while / after a cell that mentions "peft" runs; on the control channel where the
+ * kernel supports subshells (ipykernel 7), so a busy cell does not delay it. That
+ * request is also what tells the kernel someone listens: from then on it pushes its
+ * status (`comm_msg` on iopub, throttled) on each engine event.
  *
- * With ipykernel 7 and JupyterLab 4.6 comm messages travel on a subshell and the
- * comm-info request on the control channel, so both are answered while a training cell
- * keeps the main shell busy.
+ * The pushes are read straight from the kernel's iopub stream, and the occasional
+ * `{"request": "status"}` (after a cell finishes: fresh idle memory) is sent on the main
+ * shell. No comm object is made on this side, hence no comm subshell: a subshell's
+ * busy / idle replies would make JupyterLab's kernel indicator say "Idle" while a
+ * training cell is still running.
  */
 
 import { Kernel, KernelMessage } from '@jupyterlab/services';
@@ -102,40 +105,47 @@ export class KernelLink {
       this.kernel.statusChanged.disconnect(this._onKernelStatus, this);
       this.kernel.connectionStatusChanged.disconnect(this._onConnection, this);
     }
-    this._comm?.dispose();
-    this._comm = null;
+    this._commId = null;
     this._status = null;
     this._changed.emit();
     Signal.clearData(this);
   }
 
-  /** Look for the kernel's peft_magic comm and attach to it. */
+  /** Look for the kernel's peft_magic comm; true once known. */
   async discover(): Promise<boolean> {
-    if (this._disposed || this._comm || this._discovering) {
-      return !!this._comm;
+    if (this._disposed || this._commId || this._discovering) {
+      return !!this._commId;
     }
     this._discovering = true;
     try {
       await this.kernel.info;
       const comms = await this._commInfo();
       const id = Object.keys(comms).find(k => comms[k].target_name === TARGET);
-      if (id && !this._comm && !this._disposed) {
-        await this._attach(id);
+      if (id && !this._disposed) {
+        const first = !this._commId;
+        this._commId = id;
+        if (first) {
+          // The kernel starts pushing on seeing the comm_info request; this request (on
+          // the main shell, answered when the kernel is idle) covers kernels where it
+          // cannot see it.
+          this._lastRequest = 0;
+          this.request();
+        }
       }
     } catch (e) {
       // A kernel that cannot answer simply has no status.
     } finally {
       this._discovering = false;
     }
-    if (this._comm) {
+    if (this._commId) {
       this._clearTimers();
     }
-    return !!this._comm;
+    return !!this._commId;
   }
 
   /** Ask the kernel for its status (a fresh memory reading); at most once a second. */
   request(): void {
-    if (!this._comm || this._disposed) {
+    if (!this._commId || this._disposed || this.kernel.isDisposed) {
       return;
     }
     const now = Date.now();
@@ -151,7 +161,14 @@ export class KernelLink {
     }
     this._lastRequest = now;
     try {
-      this._comm.send({ request: 'status' });
+      const msg = KernelMessage.createMessage<KernelMessage.ICommMsgMsg<'shell'>>({
+        msgType: 'comm_msg',
+        channel: 'shell',
+        session: this.kernel.clientId,
+        username: this.kernel.username,
+        content: { comm_id: this._commId, data: { request: 'status' } }
+      });
+      this.kernel.sendShellMessage(msg, false, true);
     } catch (e) {
       // the kernel went away; the status signals will tidy up
     }
@@ -161,7 +178,7 @@ export class KernelLink {
     const kernel = this.kernel as any;
     if (kernel.supportsSubshells && typeof kernel.sendControlMessage === 'function') {
       // ipykernel 7 answers shell requests on the control channel too: no waiting for a
-      // busy main shell.
+      // busy main shell. (comm_info is not counted as activity: no busy/idle flicker.)
       const msg = KernelMessage.createMessage({
         msgType: 'comm_info_request',
         channel: 'control' as any,
@@ -176,54 +193,46 @@ export class KernelLink {
     return reply.content.status === 'ok' ? reply.content.comms : {};
   }
 
-  private async _attach(commId: string): Promise<void> {
-    if (this.kernel.hasComm(commId)) {
-      return;
-    }
-    const comm = this.kernel.createComm(TARGET, commId);
-    comm.onMsg = msg => this._onMsg(msg);
-    comm.onClose = () => this._detach();
-    this._comm = comm;
-    // Messages go on the comm's subshell once it exists; wait for it (briefly) so the
-    // first request is not queued behind a running cell.
-    const started = (comm as any).subshellStarted as Promise<void> | undefined;
-    if ((this.kernel as any).supportsSubshells && started) {
-      await Promise.race([started, new Promise(r => setTimeout(r, 3000))]).catch(() => undefined);
-    }
-    this._lastRequest = 0;
-    this.request();
-  }
-
   private _detach(): void {
-    this._comm = null;
+    this._commId = null;
     if (this._status !== null) {
       this._status = null;
       this._changed.emit();
     }
   }
 
-  private _onMsg(msg: KernelMessage.ICommMsgMsg): void {
-    const data = msg.content.data as any;
-    if (data && data.type === 'status' && data.status) {
-      this._status = data.status as IStatus;
-      this._changed.emit();
-    }
-  }
-
   private _onIopub(_: Kernel.IKernelConnection, msg: KernelMessage.IIOPubMessage): void {
     const type = msg.header.msg_type;
-    if (type === 'execute_input') {
+    if (type === 'comm_msg') {
+      const content = msg.content as any;
+      const data = content.data;
+      if (data && data.target === TARGET && data.type === 'status' && data.status) {
+        // A push may overtake the comm_info reply (iopub vs control): adopt its comm id.
+        if (!this._commId) {
+          this._commId = content.comm_id;
+          this._clearTimers();
+        }
+        if (content.comm_id === this._commId) {
+          this._status = data.status as IStatus;
+          this._changed.emit();
+        }
+      }
+    } else if (type === 'comm_close') {
+      if (this._commId && (msg.content as any).comm_id === this._commId) {
+        this._detach(); // %unload_ext; a later %load_ext is found again
+      }
+    } else if (type === 'execute_input') {
       const code = String((msg.content as any).code ?? '');
-      if (!this._comm && /peft/i.test(code)) {
+      if (!this._commId && /peft/i.test(code)) {
         this._wantDiscover = true;
         this._scheduleDiscovery();
       }
     } else if (type === 'status') {
       const state = (msg.content as any).execution_state;
       const parentType = (msg.parent_header as any)?.msg_type;
-      // Only after a cell: comm requests make the kernel busy/idle too (no feedback loop).
+      // Only after a cell: our own requests make the kernel busy/idle too (no loop).
       if (state === 'idle' && parentType === 'execute_request') {
-        if (this._comm) {
+        if (this._commId) {
           this.request();
         } else if (this._wantDiscover) {
           this._wantDiscover = false;
@@ -238,7 +247,7 @@ export class KernelLink {
     for (const delay of DISCOVERY_DELAYS_MS) {
       this._timers.push(
         window.setTimeout(() => {
-          if (!this._comm) {
+          if (!this._commId) {
             void this.discover();
           }
         }, delay)
@@ -259,7 +268,7 @@ export class KernelLink {
     if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
       // Comms do not survive a restart; the next %load_ext creates a new one.
       this._clearTimers();
-      this._comm = null;
+      this._commId = null;
       this._wantDiscover = false;
       if (this._status !== null) {
         this._status = null;
@@ -269,14 +278,14 @@ export class KernelLink {
   }
 
   private _onConnection(_: Kernel.IKernelConnection, status: Kernel.ConnectionStatus): void {
-    if (status === 'connected' && !this._comm) {
+    if (status === 'connected' && !this._commId) {
       void this.discover();
     }
   }
 
   private _changed = new Signal<this, void>(this);
   private _status: IStatus | null = null;
-  private _comm: Kernel.IComm | null = null;
+  private _commId: string | null = null;
   private _discovering = false;
   private _wantDiscover = false;
   private _disposed = false;
