@@ -185,7 +185,7 @@ def _eos(tokenizer: Any) -> list[int]:
 def _batched(tokenizer: Any, texts: list[str], add_special: bool = True) -> list[list[int]]:
     out: list[list[int]] = []
     for i in range(0, len(texts), 1000):
-        enc = tokenizer(texts[i:i + 1000], add_special_tokens=add_special, truncation=False)
+        enc = tokenizer(texts[i:i + 1000], add_special_tokens=add_special, truncation=False, verbose=False)
         out.extend(enc["input_ids"])
     return out
 

@@ -143,6 +143,7 @@ class Run:
     saved_to: list[str] = field(default_factory=list)  # folders the adapter was saved to after this run
     output_dir: str | None = None  # trainer checkpoints (for --resume)
     last_lr: float | None = None
+    warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
 
     def __repr__(self) -> str:
         from .memory import fmt_bytes

@@ -122,3 +122,20 @@ def test_collator_pads_dynamically(tok):
     short = batch["attention_mask"][0].sum().item()
     assert (batch["labels"][0, short:] == -100).all()
     assert coll.tokens == sum(len(r["input_ids"]) for r in ex.rows)
+
+
+def test_training_warns_before_a_run_that_will_not_fit(tiny_llama_path):
+    """The memory plan is asked before training starts; a run that cannot fit gets a warning."""
+    import peft_magic as pm
+    from peft_magic.state import Run, state_for
+    from peft_magic.training import _warn_if_too_big
+
+    loaded = pm.load("tiny-llama")
+    model = pm.attach(loaded.model, "lora", r=8).model
+    examples = data.tokenize(["word " * 500] * 4, loaded.tokenizer, max_len=512)
+    run = Run(run_id=0, model_id="m", adapter="default", method="lora", settings={}, total_steps=1)
+    _warn_if_too_big(model, state_for(model), run, {"per_device_train_batch_size": 8}, examples)
+    assert run.warnings == []
+    _warn_if_too_big(model, state_for(model), run, {"per_device_train_batch_size": 1 << 22}, examples)
+    assert len(run.warnings) == 1 and run.warnings[0].startswith("may not fit: estimated")
+    assert "try" in run.warnings[0]

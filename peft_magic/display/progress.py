@@ -120,7 +120,11 @@ class _Base:
         self.eval_losses: list[tuple[int, float]] = []
         self.title = "Training"
 
+    warnings: list[str] = []
+
     def start(self) -> None: ...
+
+    def warn(self) -> None: ...
 
     def update(self) -> None: ...
 
@@ -134,6 +138,11 @@ class TextRenderer(_Base):
         super().__init__()
         self.stream = stream or sys.stdout
         self._last = 0
+
+    def warn(self) -> None:
+        for w in self.warnings:
+            self.stream.write(f"warning: {w}\n")
+        self.stream.flush()
 
     def update(self) -> None:
         line = text_line(self.state)
@@ -169,7 +178,8 @@ class WidgetRenderer(_Base):
         self.count = w.Label(value="")
         self.info = w.HTML()
         self.chart = w.HTML()
-        self.box = w.VBox([self.header, w.HBox([self.bar, self.count]), self.info, self.chart])
+        self.warning = w.HTML()
+        self.box = w.VBox([self.header, self.warning, w.HBox([self.bar, self.count]), self.info, self.chart])
         self.display_id = uuid.uuid4().hex
 
     def _bundle(self, html: str) -> dict[str, Any]:
@@ -188,6 +198,11 @@ class WidgetRenderer(_Base):
             return
         display(self._bundle(snapshot_html(self.state, [], self.title, "running")), raw=True,
                 display_id=self.display_id)
+
+    def warn(self) -> None:
+        if self.warnings:
+            self.warning.value = wrap("".join(f"<div class='pm-warn'>warning: {escape(w)}</div>"
+                                              for w in self.warnings))
 
     def update(self) -> None:
         p = self.state
@@ -216,7 +231,9 @@ class WidgetRenderer(_Base):
                                           x_max=self.state.get("total_steps"))
         if self.hosted:
             return
-        html = snapshot_html(self.state, self.losses, self.title, status, message, self.eval_losses)
+        notes = "; ".join(f"warning: {w}" for w in self.warnings)
+        html = snapshot_html(self.state, self.losses, self.title, status,
+                             "; ".join(x for x in (message, notes) if x) or None, self.eval_losses)
         update_display(self._bundle(html), raw=True, display_id=self.display_id)
 
 
@@ -270,6 +287,8 @@ class ProgressDisplay:
             self.run_id = rid
             r.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
                        "status": "training"}
+            r.warnings = list(e.data.get("warnings") or [])
+            r.warn()
             r.update()
             return
         if rid is None or rid != self.run_id:
