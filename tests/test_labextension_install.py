@@ -40,13 +40,9 @@ def test_pip_install_lists_the_extension_enabled(tmp_path: Path):
     _run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path)
     py = venv / "bin" / "python"
     # Node must not be needed: only the fresh venv's bin on PATH (pip adds its build env's).
-    env = {"PATH": str(venv / "bin"), "HOME": str(tmp_path), "JUPYTER_DATA_DIR": str(tmp_path / "data"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-           "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))}
-    for k in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-              "no_proxy", "NO_PROXY"):
-        if k in os.environ:
-            env[k] = os.environ[k]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+    env.update(PATH=str(venv / "bin"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
+               JUPYTER_CONFIG_DIR=str(tmp_path / "config"), PIP_DISABLE_PIP_VERSION_CHECK="1")
     _run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(ROOT)], env=env, cwd=tmp_path)
 
     share = venv / "share" / "jupyter" / "labextensions" / NAME
