@@ -627,13 +627,16 @@ class _Estimator:
             self.peft_config = build_config(req.spec, req.settings, subject.task, _Base(subject.config))
         self.depths = reduced_depths(subject.config) if self.layers else (0,)
         self._cache: dict[tuple[int, int], Any] = {}
-        try:
-            self.sketches = [self._sketch(d) for d in self.depths]
-        except PeftMagicError:
-            if len(self.depths) == 1:
-                raise
-            self.depths = (self.layers,)
-            self.sketches = [self._sketch(self.layers)]
+        # Building and tracing on the meta device draws random numbers (weight init, dropout
+        # masks): keep the notebook's random state exactly as it was.
+        with torch.random.fork_rng(devices=[]):
+            try:
+                self.sketches = [self._sketch(d) for d in self.depths]
+            except PeftMagicError:
+                if len(self.depths) == 1:
+                    raise
+                self.depths = (self.layers,)
+                self.sketches = [self._sketch(self.layers)]
 
     # -- building
 
@@ -750,9 +753,12 @@ class _Estimator:
         """Activations and gradients of one step at ``batch`` × ``seq`` (traced, cached)."""
         from .planning_trace import StepMemory, trace_step
 
+        import torch
+
         key = (batch, seq)
         if key not in self._cache:
-            runs = [trace_step(s.model, batch, seq, s.task, s.kernel) for s in self.sketches]
+            with torch.random.fork_rng(devices=[]):
+                runs = [trace_step(s.model, batch, seq, s.task, s.kernel) for s in self.sketches]
             self._cache[key] = StepMemory(peak=int(round(self._line([r.peak for r in runs]))),
                                           grads=int(round(self._line([r.grads for r in runs]))),
                                           activations=int(round(self._line([r.activations for r in runs]))),
@@ -963,9 +969,18 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     requests = _resolve_requests(list(methods or DEFAULT_METHODS), settings, explicit)
     target = resolve_target(gpu, dtype, subject.live, attn)
 
+    notes: list[str] = []
     rows: list[MethodPlan] = []
     estimators: dict[str, tuple[_Estimator, Any]] = {}
     params = 0
+    if subject.live is not None:
+        resident = _resident(subject.live, target)
+        if resident and target.available is not None:
+            target.available += resident
+            target.detail += f", plus {fmt_bytes(resident)} the model already holds"
+        current = _current_row(subject, target, batch, seq, checkpointing, opt)
+        if current is not None:
+            rows.append(current)
     for req in requests:
         label = req.method
         try:
@@ -999,7 +1014,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         estimators[req.method] = (est, account)
 
     params = params or _count_params(subject)
-    method, reason = _recommend(rows, goal_key, target.available)
+    method, reason = _recommend([r for r in rows if r.method != "current"], goal_key, target.available)
     rec = Recommendation(method, reason, goal=goal_key)
     if method and limits and target.available and method in estimators:
         est, account = estimators[method]
@@ -1011,7 +1026,6 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
             if not row.fits and not est.checkpointing:
                 rec.hints.append("gradient checkpointing (checkpointing=True / --checkpointing) cuts activations "
                                  "to about one layer's worth")
-    notes = []
     if target.kind == "cpu" and subject.live is None and not gpu:
         notes.append("no GPU in this kernel: planned for CPU RAM in fp32 (pass gpu='T4', '24GB', … to plan for a GPU)")
     plan_obj = Plan(
@@ -1027,6 +1041,36 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
                                                     target_batch=batch, target_seq=seq, optim=opt.name)
     plan_obj.seconds = time.perf_counter() - t0
     return plan_obj
+
+
+def _current_row(subject: _Subject, target: Target, batch: int, seq: int, checkpointing: bool,
+                 opt: Any) -> MethodPlan | None:
+    """The live model's own setup (its adapters as attached), when it has any."""
+    from .planning_sketch import tensor_accounting
+    from .state import is_peft_model, state_for
+
+    live = subject.live
+    st = state_for(live)
+    peft_model = live if is_peft_model(live) else (st.peft_model if st else None)
+    if peft_model is None or not getattr(peft_model, "peft_config", None):
+        return None
+    described = []
+    for name, cfg in peft_model.peft_config.items():
+        rec = st.adapters.get(name) if st else None
+        method = rec.method if rec else str(getattr(cfg.peft_type, "value", cfg.peft_type)).lower()
+        settings = ", ".join(f"{k}={v}" for k, v in (rec.settings if rec else {}).items())
+        described.append(f"{method} '{name}'" + (f" ({settings})" if settings else ""))
+    label = "as attached now: " + "; ".join(described)
+    try:
+        est = _Estimator(subject, None, target, checkpointing, None)
+        account = tensor_accounting(peft_model, cuda=target.cuda)
+        step = est.step(batch, seq)
+    except Exception as e:
+        msg = e.message if isinstance(e, PeftMagicError) else f"cannot trace: {first_line(e)[:120]}"
+        return MethodPlan("current", label, None, error=msg)
+    parts = _parts(account, step, opt, target, False)
+    return MethodPlan("current", label, parts, trainable=account.trainable_params, total_params=account.total_params,
+                      checkpointing=est.checkpointing, available=target.available, overlap=step.overlap)
 
 
 def _positive(name: str, value: Any) -> int:

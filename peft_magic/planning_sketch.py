@@ -113,13 +113,14 @@ def optimizer_bytes(opt: Optimizer, tensors: list[tuple[tuple[int, ...], int]], 
     total = 0
     for shape, elem in tensors:
         n = math.prod(shape) if shape else 1
-        if opt.factored:
+        if opt.factored:  # row and column second moments (or a full one for vectors) + an RMS scalar
             if len(shape) >= 2:
                 rows = math.prod(shape[:-1])
                 cols = math.prod(shape[:-2]) * shape[-1]
                 total += _round(rows * elem, cuda) + _round(cols * elem, cuda)
             else:
                 total += _round(n * elem, cuda)
+            total += _round(4, cuda)
             continue
         if opt.states == 0:
             continue
@@ -135,8 +136,8 @@ def optimizer_bytes(opt: Optimizer, tensors: list[tuple[tuple[int, ...], int]], 
             total += opt.states * _round(n * elem, cuda)
         if opt.step_tensor and (not cuda or opt.name != "adamw_torch"):
             total += _round(4, cuda)  # float32 step (on the device when fused, on CPU otherwise)
-    if opt.bits == 8 and tensors:
-        total += opt.states * _round(256 * 4, cuda)  # the shared quantization maps
+    if opt.bits == 8 and any(math.prod(s) >= 4096 for s, _ in tensors):
+        total += opt.states * _round(256 * 4, cuda)  # the quantization maps, shared by the 8-bit states
     return total
 
 
@@ -288,9 +289,14 @@ def build_skeleton(config: Any, dtype: Any, *, model_cls: Any = None, task: str 
             pass
     with quiet(), init_empty_weights(include_buffers=False):
         if model_cls is not None and hasattr(model_cls, "_from_config"):
-            return model_cls._from_config(cfg, dtype=dtype, attn_implementation=attn)
-        auto = auto_class_for_task(task or "CAUSAL_LM", cfg)
-        return auto.from_config(cfg, dtype=dtype, attn_implementation=attn)
+            model = model_cls._from_config(cfg, dtype=dtype, attn_implementation=attn)
+        else:
+            model = auto_class_for_task(task or "CAUSAL_LM", cfg).from_config(cfg, dtype=dtype,
+                                                                               attn_implementation=attn)
+    if hasattr(model, "tie_weights"):  # as loading does: tied embeddings are one tensor (outside
+        with quiet():                  # init_empty_weights, which would re-create the parameter)
+            model.tie_weights()
+    return model
 
 
 def skip_quantization(skeleton: Any) -> list[str]:
