@@ -50,6 +50,8 @@ CUDA_SLACK = 0.05
 TIGHT = 0.9
 #: LoRA counts as having "memory to spare" below this share
 SPARE = 0.8
+#: the largest batch a plan searches up to
+BATCH_CAP = 4096
 
 PLAN_KEYS = ("batch", "seq", "grad_accum", "optim", "dtype", "attn", "goal", "task", "gpu", "checkpointing",
              "measure")
@@ -173,7 +175,8 @@ class Recommendation:
         out = f"recommended: {self.method} — {self.reason}"
         limits = []
         if self.batch is not None:
-            limits.append(f"largest batch at seq {plan_seq}: {self.batch}" if self.batch
+            more = " or more" if self.batch >= BATCH_CAP else ""
+            limits.append(f"largest batch at seq {plan_seq}: {self.batch:,}{more}" if self.batch
                           else f"does not fit at seq {plan_seq} even with batch 1")
         if self.seq is not None:
             cap = " (the model's maximum)" if self.seq_cap and self.seq >= self.seq_cap else ""
@@ -457,13 +460,16 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _live_dtype(model: Any) -> str:
-    import torch
-
-    floats = [p.dtype for p in model.parameters() if p.dtype.is_floating_point]
-    if not floats:
+    """The dtype a live model trains in: its 4-bit layers' compute dtype, else the dtype
+    most of its floating-point weights have."""
+    for m in model.modules():
+        compute = getattr(m, "compute_dtype", None)
+        if compute is not None and type(m).__name__ == "Linear4bit":
+            return str(compute).replace("torch.", "")
+    counts = Counter(p.dtype for p in model.parameters() if p.dtype.is_floating_point)
+    if not counts:
         return "float32"
-    counts = Counter(floats)
-    return str(max(counts, key=counts.get)).replace("torch.", "") if counts else str(torch.float32)
+    return str(max(counts, key=counts.get)).replace("torch.", "")
 
 
 def resolve_target(gpu: str | None = None, dtype: str | None = None, live: Any = None,
@@ -656,10 +662,7 @@ class _Estimator:
             raise PeftMagicError(f"cannot build {self.subject.name} on the meta device: {first_line(e)}") from None
         quantized: list[str] = []
         if self.req is not None and self.req.quantized:
-            import torch
-
-            compute = self.dtype if self.dtype != torch.float32 else torch.float32
-            quantized = quantize_skeleton(skel, compute)
+            quantized = quantize_skeleton(skel, self.dtype)  # compute dtype = the training dtype
             prepare_kbit(skel)
         elif self.checkpointing:
             enable_checkpointing(skel)
@@ -673,11 +676,9 @@ class _Estimator:
     def _live_sketch(self, cfg: Any, depth: int) -> Any:
         """A sketch of the live model as it is: its dtypes, 4-bit layers, checkpointing
         and attached adapters (peft configs copied, never the weights)."""
-        import torch
-
         from .attaching import _checkpointing
         from .planning_sketch import (Sketch, account_sketch, add_adapters, attach_method, build_skeleton,
-                                      enable_checkpointing, quantize_skeleton)
+                                      enable_checkpointing, layer_count, quantize_skeleton)
         from .state import is_peft_model, state_for
 
         live = self.subject.live
@@ -713,7 +714,10 @@ class _Estimator:
             enable_checkpointing(skel)
         model = skel
         if peft_model is not None and getattr(peft_model, "peft_config", None):
-            configs = dict(peft_model.peft_config)
+            configs = {n: copy.deepcopy(c) for n, c in peft_model.peft_config.items()}
+            for c in configs.values():  # prompt methods recorded the full depth: match the sketch's
+                if getattr(c, "is_prompt_learning", False) and getattr(c, "num_layers", None):
+                    c.num_layers = layer_count(cfg) or c.num_layers
             active = peft_model.active_adapter
             first = active if isinstance(active, str) and active in configs else next(iter(configs))
             model = attach_method(skel, configs[first], first)
@@ -753,9 +757,9 @@ class _Estimator:
 
     def step(self, batch: int, seq: int) -> Any:
         """Activations and gradients of one step at ``batch`` × ``seq`` (traced, cached)."""
-        from .planning_trace import StepMemory, trace_step
-
         import torch
+
+        from .planning_trace import StepMemory, trace_step
 
         key = (batch, seq)
         if key not in self._cache:
@@ -876,7 +880,7 @@ def _limits(est: _Estimator, account: Any, opt: Any, target: Target, full: bool,
             points = sorted(points[:far] + points[far + 1:] + [(new, step_at(new))], key=lambda p: p[0])
         return _largest(lambda x: total(step_at(x)) <= avail, unit, cap, guess or None)
 
-    max_batch = solve([1, 2], 1, 4096, lambda b: est.step(b, seq))
+    max_batch = solve([1, 2], 1, BATCH_CAP, lambda b: est.step(b, seq))
     unit = 64 if seq_cap >= 256 else 8
     s0 = max(unit, min(seq, 512) // unit * unit)
     max_seq = solve([s0, 2 * s0, 4 * s0], unit, seq_cap, lambda s: est.step(batch, s))

@@ -302,21 +302,19 @@ def simulated_attention(kernel: str):
 
     def sdpa(query: Any, key: Any, value: Any, attn_mask: Any = None, dropout_p: float = 0.0,
              is_causal: bool = False, scale: float | None = None, enable_gqa: bool = False) -> Any:
-        if query.device.type != "meta":
+        gqa = key.shape[1] != query.shape[1]
+        use = kernel
+        if use == "flash" and attn_mask is not None:
+            use = "efficient"  # flash takes no mask
+        if use == "efficient" and gqa:
+            use = "math"  # the memory-efficient kernel has no grouped-query support: torch falls back
+        if query.device.type != "meta" or use == "math":
             return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                             scale=scale, enable_gqa=enable_gqa)
-        if key.shape[1] != query.shape[1] and kernel == "efficient":
-            reps = query.shape[1] // key.shape[1]
-            key = key.repeat_interleave(reps, dim=1)
-            value = value.repeat_interleave(reps, dim=1)
-        if kernel == "flash_cpu":
+        if use == "flash_cpu":  # grouped-query attention natively, like CUDA's flash kernel
             return aten._scaled_dot_product_flash_attention_for_cpu(
                 query, key, value, dropout_p, is_causal, attn_mask=attn_mask, scale=scale)[0]
-        if kernel == "flash" and attn_mask is None:
-            if key.shape[1] != query.shape[1]:
-                reps = query.shape[1] // key.shape[1]
-                key = key.expand(key.shape[0], key.shape[1], reps, *key.shape[2:]).flatten(1, 2)
-                value = value.expand(value.shape[0], value.shape[1], reps, *value.shape[2:]).flatten(1, 2)
+        if use == "flash":
             return aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal,
                                                             scale=scale)[0]
         return aten._scaled_dot_product_efficient_attention(query, key, value, attn_mask, True, dropout_p,

@@ -338,6 +338,9 @@ def test_plan_object_text_html_and_errors():
     assert "memory by part" in html and "available" in html and html.count("<tr>") >= 7
     assert p["lora"].parts.total == p["lora"].total and "lora" in p
     assert set(p.as_dict()["methods"]) >= {"full", "lora", "qlora", "prompt", "prefix"}
+    goals = {g: pm.plan("tiny-llama", gpu="T4", goal=g, limits=False).recommendation.method
+             for g in ("quality", "memory", "prompts", "reuse")}
+    assert goals == {"quality": "lora", "memory": "qlora", "prompts": "prompt", "reuse": "bottleneck"}
     with pytest.raises(PeftMagicError, match="'rr' is not a setting of lora: did you mean 'r'"):
         pm.plan("tiny-llama", "lora", rr=4)
     with pytest.raises(PeftMagicError, match="batch must be a whole number"):
