@@ -17,10 +17,10 @@ kernel *opens nothing* and sends nothing until a frontend has asked for it:
   extension when a cell finishes) also counts, and is answered with a fresh memory
   reading: that is how the idle memory stays current.
 * Every engine event (adapter, run_start, progress, eval, run_end, memory) updates one
-  status snapshot; while listened to, it is pushed. Progress is throttled at the source
-  (``events.Throttle``) and coalesced again here to at most one message per
-  ``MIN_INTERVAL``. A push is one small dict → JSON → iopub: nothing the training loop
-  can measure.
+  status snapshot; while listened to, it is pushed. Progress is throttled once, at the
+  source (``events.Throttle``: a few a second, the last one always flushed), so a push
+  per event is already bounded; a push is one small dict → JSON → iopub, nothing the
+  training loop can measure.
 
 Nothing here is sent on a subshell or answered with busy/idle from the frontend's side
 during a cell, so JupyterLab's kernel indicator keeps saying "Busy" while training runs.
@@ -39,13 +39,12 @@ from typing import Any
 
 from . import events
 from .memory import device_of, reading
-from .state import all_states
+from .state import all_states, runs
 
 log = logging.getLogger(__name__)
 
 TARGET = "peft_magic"
 PROTOCOL = 1
-MIN_INTERVAL = 0.2  # seconds between two progress pushes
 RECENT_LOSSES = 50
 
 _TERMINAL = ("completed", "interrupted", "oom", "error")
@@ -58,8 +57,6 @@ class StatusChannel:
         self._lock = threading.RLock()
         self.comm: Any = None
         self.listening = False
-        self._last_send = 0.0
-        self._pending = False
         self.sent = 0
         self.status: dict[str, Any] = {
             "phase": "idle",  # idle | training | completed | interrupted | oom | error
@@ -102,7 +99,7 @@ class StatusChannel:
     def _listener(self) -> None:
         self.listening = True
         self._refresh_memory()
-        self._send(force=True)
+        self._send()
 
     # ------------------------------------------------------------------ comm plumbing
 
@@ -137,19 +134,13 @@ class StatusChannel:
     def _message(self) -> dict[str, Any]:
         with self._lock:
             st = dict(self.status)
-            st["losses"] = [list(x) for x in self.losses]
+            st["losses"] = self._recent_losses()
             st["time"] = time.time()
         return {"v": PROTOCOL, "type": "status", "target": TARGET, "status": st}
 
-    def _send(self, force: bool = False) -> None:
+    def _send(self) -> None:
         if not self.listening or self.comm is None:
             return
-        now = time.monotonic()
-        if not force and now - self._last_send < MIN_INTERVAL:
-            self._pending = True
-            return
-        self._last_send = now
-        self._pending = False
         self.comm.send(self._message())
         self.sent += 1
 
@@ -173,6 +164,16 @@ class StatusChannel:
                 manager.unregister_comm(c)
 
     # ------------------------------------------------------------------ status
+
+    def _recent_losses(self) -> list[list[float]]:
+        """The run's logged losses (every logged step, from its record), else those seen in
+        progress events — which are throttled, so a short run would show one or two."""
+        run_id = (self.status.get("run") or {}).get("run_id")
+        if run_id is not None:
+            for run in reversed(runs()):
+                if run.run_id == run_id and run.losses:
+                    return [[int(step), float(loss)] for step, loss in run.losses[-RECENT_LOSSES:]]
+        return [list(x) for x in self.losses]
 
     def _model_device(self) -> str | None:
         mid = self.status.get("model_id")
@@ -209,7 +210,6 @@ class StatusChannel:
     def on_event(self, ev: events.Event) -> None:
         """Engine subscriber: update the snapshot, push it if a frontend listens."""
         d = ev.data
-        force = True
         with self._lock:
             st = self.status
             if ev.kind == "adapter":
@@ -233,7 +233,6 @@ class StatusChannel:
                              "lr": None, "eta_s": None, "elapsed_s": 0.0, "tokens_per_s": None,
                              "epoch": None, "eval_loss": None, "message": None, "peak_memory": None}
             elif ev.kind == "progress":
-                force = False
                 run = st.get("run") or {}
                 for key in ("run_id", "step", "total_steps", "epoch", "loss", "loss_smooth", "lr",
                             "tokens_per_s", "elapsed_s", "eta_s"):
@@ -271,7 +270,7 @@ class StatusChannel:
             else:
                 return
         if self.listening:
-            self._send(force=force)
+            self._send()
 
 
 _channel: StatusChannel | None = None

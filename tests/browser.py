@@ -287,6 +287,11 @@ class NotebookPage:
         self.page.keyboard.press("Shift+Enter")
         self.wait_for_cells(timeout)
 
+    def cells_done(self) -> bool:
+        """No cell running or queued, and at least one has run (a number in its prompt)."""
+        ps = self.prompts()
+        return bool(ps) and all("*" not in p for p in ps) and any(re.search(r"\d", p) for p in ps)
+
     def wait_for_cells(self, timeout: float = 600) -> None:
         """Wait until no cell is running or queued, then for the kernel's Idle."""
         self.page.wait_for_function(

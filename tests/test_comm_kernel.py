@@ -197,12 +197,14 @@ def test_training_progress_final_step_and_loss(frontend: Frontend):
     final = pushed[-1]
     assert final["run"]["step"] == STEPS and final["run"]["total_steps"] == STEPS
     assert isinstance(final["run"]["loss"], float) and final["run"]["loss"] > 0
-    assert final["losses"] and final["losses"][-1][0] == STEPS
+    # the recent losses are the run's logged ones, not only the (throttled) pushes
+    logged = [step for step, _ in final["losses"]]
+    assert logged == sorted(set(logged)) and logged[-1] == STEPS and len(logged) >= STEPS // 2, logged
     assert final["peak"] >= final["memory"]["used"] > 0
     progress = [p for p in pushed if p["phase"] == "training" and p["run"]["step"]]
     assert progress, "no progress pushed while training"
     # throttled: the engine offers every step, the comm sends a few a second at most
-    assert len(progress) <= 5 * seconds + 2, (len(progress), seconds)
+    assert len(progress) <= 4 * seconds + 2, (len(progress), seconds)
     # the idle answer after training still says what happened, with fresh memory
     st = frontend.ask()
     assert (st["phase"], st["run"]["step"], st["adapter"]) == ("completed", STEPS, "default")

@@ -42,12 +42,24 @@ def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
             assert _item_text(nb) == "", "nothing to show before the kernel loads peft_magic"
 
             item = nb.page.locator(ITEM)
+            # every text the item shows, recorded in the page (a fast run may not wait for us)
+            nb.page.evaluate("""sel => { const el = document.querySelector(sel); window.__peftTexts = [];
+                new MutationObserver(() => window.__peftTexts.push([el.dataset.phase, el.textContent]))
+                    .observe(el, {childList: true, characterData: true, subtree: true, attributes: true}); }""",
+                             ITEM)
             nb.app("app.commands.execute('notebook:run-all-cells')", wait=False)
-            # live, while the training cell runs: step / total, loss, ETA
-            item.and_(nb.page.locator("[data-phase='training']")).filter(
-                has_text=re.compile(rf"step \d+/{STEPS} · loss \d+\.\d+ · ETA \d+:\d\d")).wait_for(timeout=300_000)
-            nb.screenshot("labextension-training")
+            live = re.compile(rf"step \d+/{STEPS} · loss \d+\.\d+ · ETA \d+:\d\d")
+            shot = False
+            while not shot and not nb.cells_done():
+                if item.get_attribute("data-phase") == "training" and live.search(item.inner_text()):
+                    shot = bool(nb.screenshot("labextension-training"))  # while the cell runs
+                nb.page.wait_for_timeout(100)
             nb.wait_for_cells(timeout=600)
+            seen = nb.page.evaluate("() => window.__peftTexts")
+            training = [t for phase, t in seen if phase == "training" and live.search(t)]
+            assert training, seen  # step / total, loss and ETA while it trained
+            steps = [int(re.search(r"step (\d+)/", t).group(1)) for t in training]
+            assert steps == sorted(steps) and steps[-1] <= STEPS, training
             assert nb.errors() == []
             final = re.compile(rf"step {STEPS}/{STEPS} · loss \d+\.\d+ · done")
             item.filter(has_text=final).wait_for(timeout=30_000)
