@@ -376,7 +376,7 @@ def _subject(source: Any, task: str | None) -> _Subject:
     """What to plan for: a live model, a transformers config (or dict), or a name / path."""
     import torch
 
-    from .loading import _task_from_config, infer_task
+    from .loading import infer_task
     from .method_registry import normalize_task
     from .state import unwrap
 
@@ -399,10 +399,10 @@ def _subject(source: Any, task: str | None) -> _Subject:
             config = AutoConfig.for_model(model_type, **d)
         except Exception as e:
             raise PeftMagicError(f"cannot build a {model_type} config: {first_line(e)}") from None
-        return _Subject(d.get("name", model_type), config, task_type or _task_from_config(config) or "CAUSAL_LM")
+        return _Subject(d.get("name", model_type), config, task_type or _default_task(config))
     if hasattr(source, "to_dict") and hasattr(source, "model_type"):
         name = getattr(source, "_name_or_path", "") or getattr(source, "model_type", "model")
-        return _Subject(name, source, task_type or _task_from_config(source) or "CAUSAL_LM")
+        return _Subject(name, source, task_type or _default_task(source))
     if isinstance(source, str):
         return _subject_from_name(source, task_type)
     raise PeftMagicError(f"cannot plan for a {type(source).__name__}",
@@ -416,7 +416,7 @@ def _subject_from_name(source: str, task_type: str | None) -> _Subject:
     from transformers import AutoConfig
 
     from . import builtin_models
-    from .loading import _looks_local, _task_from_config
+    from .loading import _looks_local
     from .method_registry import normalize_task
 
     builtin = builtin_models.resolve_builtin(source)
@@ -441,8 +441,15 @@ def _subject_from_name(source: str, task_type: str | None) -> _Subject:
                                  "pass a folder with a config.json, or a built-in: "
                                  + ", ".join(builtin_models.BUILTINS)) from None
         raise PeftMagicError(f"could not read the config of '{source}': {first_line(e)}") from None
-    task = task_type or default_task or _task_from_config(config) or "CAUSAL_LM"
-    return _Subject(source, config, task)
+    return _Subject(source, config, task_type or default_task or _default_task(config))
+
+
+def _default_task(config: Any) -> str:
+    """The task a config's architecture implies; sequence-to-sequence for encoder-decoders."""
+    from .loading import _task_from_config
+
+    return _task_from_config(config) or ("SEQ_2_SEQ_LM" if getattr(config, "is_encoder_decoder", False)
+                                         else "CAUSAL_LM")
 
 
 # ----------------------------------------------------------------------------- the target
@@ -626,7 +633,7 @@ class _Estimator:
         self.target = target
         self.dtype = getattr(torch, target.dtype)
         self.checkpointing = checkpointing or bool(req and req.quantized)
-        self.attn = "eager" if (attn == "eager" or target.kernel == "eager") else "sdpa"
+        self.attn = "eager" if (attn == "eager" or target.kernel == "eager") else None
         self.layers = layer_count(subject.config)
         self.peft_config = None
         if req is not None and req.spec is not None:
@@ -685,7 +692,7 @@ class _Estimator:
         base = self.subject.base
         peft_model = live if is_peft_model(live) else getattr(state_for(base), "peft_model", None)
         skel = build_skeleton(cfg, self.dtype, model_cls=type(base),
-                              attn=getattr(base.config, "_attn_implementation", None) or self.attn)
+                              attn=self.attn or getattr(base.config, "_attn_implementation", None))
 
         def clean(name: str) -> str:
             for part in (".base_layer", ".original_module"):

@@ -270,7 +270,7 @@ def config_at_depth(config: Any, depth: int) -> Any:
 
 
 def build_skeleton(config: Any, dtype: Any, *, model_cls: Any = None, task: str | None = None,
-                   attn: str = "sdpa") -> Any:
+                   attn: str | None = None) -> Any:
     """A meta-device model from ``config`` in ``dtype`` (buffers stay real and tiny).
 
     Built like ``from_pretrained(dtype=...)`` builds it — under that default dtype, so
@@ -287,12 +287,16 @@ def build_skeleton(config: Any, dtype: Any, *, model_cls: Any = None, task: str 
             delattr(cfg, "quantization_config")
         except AttributeError:
             pass
+    # ``attn`` None: transformers' own choice (sdpa where the model supports it, else eager),
+    # as loading makes it; flash-attention kernels are traced as sdpa's flash kernel.
+    if attn and attn.startswith("flash"):
+        attn = "sdpa"
+    kwargs = {"dtype": dtype} | ({"attn_implementation": attn} if attn in ("sdpa", "eager") else {})
     with quiet(), init_empty_weights(include_buffers=False):
         if model_cls is not None and hasattr(model_cls, "_from_config"):
-            model = model_cls._from_config(cfg, dtype=dtype, attn_implementation=attn)
+            model = model_cls._from_config(cfg, **kwargs)
         else:
-            model = auto_class_for_task(task or "CAUSAL_LM", cfg).from_config(cfg, dtype=dtype,
-                                                                               attn_implementation=attn)
+            model = auto_class_for_task(task or "CAUSAL_LM", cfg).from_config(cfg, **kwargs)
     if hasattr(model, "tie_weights"):  # as loading does: tied embeddings are one tensor (outside
         with quiet():                  # init_empty_weights, which would re-create the parameter)
             model.tie_weights()

@@ -199,8 +199,8 @@ def step_inputs(model: Any, batch: int, seq: int, task: str | None, device: Any)
     task = task or "CAUSAL_LM"
     if task == "CAUSAL_LM":
         return {"input_ids": x, "labels": x}
-    if task == "SEQ_2_SEQ_LM":
-        return {"input_ids": x, "labels": ids(batch, seq)}
+    if task == "SEQ_2_SEQ_LM":  # decoder inputs as the model would derive them from the labels
+        return {"input_ids": x, "labels": ids(batch, seq), "decoder_input_ids": ids(batch, seq)}
     if task == "SEQ_CLS":
         labels = int(getattr(cfg, "num_labels", 2) or 2)
         return {"input_ids": x, "labels": ids(batch, high=labels)}
@@ -308,6 +308,10 @@ def simulated_attention(kernel: str):
             use = "efficient"  # flash takes no mask
         if use == "efficient" and gqa:
             use = "math"  # the memory-efficient kernel has no grouped-query support: torch falls back
+        if use == "flash_cpu" and dropout_p > 0:
+            use = "math"  # torch's CPU flash kernel has no dropout
+        if attn_mask is not None and attn_mask.requires_grad:
+            use = "math"  # a learned bias (T5's positions) needs its gradient: only the math kernel gives it
         if query.device.type != "meta" or use == "math":
             return original(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
                             scale=scale, enable_gqa=enable_gqa)

@@ -182,9 +182,13 @@ def test_optimizer_state_bytes_are_exact(optim, tiny_llama_path):
     assert frow.parts.gradients == sum(p.numel() * 4 for p in params)
 
 
-def test_full_fine_tuning_and_gpt2_conv1d(tiny_llama_path):
-    """Full fine-tuning of a real model, and GPT-2's Conv1D layers (which bitsandbytes
-    quantizes too) with LoRA and QLoRA: parts exact, activations close."""
+def test_full_fine_tuning_and_other_architectures(tiny_llama_path, tmp_path):
+    """Full fine-tuning of a real model; GPT-2's Conv1D layers (which bitsandbytes quantizes
+    too); a T5 encoder-decoder (learned position bias, attention dropout); a BERT classifier
+    (peft also trains a copy of its head): parts exact, activations close."""
+    import torch
+    import transformers
+
     from peft_magic.builtin_models import materialize
     from peft_magic.planning_sketch import tensor_accounting
     from peft_magic.planning_trace import measure_step, step_inputs
@@ -198,14 +202,25 @@ def test_full_fine_tuning_and_gpt2_conv1d(tiny_llama_path):
     assert row.parts.gradients == m.grads
     assert abs(row.parts.activations - m.activations) <= 0.15 * m.activations
 
-    gpt2 = str(materialize("tiny-gpt2"))
-    for method in ("lora", "qlora"):
-        real = _attached(gpt2, method, {"r": 4})
-        row = pm.plan(gpt2, method, batch=2, seq=32, limits=False, r=4)[method]
+    torch.manual_seed(0)
+    t5 = tmp_path / "t5"
+    transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=1000, d_model=64, d_ff=128, num_layers=2, num_heads=4, d_kv=16, decoder_start_token_id=0,
+    )).save_pretrained(t5)
+    cases = [(str(materialize("tiny-gpt2")), "lora", {"r": 4}, None), (str(materialize("tiny-gpt2")), "qlora",
+             {"r": 4}, None), (str(t5), "lora", {"r": 4}, None), (str(t5), "qlora", {"r": 4}, None),
+             (str(t5), "prompt", {"num_virtual_tokens": 4}, None),
+             (str(materialize("tiny-bert")), "lora", {"r": 4}, 3)]
+    for path, method, settings, labels in cases:
+        loaded = pm.load(path, bits=4 if method == "qlora" else None, labels=labels)
+        real = pm.attach(loaded.model, method, **settings).model
+        real.train()
+        # the classifier is planned from the model in the kernel: its head (3 labels) is not in the file
+        row = pm.plan(real if labels else path, method, batch=2, seq=16, limits=False, **settings)[method]
         exact = tensor_accounting(real)
-        assert (row.parts.weights, row.parts.adapter) == (exact.frozen, exact.trainable), method
-        m = measure_step(real, step_inputs(real, 2, 32, "CAUSAL_LM", "cpu"))
-        assert abs(row.parts.activations - m.activations) <= 0.15 * m.activations, method
+        assert (row.parts.weights, row.parts.adapter) == (exact.frozen, exact.trainable), (path, method)
+        m = measure_step(real, step_inputs(real, 2, 16, loaded.task, "cpu"))
+        assert abs(row.parts.activations - m.activations) <= 0.15 * m.activations, (path, method)
 
 
 def test_depth_extrapolation_equals_the_full_depth_trace():
