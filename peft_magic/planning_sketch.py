@@ -80,13 +80,17 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in [
     Optimizer("lion", "Lion (one 32-bit state)", 1),
     Optimizer("lion_8bit", "bitsandbytes Lion with 8-bit states", 1, bits=8),
     Optimizer("adafactor", "Adafactor (factored second moments, no first moment)", 0, factored=True),
+    Optimizer("rmsprop", "torch RMSprop (one state)", 1, step_tensor=True),
+    Optimizer("adagrad", "torch Adagrad (one state)", 1, step_tensor=True),
     Optimizer("sgd", "SGD without momentum (no state)", 0),
 ]}
 
-OPTIM_ALIASES = {
-    "adam": "adamw", "adamw_32bit": "adamw", "adamw_bnb_8bit": "adamw_8bit", "adam8bit": "adamw_8bit",
-    "adamw8bit": "adamw_8bit", "8bit": "adamw_8bit", "paged_adamw_32bit": "paged_adamw",
-    "lion_32bit": "lion", "paged_lion_8bit": "lion_8bit", "fused": "adamw_torch_fused",
+OPTIM_ALIASES = {  # transformers' ``optim`` names included
+    "adam": "adamw", "adamw_32bit": "adamw", "adamw_hf": "adamw_torch", "adamw_torch_xla": "adamw_torch",
+    "adamw_apex_fused": "adamw_torch_fused", "adamw_anyprecision": "adamw", "adamw_bnb_8bit": "adamw_8bit",
+    "adam8bit": "adamw_8bit", "adamw8bit": "adamw_8bit", "8bit": "adamw_8bit", "paged_adamw_32bit": "paged_adamw",
+    "lion_32bit": "lion", "paged_lion_32bit": "lion", "paged_lion_8bit": "lion_8bit", "fused": "adamw_torch_fused",
+    "rmsprop_bnb_32bit": "rmsprop",
 }
 
 
@@ -94,7 +98,15 @@ def resolve_optimizer(name: str | None) -> Optimizer:
     """The :class:`Optimizer` called ``name`` (transformers' ``optim`` names work too)."""
     from .errors import did_you_mean
 
-    key = (name or "adamw").strip().lower().replace("-", "_")
+    text = str(getattr(name, "value", name) or "adamw").strip()
+    if text.startswith("OptimizerNames."):  # str() of a transformers OptimizerNames member
+        try:
+            from transformers.training_args import OptimizerNames
+
+            text = OptimizerNames[text.split(".", 1)[1]].value
+        except (ImportError, KeyError):
+            pass
+    key = text.lower().replace("-", "_")
     key = OPTIM_ALIASES.get(key, key)
     if key not in OPTIMIZERS:
         hint = did_you_mean(key, list(OPTIMIZERS) + list(OPTIM_ALIASES))

@@ -148,7 +148,8 @@ def test_smollm2_real_checkpoint_lora_and_prompt():
     print("\n".join(lines))
 
 
-@pytest.mark.parametrize("optim", ["adamw_8bit", "paged_adamw", "lion_8bit", "adafactor", "sgd"])
+@pytest.mark.parametrize("optim", ["adamw_8bit", "paged_adamw", "lion_8bit", "adafactor", "rmsprop", "adagrad",
+                                   "sgd"])
 def test_optimizer_state_bytes_are_exact(optim, tiny_llama_path):
     """Each optimizer's states as its real implementation allocates them."""
     import bitsandbytes as bnb
@@ -164,6 +165,8 @@ def test_optimizer_state_bytes_are_exact(optim, tiny_llama_path):
             "paged_adamw": lambda: bnb.optim.PagedAdamW(params, lr=0.0),
             "lion_8bit": lambda: bnb.optim.Lion8bit(params, lr=0.0),
             "adafactor": lambda: Adafactor(params, lr=0.0, relative_step=False, scale_parameter=False),
+            "rmsprop": lambda: torch.optim.RMSprop(params, lr=0.0),
+            "adagrad": lambda: torch.optim.Adagrad(params, lr=0.0),
             "sgd": lambda: torch.optim.SGD(params, lr=0.0)}[optim]
     opt = make()
     for p in params:
@@ -320,6 +323,12 @@ def test_check_fit_for_the_model_as_it_is(tiny_llama_path):
     mq = measure_step(q, step_inputs(q, 2, 32, "CAUSAL_LM", "cpu"))
     assert vq.fits and abs(vq.parts.activations - mq.activations) <= 0.15 * mq.activations
 
+    from transformers.training_args import OptimizerNames
+
+    for name in ("adamw_torch_fused", OptimizerNames.ADAMW_BNB, str(OptimizerNames.PAGED_ADAMW)):
+        assert check_fit(model, batch=2, seq=32, optim=name).fits is True, name
+    unknown = check_fit(model, batch=2, seq=32, optim="galore_adamw")
+    assert unknown.fits is None and "unknown optimizer" in unknown.message
     odd = check_fit(torch.nn.Sequential(torch.nn.Linear(4, 4)), batch=1, seq=8)
     assert odd.fits is None and "could not estimate" in odd.message
     assert check_fit(model, batch=0, seq=8).fits is None
