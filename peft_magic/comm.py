@@ -134,6 +134,7 @@ class StatusChannel:
     def _message(self) -> dict[str, Any]:
         with self._lock:
             st = dict(self.status)
+            st["run"] = dict(st["run"]) if st.get("run") else None  # serialised outside the lock
             st["losses"] = self._recent_losses()
             st["time"] = time.time()
         return {"v": PROTOCOL, "type": "status", "target": TARGET, "status": st}
