@@ -185,3 +185,33 @@ def test_oom_is_caught_and_model_stays_usable(kernel):
     kernel.ok("x = torch.randint(5, 400, (2, 8)); out = model(input_ids=x, labels=x); out.loss.backward()")
     res = kernel.ok("%peft train data=texts steps=3 batch=4 --display text")
     assert "completed 3/3" in res.text
+
+
+def test_runs_lists_every_run_with_curves(kernel):
+    before = kernel.eval("len(__import__('peft_magic').runs())")
+    kernel.ok("%peft load tiny-llama")
+    kernel.ok("%peft ia3")
+    kernel.ok(DATA)
+    kernel.ok("%peft train data=texts steps=4 --display text")
+    res = kernel.ok("%peft runs")
+    assert kernel.eval("len(__import__('peft_magic').runs())") == before + 1
+    last = res.text.strip().splitlines()[-1]
+    assert "ia3 'default'" in last and "4/4" in last and "completed" in last and "RAM" in last
+    assert "<svg" in res.html and "<table" in res.html
+
+
+def test_watch_reports_peak_and_change(kernel):
+    kernel.ok("import torch; torch.ones(8) + 1")  # torch's own libraries load before the watch
+    res = kernel.ok("%%peft watch\n_big = torch.ones(64_000_000)  # 256 MB\ndel _big\n'done'")
+    assert "'done'" in res.text  # the cell's last value comes back, like %%time
+    line = [ln for ln in res.text.splitlines() if ln.startswith("memory (process RAM)")][0]
+    import re
+
+    peak_over = re.search(r"\(\+([\d.]+) (MB|GB) over the start\)", line)
+    assert peak_over, line
+    grew = float(peak_over.group(1)) * (1024 if peak_over.group(2) == "GB" else 1)
+    assert grew >= 200, line  # the 256 MB tensor was seen at its peak
+    change = re.search(r"change ([+−])([\d.]+) (KB|MB|B)", line)
+    assert change and not (change.group(3) == "MB" and float(change.group(2)) > 50), line
+    res = kernel.run("%%peft watch\nraise ValueError('boom')")
+    assert res.error is not None and res.error["ename"] == "ValueError"  # user errors stay user errors
