@@ -130,10 +130,7 @@ def cmd_watch(ctx: Context) -> Any:
     sampler = PeakSampler(device, interval=0.05, on_sample=live.sample, live=True)
     with sampler:
         live.show(reading(device))
-        try:
-            value = _run_body(shell, ctx.cell)
-        finally:
-            pass
+        value = _run_body(shell, ctx.cell)
     end = reading(device)
     report = WatchReport(end.kind, end.label, sampler.start, end.used, max(sampler.peak, end.used), end.total,
                          time.perf_counter() - t0)
@@ -154,9 +151,13 @@ def _run_body(shell: Any, body: str) -> Any:
         last = ast.Expression(tree.body.pop().value)
     ns = shell.user_ns
     code = shell.compile(tree, "<peft watch>", "exec")
-    exec(code, ns, ns)
-    if last is not None:
-        return eval(shell.compile(last, "<peft watch>", "eval"), ns, ns)
+    try:
+        exec(code, ns, ns)
+        if last is not None:
+            return eval(shell.compile(last, "<peft watch>", "eval"), ns, ns)
+    except Exception as e:
+        e._peft_magic_user_code = True  # type: ignore[attr-defined]  (not a peft_magic error)
+        raise
     return None
 
 

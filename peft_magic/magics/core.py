@@ -67,8 +67,8 @@ class PeftMagics(Magics):
         except (UsageError, KeyboardInterrupt):
             raise
         except Exception as e:
-            if os.environ.get("PEFT_MAGIC_DEBUG"):
-                raise
+            if os.environ.get("PEFT_MAGIC_DEBUG") or getattr(e, "_peft_magic_user_code", False):
+                raise  # the user's own code (a %%peft watch body) keeps its normal traceback
             raise UsageError(f"{type(e).__name__}: {first_line(e)} "
                              "(set PEFT_MAGIC_DEBUG=1 for the full traceback)") from None
 
