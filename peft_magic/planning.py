@@ -1039,6 +1039,10 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
             if not row.fits and not est.checkpointing:
                 rec.hints.append("gradient checkpointing (checkpointing=True / --checkpointing) cuts activations "
                                  "to about one layer's worth")
+            if not rec.batch and not rec.seq:
+                least = _parts(account, est.step(1, 64), opt, target, full).total
+                rec.hints.append(f"even batch 1 × seq 64 needs {fmt_bytes(least)} with {method}: a GPU with more "
+                                 "memory, or a smaller model")
     if target.kind == "cpu" and subject.live is None and not gpu:
         notes.append("no GPU in this kernel: planned for CPU RAM in fp32 (pass gpu='T4', '24GB', … to plan for a GPU)")
     plan_obj = Plan(
