@@ -90,6 +90,8 @@ ERRORS = [
     ("%peft lora lora_dropout=high", "expected a number"),
     ("%peft ia3 r=8 alpha=3", "unknown key"),
     ("%peft prompt tokens=0", "prompt"),
+    ("%peft prefix --model custom", "prefix needs a task type and none could be inferred from Sequential"),
+    ("%peft lora --model custom", "cannot attach lora"),
 ]
 
 
@@ -97,7 +99,9 @@ ERRORS = [
 def test_errors_are_one_line_and_change_nothing(kernel, line, expected):
     kernel.ok("%peft load tiny-llama")
     kernel.ok("%peft lora r=8")
-    kernel.ok(FINGERPRINT + "not_a_model = [1, 2]\n_before = _fp(model); _ns = sorted(k for k in globals() "
+    kernel.ok(FINGERPRINT + "import torch\ncustom = torch.nn.Sequential(torch.nn.Linear(4, 4))\n"
+              "_custom_before = _fp(custom)\n"
+              "not_a_model = [1, 2]\n_before = _fp(model); _ns = sorted(k for k in globals() "
               "if not k.startswith('_')); _obj = id(model)")
     res = kernel.run(line)
     err = res.error
@@ -108,6 +112,7 @@ def test_errors_are_one_line_and_change_nothing(kernel, line, expected):
     assert expected in lines[0], lines[0]
     assert "Traceback" not in res.error_text
     assert kernel.eval("_fp(model) == _before and id(model) == _obj")
+    assert kernel.eval("_fp(custom) == _custom_before")
     assert kernel.eval("sorted(k for k in globals() if not k.startswith('_')) == _ns")
 
 
