@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,6 +124,13 @@ class MethodPlan:
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     overlap: int = 0  # how much the sum of parts overstates the joint peak of gradients and activations
+    other: Parts | None = None  # the same with gradient checkpointing switched the other way (None: not optional)
+
+    @property
+    def other_fits(self) -> bool | None:
+        if self.other is None or self.available is None:
+            return None
+        return self.other.total <= self.available
 
     @property
     def total(self) -> int:
@@ -272,25 +280,28 @@ class Plan:
 
     def lines(self) -> list[str]:
         out = [self.headline()]
-        header = ["method", *PART_NAMES, "total", "verdict"]
+        other = "ckpt off" if self.checkpointing else "ckpt on"
+        header = ["method", *PART_NAMES, "total", other, "verdict"]
         table = [header]
         for r in self.rows:
             if r.parts is None:
-                table.append([r.label, *["–"] * (len(PART_NAMES) + 1), f"✗ {r.error}"])
+                table.append([r.label, *["–"] * (len(PART_NAMES) + 2), f"✗ {r.error}"])
                 continue
             cells = [fmt_bytes(getattr(r.parts, p)) if getattr(r.parts, p) else "–" for p in PART_NAMES]
             mark = {"fits": "✓", "tight": "!", "does not fit": "✗"}.get(r.verdict, "?")
             verdict = f"{mark} {r.verdict}"
             if r.spare is not None and r.fits:
                 verdict += f" ({r.spare:.0%} spare)"
+            alt = "–" if r.other is None else fmt_bytes(r.other.total) + {True: " ✓", False: " ✗"}.get(r.other_fits, "")
             table.append([r.label + (" ¹" if r.checkpointing and not self.checkpointing else ""), *cells,
-                          fmt_bytes(r.total), verdict])
+                          fmt_bytes(r.total), alt, verdict])
         widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
         for j, row in enumerate(table):
             out.append("  ".join(str(c).rjust(w) if 0 < i < len(header) - 1 else str(c).ljust(w)
                                  for i, (c, w) in enumerate(zip(row, widths))).rstrip())
         if any(r.checkpointing and not self.checkpointing for r in self.rows):
             out.append("¹ with gradient checkpointing (%peft qlora turns it on)")
+        out.append(f"{other}: the total with gradient checkpointing {'off' if self.checkpointing else 'on'}")
         if self.target.available is not None:
             out.append(f"available: {fmt_bytes(self.target.available)} on {self.target.label}"
                        + (f" ({self.target.detail})" if self.target.detail else ""))
@@ -960,7 +971,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     bottleneck adapters; other keyword arguments are method settings (``r=16``,
     ``tokens=20``). ``gpu`` names a GPU or a size (``"T4"``, ``"24GB"``); otherwise the
     device the kernel (or ``model``) uses. ``measure`` runs two real training steps on a
-    live model and compares.
+    live model and compares. ``limits=False`` skips what costs extra traces: the largest
+    batch and seq that fit, and each method's total with checkpointing the other way.
     """
     t0 = time.perf_counter()
     _heavy.ensure()
@@ -976,6 +988,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     if model is None:
         raise PeftMagicError("which model?", "e.g. plan('smollm2'), a folder, a hub id, or a model in the kernel")
     subject = _subject(model, task)
+    if measure and subject.live is None:
+        raise PeftMagicError("--measure needs a model in the kernel", "load one first: %peft load smollm2")
     if isinstance(methods, str):
         methods = [methods]
     explicit = bool(methods)
@@ -1006,6 +1020,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
             rows.append(MethodPlan(req.method, label, None, error=e.message))
             continue
         except Exception as e:  # an architecture the meta device cannot run: say so in the row
+            if os.environ.get("PEFT_MAGIC_DEBUG"):
+                raise
             rows.append(MethodPlan(req.method, label, None, error=f"cannot trace: {first_line(e)[:120]}"))
             continue
         params = params or (account.total_params - (account.trainable_params if req.spec is not None else 0))
@@ -1023,6 +1039,10 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         if req.spec is not None and req.spec.info.is_prompt_learning and getattr(est.peft_config,
                                                                                   "num_virtual_tokens", None):
             row.notes.append(f"the model sees seq + {est.peft_config.num_virtual_tokens} virtual tokens")
+        if limits and not req.quantized:
+            with contextlib.suppress(Exception):
+                flipped = _Estimator(subject, req, target, not checkpointing, attn)
+                row.other = _parts(account, flipped.step(batch, seq), opt, target, req.spec is None)
         rows.append(row)
         estimators[req.method] = (est, account)
 
@@ -1052,8 +1072,6 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         notes=notes,
     )
     if measure:
-        if subject.live is None:
-            raise PeftMagicError("--measure needs a model in the kernel", "load one first: %peft load smollm2")
         plan_obj.measurement = _measure(subject.live, batch=min(batch, 2), seq=min(seq, 64), target_batch=batch,
                                         target_seq=seq, optim=opt.name)
     plan_obj.seconds = time.perf_counter() - t0

@@ -278,6 +278,14 @@ def test_llama2_7b_config_full_vs_qlora_like_published_figures():
     t4 = pm.plan(LLAMA2_7B, gpu="T4", batch=1, seq=512)
     assert t4["qlora"].fits and not t4["lora"].fits and not t4["full"].fits
     assert t4.recommendation.method == "qlora" and t4.recommendation.batch >= 1
+    # with and without gradient checkpointing: every optional row carries the other total
+    lora_t4 = t4["lora"]
+    assert lora_t4.other is not None and lora_t4.other.activations < lora_t4.parts.activations / 4
+    assert lora_t4.other.weights == lora_t4.parts.weights and t4["qlora"].other is None  # QLoRA: always on
+    ck = pm.plan(LLAMA2_7B, ["lora", "prefix"], gpu="T4", batch=1, seq=512, checkpointing=True)
+    assert ck["lora"].parts.activations == lora_t4.other.activations
+    assert ck["lora"].other.activations == lora_t4.parts.activations
+    assert "does not work with gradient checkpointing" in ck["prefix"].error  # peft refuses it
 
 
 def test_named_gpus_and_sizes():

@@ -65,8 +65,14 @@ def plan_html(plan: Any) -> str:
             label = f"<b>{label}</b> ★"
         if r.checkpointing and not plan.checkpointing:
             label += " <span class='pm-dim' title='with gradient checkpointing'>¹</span>"
+        alt = ""
+        if r.other is not None:
+            way = "off" if plan.checkpointing else "on"
+            ok = {True: " ✓", False: " ✗"}.get(r.other_fits, "")
+            alt = (f"<br><span class='pm-dim' title='total with gradient checkpointing {way}'>checkpointing {way}: "
+                   f"{escape(fmt_bytes(r.other.total))}{ok}</span>")
         body.append([Raw(label), Raw(_bar(r.parts, scale, avail, show_capacity)), fmt_bytes(r.total),
-                     Raw(f"<span class='{cls}'>{escape(verdict)}</span>")])
+                     Raw(f"<span class='{cls}'>{escape(verdict)}</span>{alt}")])
     parts.append(table(["method", "memory by part", "total", "verdict"], body, {2}))
     legend = " ".join(f"<span style='display:inline-block;width:10px;height:10px;background:{c};"
                       f"vertical-align:middle'></span> {escape(n)}" for n, c in COLORS.items())
