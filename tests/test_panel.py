@@ -444,8 +444,16 @@ def test_train_button_trains_with_live_progress(panel):
     assert run.status == "completed" and run.steps_done == 6
     assert run.losses[-1][1] < run.losses[0][1]  # it learned
     # the same live progress widget as %peft train, hosted in the Train tab
+    import ipywidgets as w
+
     (box,) = panel.trainer.progress.children
-    bar = box.children[1].children[0]
+
+    def descendants(widget):
+        for child in getattr(widget, "children", ()):
+            yield child
+            yield from descendants(child)
+
+    (bar,) = [d for d in descendants(box) if isinstance(d, w.IntProgress)]
     assert bar.value == bar.max == 6 and "completed" in box.children[0].value
 
 
