@@ -90,6 +90,11 @@ class Throttle:
         self._pending: tuple[str, dict[str, Any]] | None = None
         self.emitted = 0
 
+    def due(self) -> bool:
+        """Whether an offer now would be emitted: lets a caller skip *building* the event
+        (reading memory, formatting) on the steps where it would be dropped anyway."""
+        return time.monotonic() - self._last >= self.interval
+
     def offer(self, kind: str, **data: Any) -> bool:
         now = time.monotonic()
         if now - self._last >= self.interval:

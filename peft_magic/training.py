@@ -205,7 +205,10 @@ def _make_callbacks(run: Run, interrupt: _InterruptToStop, collator: Any, device
                 events.emit("eval", run_id=run.run_id, step=state.global_step, eval_loss=float(logs["eval_loss"]))
 
         def on_step_end(self, args, state, control, **kw):
-            throttle.offer("progress", **self._payload(state))
+            if throttle.due():  # build the event (memory reading, rates) only when it will be shown
+                throttle.offer("progress", **self._payload(state))
+            else:
+                run.steps_done = state.global_step
             if interrupt.requested and state.global_step < state.max_steps:
                 run.status = "interrupted"
                 run.message = f"interrupted at step {state.global_step}/{state.max_steps}"
@@ -214,8 +217,8 @@ def _make_callbacks(run: Run, interrupt: _InterruptToStop, collator: Any, device
             return control
 
         def on_train_end(self, args, state, control, **kw):
-            throttle.offer("progress", **self._payload(state))
             throttle.flush()
+            events.emit("progress", **self._payload(state))  # the final state, always
 
     class AdaLora(TrainerCallback):
         """AdaLoRA's rank reallocation, which Trainer never calls by itself."""

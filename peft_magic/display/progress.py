@@ -15,6 +15,7 @@ replaces the widget's state, unlike HTML tables re-sent per step.
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -180,6 +181,8 @@ class WidgetRenderer(_Base):
         self.chart = w.HTML()
         self.warning = w.HTML()
         self.box = w.VBox([self.header, self.warning, w.HBox([self.bar, self.count]), self.info, self.chart])
+        self._header_set = False
+        self._chart_at = 0.0
         self.display_id = uuid.uuid4().hex
 
     def _bundle(self, html: str) -> dict[str, Any]:
@@ -212,14 +215,20 @@ class WidgetRenderer(_Base):
         self.count.value = f"{p.get('step', 0)}/{p.get('total_steps') or '?'}"
         cells = "".join(f"<span class='pm-dim'>{escape(k)}</span> {escape(v)} &nbsp; " for k, v in stats(p)
                         if k != "step")
-        self.header.value = wrap(f"<div class='pm-head'>{escape(self.title)} · training</div>")
-        self.info.value = wrap(f"<div>{cells}</div>")
-        if self.losses:
+        if not self._header_set:
+            self.header.value = wrap(f"<div class='pm-head'>{escape(self.title)} · training</div>")
+            self._header_set = True
+        # no <style> block here: the header's already defines .peft-magic for the page
+        self.info.value = f"<div class='peft-magic'>{cells}</div>"
+        now = time.monotonic()
+        if self.losses and now - self._chart_at >= 1.0:  # the chart changes slowly: redraw once a second
+            self._chart_at = now
             self.chart.value = line_chart([("loss", self.losses)], x_max=p.get("total_steps"))
 
     def finish(self, status: str, message: str | None) -> None:
         from IPython.display import update_display
 
+        self._chart_at = 0.0  # the final chart shows every point
         self.update()
         self.bar.bar_style = STATUS_STYLE.get(status, "")
         color = STATUS_COLOR.get(status, "")
