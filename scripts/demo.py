@@ -45,7 +45,8 @@ def main(names: list[str]) -> int:
         print(f"=== {path.relative_to(ROOT)} ===", flush=True)
         t0 = time.perf_counter()
         client = NotebookClient(nb, timeout=1800, kernel_name="python3", allow_errors=True,
-                                resources={"metadata": {"path": str(path.parent)}}, store_widget_state=True)
+                                resources={"metadata": {"path": str(path.parent)}}, store_widget_state=True,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
         client.execute()
         for cell in nb.cells:
             if cell.cell_type != "code":
