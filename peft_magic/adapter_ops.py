@@ -38,6 +38,7 @@ from typing import Any
 
 from . import _heavy, adapter_files, events
 from .errors import PeftMagicError, did_you_mean, first_line
+from .method_registry import field_default
 from .state import AdapterRecord, ModelState, is_peft_model, peft_model_for, state_for, unwrap
 
 #: config fields that describe where an adapter came from, not how it was configured
@@ -187,15 +188,7 @@ def config_settings(cfg: Any) -> dict[str, Any]:
         if f.name in _NOT_SETTINGS or f.name.startswith("_"):
             continue
         value = getattr(cfg, f.name, None)
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            try:
-                default = f.default_factory()  # type: ignore[misc]
-            except Exception:
-                default = dataclasses.MISSING
-        else:
-            default = dataclasses.MISSING
+        default = field_default(f)
         if isinstance(value, set):
             value = sorted(value)
         if isinstance(default, set):

@@ -190,7 +190,7 @@ def _batched(tokenizer: Any, texts: list[str], add_special: bool = True) -> list
     return out
 
 
-def _chat_ids(tokenizer: Any, messages: list[dict], max_len: int) -> tuple[list[int], list[int]]:
+def _chat_ids(tokenizer: Any, messages: list[dict]) -> tuple[list[int], list[int]]:
     """Token ids of a conversation and labels that are -100 except on assistant turns.
 
     The template is applied to growing prefixes of the conversation; the tokens an
@@ -237,6 +237,17 @@ def tokenize(data: Any, tokenizer: Any, *, max_len: int = 512, task: str = "CAUS
     rows: list[dict[str, list[int]]] = []
     truncated = skipped = 0
     names = None
+
+    def add(ids: list[int], labels: list[int]) -> None:
+        """Keep an example: cut to max_len; drop it when no label is left to learn."""
+        nonlocal truncated, skipped
+        if len(ids) > max_len:
+            ids, labels, truncated = ids[:max_len], labels[:max_len], truncated + 1
+        if all(x == -100 for x in labels):
+            skipped += 1
+            return
+        rows.append({"input_ids": ids, "labels": labels})
+
     if shape == "text":
         texts = [r if isinstance(r, str) else str(r.get("text") or "") for r in records]
         all_ids = _batched(tokenizer, texts)
@@ -247,9 +258,7 @@ def tokenize(data: Any, tokenizer: Any, *, max_len: int = 512, task: str = "CAUS
                 continue
             if eos and ids[-1] != eos[0]:
                 ids = ids + eos  # teach the model to stop
-            if len(ids) > max_len:
-                ids, truncated = ids[:max_len], truncated + 1
-            rows.append({"input_ids": ids, "labels": list(ids)})
+            add(ids, list(ids))
     elif shape == "completion":
         a, b = next((a, b) for a, b in _COMPLETION_KEYS if a in records[0] and b in records[0])
         prompts, completions = [], []
@@ -262,28 +271,14 @@ def tokenize(data: Any, tokenizer: Any, *, max_len: int = 512, task: str = "CAUS
         if getattr(tokenizer, "chat_template", None):
             # Instruct models learn best in their own chat format.
             for p, c in zip(prompts, completions):
-                ids, labels = _chat_ids(tokenizer, [{"role": "user", "content": p},
-                                                    {"role": "assistant", "content": c}], max_len)
-                if len(ids) > max_len:
-                    ids, labels, truncated = ids[:max_len], labels[:max_len], truncated + 1
-                if all(x == -100 for x in labels):
-                    skipped += 1
-                    continue
-                rows.append({"input_ids": ids, "labels": labels})
+                add(*_chat_ids(tokenizer, [{"role": "user", "content": p}, {"role": "assistant", "content": c}]))
         else:
             p_ids = _batched(tokenizer, prompts)
             c_ids = _batched(tokenizer, [" " + c if c and not c[0].isspace() else c for c in completions],
                              add_special=False)
             eos = _eos(tokenizer)
             for p, c in zip(p_ids, c_ids):
-                ids = p + c + eos
-                labels = [-100] * len(p) + c + eos
-                if len(ids) > max_len:
-                    ids, labels, truncated = ids[:max_len], labels[:max_len], truncated + 1
-                if all(x == -100 for x in labels):
-                    skipped += 1
-                    continue
-                rows.append({"input_ids": ids, "labels": labels})
+                add(p + c + eos, [-100] * len(p) + c + eos)
     elif shape == "chat":
         if not getattr(tokenizer, "chat_template", None):
             raise PeftMagicError("chat data needs a tokenizer with a chat template, and this one has none",
@@ -295,13 +290,7 @@ def tokenize(data: Any, tokenizer: Any, *, max_len: int = 512, task: str = "CAUS
             if not msgs:
                 skipped += 1
                 continue
-            ids, labels = _chat_ids(tokenizer, msgs, max_len)
-            if len(ids) > max_len:
-                ids, labels, truncated = ids[:max_len], labels[:max_len], truncated + 1
-            if all(x == -100 for x in labels):
-                skipped += 1
-                continue
-            rows.append({"input_ids": ids, "labels": labels})
+            add(*_chat_ids(tokenizer, msgs))
     else:  # classify
         text_key = "text" if "text" in records[0] else "sentence"
         label_key = "label" if "label" in records[0] else "labels"

@@ -416,6 +416,18 @@ def _clean_help(text: Any) -> str:
     return " ".join(text.split())
 
 
+def field_default(f: dataclasses.Field, missing: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field's default value (calling its factory), or ``missing``."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        try:
+            return f.default_factory()  # type: ignore[misc]
+        except Exception:
+            return missing
+    return missing
+
+
 @functools.lru_cache(maxsize=None)
 def config_fields(config_cls: type) -> dict[str, FieldInfo]:
     """The user-settable fields of a peft config dataclass, in declaration order."""
@@ -428,15 +440,7 @@ def config_fields(config_cls: type) -> dict[str, FieldInfo]:
         if f.name in INTERNAL_FIELDS or f.name.startswith("_"):
             continue
         ann = hints.get(f.name, f.type)
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            try:
-                default = f.default_factory()  # type: ignore[misc]
-            except Exception:
-                default = None
-        else:
-            default = None
+        default = field_default(f, None)
         if isinstance(default, enum.Enum):
             default = default.value
         kind, choices = _kind(ann)

@@ -15,13 +15,7 @@ from .registry import Context, command
 
 
 def _rebind(ctx: Context, var: str, model: Any) -> None:
-    if ctx.ns.get(var) is not model:
-        ctx.bind(var, model)
-    from ..state import state_for
-
-    st = state_for(model)
-    if st is not None:
-        st.variable = var
+    ctx.bind_model(var, model)
 
 
 def _one_positional(ctx: Context, what: str, example: str) -> str:

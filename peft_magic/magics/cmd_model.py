@@ -49,12 +49,7 @@ def cmd_attach(ctx: Context) -> Any:
     var, model = ctx.model()
     result = attach(model, method, name=ctx.args.flag("--name", "default"), task=ctx.args.flag("--task"),
                     **ctx.settings)
-    ctx.bind(var, result.model)
-    from ..state import state_for
-
-    st = state_for(result.model)
-    if st is not None:
-        st.variable = var
+    ctx.bind_model(var, result.model)
     return result
 
 
@@ -108,15 +103,10 @@ def cmd_load(ctx: Context) -> Any:
     result = load(ctx.args.positionals[0], bits=4 if four else 8 if eight else None, dtype=ctx.args.flag("--dtype"),
                   task=ctx.args.flag("--task"), labels=labels, device=ctx.args.flag("--device"),
                   trust_remote_code=bool(ctx.args.flag("--trust-remote-code")))
-    ctx.bind(var, result.model)
+    ctx.bind_model(var, result.model)
     tok_var = "tokenizer" if var == "model" else f"{var}_tokenizer"
     if result.tokenizer is not None:
         ctx.bind(tok_var, result.tokenizer)
-    from ..state import state_for
-
-    st = state_for(result.model)
-    if st is not None:
-        st.variable = var
     return result
 
 

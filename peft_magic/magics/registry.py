@@ -108,6 +108,17 @@ class Context:
     def bind(self, var: str, value: Any) -> None:
         self.ns[var] = value
 
+    def bind_model(self, var: str, model: Any) -> None:
+        """Put ``model`` in ``var`` and remember that variable for it (the panel and later
+        commands find the model by it)."""
+        from ..state import state_for
+
+        if self.ns.get(var) is not model:
+            self.bind(var, model)
+        st = state_for(model)
+        if st is not None:
+            st.variable = var
+
     def tokenizer(self, var: str | None = None) -> Any:
         """The tokenizer that goes with the model variable (``tokenizer`` or ``VAR_tokenizer``)."""
         explicit = self.args.flag("--tokenizer")
