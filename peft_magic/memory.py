@@ -148,6 +148,16 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def _max_rss() -> int | None:
+    """This process's peak resident set so far, in bytes (None where unavailable)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
+
+
 class PeakSampler:
     """Track the peak of ``reading(device).used`` over a block, polling in a thread.
 
@@ -165,6 +175,7 @@ class PeakSampler:
         self.peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._maxrss0: int | None = None
         self._cuda = device.startswith("cuda")
 
     def poll(self) -> int:
@@ -188,6 +199,7 @@ class PeakSampler:
         reset_peak(self.device)
         self.start = reading(self.device).used
         self.peak = self.start
+        self._maxrss0 = _max_rss()
         if not self._cuda or self.live:
             self._thread = threading.Thread(target=self._run, name="peft_magic-peak", daemon=True)
             self._thread.start()
@@ -198,6 +210,12 @@ class PeakSampler:
         if self._thread is not None:
             self._thread.join(timeout=1)
         self.poll()
+        if not self._cuda:
+            # Polling can miss a short spike. The kernel's lifetime high-water mark is exact:
+            # if it rose during the block, the block's peak is that new mark.
+            maxrss = _max_rss()
+            if maxrss is not None and self._maxrss0 is not None and maxrss > self._maxrss0:
+                self.peak = max(self.peak, maxrss)
 
 
 @dataclass

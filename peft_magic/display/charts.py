@@ -71,6 +71,9 @@ def line_chart(series: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, w
         return top + (1 - (y - y0) / (y1 - y0)) * ph
 
     def poly(pts: Sequence[tuple[float, float]], color: str, w: float, opacity: float) -> str:
+        if len(pts) == 1:  # a single point is a dot, not an invisible zero-length line
+            (x, y), = pts
+            return f"<circle cx='{sx(x):.1f}' cy='{sy(y):.1f}' r='{w + 1}' fill='{color}' fill-opacity='{opacity}'/>"
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in pts)
         return (f"<polyline fill='none' stroke='{color}' stroke-width='{w}' stroke-opacity='{opacity}' "
                 f"stroke-linejoin='round' points='{coords}'/>")

@@ -296,6 +296,13 @@ class ProgressDisplay:
             self.run_id = rid
             r.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
                        "status": "training"}
+            from ..state import runs
+
+            record = next((x for x in reversed(runs()) if x.run_id == rid), None)
+            if record is not None:
+                # Draw from the run's own loss history (every logged step), not only from the
+                # throttled events; the lists are shared, so nothing is copied per step.
+                r.losses, r.eval_losses = record.losses, record.eval_losses
             r.warnings = list(e.data.get("warnings") or [])
             r.warn()
             r.update()
@@ -304,12 +311,7 @@ class ProgressDisplay:
             return
         if e.kind == "progress":
             r.state = dict(e.data)
-            loss = e.data.get("loss")
-            if loss is not None and (not r.losses or r.losses[-1][0] != e.data.get("step")):
-                r.losses.append((e.data.get("step"), loss))
             r.update()
-        elif e.kind == "eval":
-            r.eval_losses.append((e.data["step"], e.data["eval_loss"]))
         elif e.kind == "run_end":
             r.state["status"] = e.data.get("status")
             r.state["step"] = e.data.get("step", r.state.get("step"))
@@ -338,25 +340,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: str |
     from .. import training
 
     renderer = pick_renderer(display)
-    run_holder: dict[str, Any] = {}
-
-    def capture_losses(e: events.Event) -> None:
-        # the final chart should show every logged loss, not only the throttled ones
-        if e.kind == "run_end" and renderer is not None:
-            from ..state import runs
-
-            for r in runs():
-                if r.run_id == e.data.get("run_id"):
-                    renderer.losses = list(r.losses)
-                    renderer.eval_losses = list(r.eval_losses)
-
-    unsub = events.subscribe(capture_losses)
-    try:
-        with ProgressDisplay(renderer, title=_title(model, settings)):
-            run_holder["run"] = training.train(model, data, tokenizer=tokenizer, **settings)
-    finally:
-        unsub()
-    return run_holder["run"]
+    with ProgressDisplay(renderer, title=_title(model, settings)):
+        run = training.train(model, data, tokenizer=tokenizer, **settings)
+    return run
 
 
 def _title(model: Any, settings: dict[str, Any]) -> str:
