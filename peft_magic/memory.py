@@ -148,6 +148,32 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+_HWM_LOCK = threading.Lock()
+_hwm_owner: list[object] = []  # the outermost PeakSampler that reset the kernel's counter
+
+
+def _reset_hwm() -> bool:
+    """Reset Linux's peak-RSS counter (VmHWM) for this process; False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _read_hwm() -> int | None:
+    """Peak RSS since the last reset, in bytes (Linux ``VmHWM``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def _max_rss() -> int | None:
     """This process's peak resident set so far, in bytes (None where unavailable)."""
     try:
@@ -176,6 +202,7 @@ class PeakSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._maxrss0: int | None = None
+        self._owns_hwm = False
         self._cuda = device.startswith("cuda")
 
     def poll(self) -> int:
@@ -200,6 +227,15 @@ class PeakSampler:
         self.start = reading(self.device).used
         self.peak = self.start
         self._maxrss0 = _max_rss()
+        self._owns_hwm = False
+        if not self._cuda:
+            # Exact CPU peaks on Linux: reset the kernel's high-water mark for this window.
+            # Only the outermost sampler does it (a training run inside %%peft watch must
+            # not erase the watch's earlier peak).
+            with _HWM_LOCK:
+                if not _hwm_owner and _reset_hwm():
+                    _hwm_owner.append(self)
+                    self._owns_hwm = True
         if not self._cuda or self.live:
             self._thread = threading.Thread(target=self._run, name="peft_magic-peak", daemon=True)
             self._thread.start()
@@ -211,8 +247,15 @@ class PeakSampler:
             self._thread.join(timeout=1)
         self.poll()
         if not self._cuda:
-            # Polling can miss a short spike. The kernel's lifetime high-water mark is exact:
-            # if it rose during the block, the block's peak is that new mark.
+            # Polling can miss a short spike; the kernel's own high-water marks do not.
+            if self._owns_hwm:
+                hwm = _read_hwm()
+                if hwm is not None:
+                    self.peak = max(self.peak, hwm)
+                with _HWM_LOCK:
+                    _hwm_owner.clear()
+                self._owns_hwm = False
+            # Elsewhere: the lifetime peak, when it rose during the block, is the block's peak.
             maxrss = _max_rss()
             if maxrss is not None and self._maxrss0 is not None and maxrss > self._maxrss0:
                 self.peak = max(self.peak, maxrss)

@@ -119,10 +119,14 @@ def test_classification_trains(kernel):
     kernel.ok("%peft load tiny-bert --labels 2")
     kernel.ok("%peft lora r=8 target=query,value")
     kernel.ok("cls = [{'text': 'great wonderful movie', 'label': 1}, {'text': 'terrible boring film', 'label': 0}] * 16")
-    res = kernel.ok("run = %peft train data=cls steps=30 lr=5e-3 batch=8 --display text")
+    res = kernel.ok("run = %peft train data=cls steps=30 lr=2e-2 batch=8 --display text")
     assert "completed 30/30" in kernel.eval("repr(run)") and "completed 30/30" in res.text
     losses = kernel.eval("[l for _, l in run.losses]")
-    assert min(losses[-5:]) < losses[0]
+    assert min(losses[-5:]) < 0.5 * losses[0]
+    kernel.ok("import torch\nmodel.eval()\n"
+              "enc = tokenizer(['great wonderful movie', 'terrible boring film'], return_tensors='pt', padding=True)\n"
+              "with torch.no_grad():\n    _pred = model(**enc).logits.argmax(-1).tolist()")
+    assert kernel.eval("_pred") == [1, 0]  # the classifier learned the two labels
 
 
 def test_adalora_reallocates_ranks(kernel):
