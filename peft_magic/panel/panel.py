@@ -133,6 +133,10 @@ class PeftPanel(widgets.VBox):
         if shell is not None and hasattr(shell, "events"):
             shell.events.register("post_run_cell", self._after_cell)
 
+        self._rebuild(model)
+
+    def _rebuild(self, model: Any) -> None:
+        """Point the panel's model parts (targets, preview, record) at ``model`` and redraw."""
         self._hold += 1
         try:
             self._bind_model(model)
@@ -510,15 +514,7 @@ class PeftPanel(widgets.VBox):
         """After each cell: a new model in the variable rebuilds the panel's model parts."""
         try:
             if self._model_changed():
-                model = self._model()
-                self._hold += 1
-                try:
-                    self._bind_model(model)
-                    self._show_record(model)
-                finally:
-                    self._hold -= 1
-                self._changed()
-                self.refresh()
+                self._rebuild(self._model())
             self.trainer.refresh_data()
             self.trainer.update()
         except Exception:
