@@ -145,7 +145,7 @@ def padding_speed(n: int, steps: int) -> str:
     from transformers.trainer_callback import PrinterCallback
 
     import peft_magic as pm
-    from peft_magic.builtin_models import materialize
+    from peft_magic.model.builtins import materialize
 
     tok = AutoTokenizer.from_pretrained(materialize("tiny-llama"))
     # A mid-size random Llama: big enough that compute, not Python overhead, dominates a step.

@@ -59,7 +59,7 @@ def build_model_folder(kind: str) -> str:
     import transformers
 
     if kind not in ("1b", "small"):
-        from peft_magic.builtin_models import resolve_builtin, materialize
+        from peft_magic.model.builtins import resolve_builtin, materialize
 
         return str(materialize(kind)) if resolve_builtin(kind) else kind
     dims = {"1b": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=16, num_attention_heads=32,
@@ -81,7 +81,7 @@ def check(path: str, sizes: list[tuple[int, int]], methods: list[str]) -> list[d
     import torch
 
     import peft_magic as pm
-    from peft_magic.planning import measure
+    from peft_magic.planning.plan import measure
 
     rows = []
     for method in methods:

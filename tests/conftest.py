@@ -38,7 +38,7 @@ def kernel(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llama_path() -> str:
-    from peft_magic.builtin_models import materialize
+    from peft_magic.model.builtins import materialize
 
     return str(materialize("tiny-llama"))
 

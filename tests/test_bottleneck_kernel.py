@@ -78,7 +78,7 @@ def test_help_and_methods_show_it(kernel):
 def test_saved_adapter_loads_in_a_fresh_kernel_with_identical_logits(kernel, tmp_path):
     from kernel import Kernel
 
-    from peft_magic.builtin_models import materialize
+    from peft_magic.model.builtins import materialize
 
     base_path = str(materialize("tiny-gpt2"))
     adapter_dir = tmp_path / "adapter"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from peft_magic import data
+from peft_magic.training import data
 from peft_magic.errors import PeftMagicError
 
 
@@ -128,7 +128,7 @@ def test_training_warns_before_a_run_that_will_not_fit(tiny_llama_path):
     """The memory plan is asked before training starts; a run that cannot fit gets a warning."""
     import peft_magic as pm
     from peft_magic.state import Run, state_for
-    from peft_magic.training import _warn_if_too_big
+    from peft_magic.training.run import _warn_if_too_big
 
     loaded = pm.load("tiny-llama")
     model = pm.attach(loaded.model, "lora", r=8).model

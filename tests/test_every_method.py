@@ -11,7 +11,7 @@ import pytest
 
 import peft_magic
 from peft_magic.errors import PeftMagicError
-from peft_magic.method_registry import registry
+from peft_magic.peft_methods.discovery import registry
 
 # Methods whose forward needs extra inputs besides input_ids (documented by peft).
 _TASK_IDS = lambda torch, x: {"task_ids": torch.zeros(x.shape[0], dtype=torch.long)}  # noqa: E731

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 import peft_magic as pm
-from peft_magic.magics.parsing import parse_line
-from peft_magic.method_registry import registry
+from peft_magic.syntax.read import parse_line
+from peft_magic.peft_methods.discovery import registry
 
 ATTACH_FLAGS = frozenset({"--model", "--name", "--task"})
 
@@ -280,8 +280,8 @@ def test_attach_gives_exactly_what_the_shown_line_gives(case, panel, fresh):
 
 def test_line_values_round_trip_through_the_parser(panel):
     """Values that need quoting (regexes with backslashes, odd names) still read back the same."""
-    from peft_magic.method_registry import normalize_settings, resolve_method
-    from peft_magic.panel.line import attach_line
+    from peft_magic.peft_methods.discovery import normalize_settings, resolve_method
+    from peft_magic.syntax.write import attach_line
 
     spec = resolve_method("lora")
     for settings in ({"target_modules": r".*\.(q|v)_proj"}, {"target_modules": ["q_proj"]},

@@ -62,7 +62,7 @@ def _write_table(artifacts):
 def _model_path(name: str, small: str) -> str:
     if name == "small":
         return small
-    from peft_magic.builtin_models import materialize
+    from peft_magic.model.builtins import materialize
 
     return str(materialize(name))
 
@@ -92,8 +92,8 @@ def test_estimates_match_real_tensors_and_measured_peak(model_name, method, smal
     15% of the live tensor bytes of a real step (they match far closer), at two sizes."""
     import torch
 
-    from peft_magic.planning_sketch import tensor_accounting
-    from peft_magic.planning_trace import measure_step, step_inputs
+    from peft_magic.planning.sketch import tensor_accounting
+    from peft_magic.planning.trace import measure_step, step_inputs
 
     path = _model_path(model_name, small_llama_path)
     settings = METHODS[method]
@@ -126,8 +126,8 @@ def test_estimates_match_real_tensors_and_measured_peak(model_name, method, smal
 def test_smollm2_real_checkpoint_lora_and_prompt():
     """The real SmolLM2-135M (30 layers, tied embeddings, 9 query / 3 key-value heads):
     parts to the byte and activations against a real step, through the depth extrapolation."""
-    from peft_magic.planning_sketch import tensor_accounting
-    from peft_magic.planning_trace import measure_step, step_inputs
+    from peft_magic.planning.sketch import tensor_accounting
+    from peft_magic.planning.trace import measure_step, step_inputs
 
     lines = ["smollm2: estimate vs measured"]
     for method, settings in (("lora", {"r": 8}), ("prompt", {"num_virtual_tokens": 8})):
@@ -192,9 +192,9 @@ def test_full_fine_tuning_and_other_architectures(tiny_llama_path, tmp_path):
     import torch
     import transformers
 
-    from peft_magic.builtin_models import materialize
-    from peft_magic.planning_sketch import tensor_accounting
-    from peft_magic.planning_trace import measure_step, step_inputs
+    from peft_magic.model.builtins import materialize
+    from peft_magic.planning.sketch import tensor_accounting
+    from peft_magic.planning.trace import measure_step, step_inputs
 
     full = pm.load(tiny_llama_path).model
     full.train()
@@ -230,9 +230,9 @@ def test_depth_extrapolation_equals_the_full_depth_trace():
     """SmolLM2's 30 layers from sketches of 1 and 2 layers: the same bytes as tracing all 30."""
     from transformers import AutoConfig
 
-    from peft_magic.builtin_models import materialize
-    from peft_magic.planning import _Estimator, _Request, _subject, resolve_target
-    from peft_magic.method_registry import normalize_settings, resolve_method
+    from peft_magic.model.builtins import materialize
+    from peft_magic.planning.plan import _Estimator, _Request, _subject, resolve_target
+    from peft_magic.peft_methods.discovery import normalize_settings, resolve_method
 
     config = AutoConfig.from_pretrained(materialize("smollm2"))
     subject = _subject(config, "causal-lm")
@@ -289,7 +289,7 @@ def test_llama2_7b_config_full_vs_qlora_like_published_figures():
 
 
 def test_named_gpus_and_sizes():
-    from peft_magic.gpu_specs import GIB, MIB, gpu_spec
+    from peft_magic.planning.gpus import GIB, MIB, gpu_spec
 
     assert gpu_spec("T4").memory == 15360 * MIB and not gpu_spec("t4").bf16
     assert gpu_spec("A100-80GB").memory == 80 * GIB and gpu_spec("a100 80gb").bf16
@@ -307,8 +307,8 @@ def test_check_fit_for_the_model_as_it_is(tiny_llama_path):
     fits=False with a way out when it cannot fit; fits=None (never an exception) otherwise."""
     import torch
 
-    from peft_magic.planning import check_fit
-    from peft_magic.planning_trace import measure_step, step_inputs
+    from peft_magic.planning.plan import check_fit
+    from peft_magic.planning.trace import measure_step, step_inputs
 
     model = _attached(tiny_llama_path, "lora", {"r": 8})
     v = check_fit(model, batch=2, seq=32)
@@ -345,7 +345,7 @@ def test_check_fit_for_the_model_as_it_is(tiny_llama_path):
 def test_measure_compares_and_leaves_the_model_as_it_was(tiny_llama_path):
     import torch
 
-    from peft_magic.planning import measure
+    from peft_magic.planning.plan import measure
 
     model = _attached(tiny_llama_path, "lora", {"r": 8})
     model.eval()

@@ -95,7 +95,7 @@ def attach_html(r: Any) -> str:
 
 
 def targets_html(rep: Any) -> str:
-    from ..target_explorer import _fmt_targets
+    from ..adapter_ops.targets import _fmt_targets
 
     parts = [f"<div class='pm-head'>Adaptable layers of {escape(rep.model_type)} "
              f"<span class='pm-dim'>(peft default: {escape(_fmt_targets(rep.default_targets))})</span></div>"]

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import events
 from ..memory import fmt_bytes
-from .charts import line_chart
+from ..svg import line_chart
 from .html import escape, wrap
 
 STATUS_STYLE = {"completed": "success", "interrupted": "warning", "oom": "danger", "error": "danger",
@@ -337,7 +337,7 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: str |
     Same arguments as :func:`peft_magic.training.train`; ``display`` is ``"auto"``
     (widgets in a notebook, a text line elsewhere), ``"widget"``, ``"text"`` or ``None``.
     """
-    from .. import training
+    from ..training import run as training
 
     renderer = pick_renderer(display)
     with ProgressDisplay(renderer, title=_title(model, settings)):

@@ -61,7 +61,7 @@ def cmd_save(ctx: Context) -> Any:
         %peft save adapters/jokes --force
         %peft save merged/jokes-model --merged
     """
-    from ..adapter_ops import save
+    from ..adapter_ops.lifecycle_tmp import save
 
     _no_settings(ctx)
     path = _one_positional(ctx, "a folder", "%peft save adapters/my-adapter")
@@ -96,7 +96,7 @@ def cmd_load_adapter(ctx: Context) -> Any:
         %peft load-adapter adapters/poems --name poems
         %peft load-adapter downloaded/adapter --allow-pickle
     """
-    from ..adapter_ops import load_adapter
+    from ..adapter_ops.lifecycle_tmp import load_adapter
 
     _no_settings(ctx)
     path = _one_positional(ctx, "a folder", "%peft load-adapter adapters/my-adapter")
@@ -115,7 +115,7 @@ def cmd_adapters(ctx: Context) -> Any:
     trainable now, which one is active (``off`` after ``%peft off``), and the adapters
     that ``%peft merge`` merged into the weights.
     """
-    from ..adapter_ops import adapters
+    from ..adapter_ops.lifecycle_tmp import adapters
 
     _no_settings(ctx)
     if ctx.args.positionals:
@@ -134,7 +134,7 @@ def cmd_use(ctx: Context) -> Any:
 
         %peft use poems
     """
-    from ..adapter_ops import use_adapter
+    from ..adapter_ops.lifecycle_tmp import use_adapter
 
     _no_settings(ctx)
     name = _one_positional(ctx, "an adapter name", "%peft use default (see %peft adapters)")
@@ -151,7 +151,7 @@ def cmd_off(ctx: Context) -> Any:
     the base model computes (same logits), e.g. to compare before / after. ``%peft on``
     switches them back on.
     """
-    from ..adapter_ops import disable_adapters
+    from ..adapter_ops.lifecycle_tmp import disable_adapters
 
     _no_settings(ctx)
     _, model = ctx.model()
@@ -162,7 +162,7 @@ def cmd_off(ctx: Context) -> Any:
          value_flags=("--model",), cell="none", group="adapters")
 def cmd_on(ctx: Context) -> Any:
     """Switch adapters back on after ``%peft off``."""
-    from ..adapter_ops import enable_adapters
+    from ..adapter_ops.lifecycle_tmp import enable_adapters
 
     _no_settings(ctx)
     _, model = ctx.model()
@@ -179,7 +179,7 @@ def cmd_delete(ctx: Context) -> Any:
 
         %peft delete poems
     """
-    from ..adapter_ops import delete_adapter
+    from ..adapter_ops.lifecycle_tmp import delete_adapter
 
     _no_settings(ctx)
     name = _one_positional(ctx, "an adapter name", "%peft delete default (see %peft adapters)")
@@ -210,7 +210,7 @@ def cmd_merge(ctx: Context) -> Any:
         %peft merge
         %peft merge --dequantize        # after %peft load … --4bit and %peft qlora
     """
-    from ..adapter_ops import merge
+    from ..adapter_ops.lifecycle_tmp import merge
 
     _no_settings(ctx)
     if ctx.args.positionals:
@@ -253,7 +253,7 @@ def cmd_generate(ctx: Context) -> Any:
         %%peft generate --compare
         Write a haiku about autumn.
     """
-    from ..generation import generate
+    from ..inference.generate import generate
 
     var, model = ctx.model()
     prompt = " ".join(ctx.args.positionals)

@@ -39,7 +39,7 @@ def cmd_attach(ctx: Context) -> Any:
         r: 8
         target_modules: [q_proj, v_proj]
     """
-    from ..attaching import attach
+    from ..adapter_ops.attach import attach
 
     if not ctx.args.positionals:
         raise PeftMagicError("which method?", "e.g. %peft lora r=8 — see %peft methods")
@@ -83,7 +83,7 @@ def cmd_load(ctx: Context) -> Any:
         %peft load ./my-model --4bit
         %peft load minilm --labels 2 --as clf
     """
-    from ..loading import load
+    from ..model.load import load
 
     if len(ctx.args.positionals) != 1:
         raise PeftMagicError("load needs one model: a built-in name, a folder or a hub id",
@@ -118,7 +118,7 @@ def cmd_show(ctx: Context) -> Any:
     parameters, targeted modules, which is active), trainable / total parameters, device,
     dtype, quantization and memory. Returns a ``ModelSummary`` for code.
     """
-    from ..summary import summarize
+    from ..adapter_ops.summary import summarize
 
     _, model = ctx.model()
     return summarize(model)
@@ -141,9 +141,9 @@ def cmd_targets(ctx: Context) -> Any:
         %peft targets q_proj,v_proj,o_proj
         %peft targets ".*layers\\.(0|1)\\..*proj"
     """
-    from ..method_registry import resolve_method
-    from ..target_explorer import explore
-    from .parsing import parse_value
+    from ..peft_methods.discovery import resolve_method
+    from ..adapter_ops.targets import explore
+    from ..syntax.read import parse_value
 
     _, model = ctx.model()
     pattern: Any = None
@@ -170,7 +170,7 @@ def cmd_methods(ctx: Context) -> Any:
     LoRA family, prompt-based methods and others, with a one-line description, whether it
     can be merged into the base weights, and whether it runs on a 4/8-bit base.
     """
-    from ..method_registry import list_methods
+    from ..peft_methods.discovery import list_methods
 
     return list_methods()
 
@@ -197,7 +197,7 @@ def help_overview() -> HelpText:
 
 
 def method_help(name: str) -> HelpText:
-    from ..method_registry import resolve_method
+    from ..peft_methods.discovery import resolve_method
 
     spec = resolve_method(name)
     info = spec.info
@@ -221,7 +221,7 @@ def method_help(name: str) -> HelpText:
                 default = default[:27] + "..."
             help_ = f.help if len(f.help) <= 110 else f.help[:107] + "..."
             lines.append(f"  {f.name} = {default}  — {help_}")
-    from ..method_registry import KEY_ALIASES
+    from ..peft_methods.discovery import KEY_ALIASES
 
     aliases = [f"{a}→{c}" for a, cands in KEY_ALIASES.items() for c in cands[:1] if c in fields]
     if aliases:

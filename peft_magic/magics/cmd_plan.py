@@ -10,7 +10,7 @@ from .registry import Context, command
 
 
 def _is_method(word: str) -> bool:
-    from ..method_registry import resolve_method
+    from ..peft_methods.discovery import resolve_method
 
     if word.lower() in ("full", "full-ft", "full_ft", "finetune", "full-finetune"):
         return True
@@ -60,7 +60,7 @@ def cmd_plan(ctx: Context) -> Any:
         p = %peft plan smollm2 --gpu 24GB
         p["qlora"].parts.activations
     """
-    from ..planning import PLAN_KEYS, plan
+    from ..planning.plan import PLAN_KEYS, plan
 
     settings = dict(ctx.settings)
     opts = {k: settings.pop(k) for k in PLAN_KEYS if k in settings}

@@ -102,7 +102,7 @@ def cmd_runs(ctx: Context) -> Any:
     loss, peak memory, time and status (completed / interrupted / oom / error), with all
     loss curves in one chart. Returns a ``RunsReport`` (``.runs`` is the list of records).
     """
-    from ..training import runs_report
+    from ..training.run import runs_report
 
     return runs_report()
 

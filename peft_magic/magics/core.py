@@ -15,7 +15,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import PeftMagicError, first_line
-from .parsing import merge_settings, parse_body, parse_line
+from ..syntax.read import merge_settings, parse_body, parse_line
 from .registry import COMMANDS, GROUPS, Context, lookup
 
 ATTACH = "attach"
@@ -100,7 +100,7 @@ PeftMagics.peft.__doc__ = None  # set lazily by install() so that every command 
 
 def install(ip: Any) -> None:
     """Register the magics with an IPython shell (``%load_ext peft_magic`` calls this)."""
-    from . import cmd_model  # noqa: F401  (registers the core commands)
+    from . import cmd_model
     from . import _plugins
 
     _plugins.load_all()

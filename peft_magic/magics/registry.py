@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PeftMagicError
-from .parsing import Args
+from ..syntax.read import Args
 
 
 @dataclass

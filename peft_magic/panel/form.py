@@ -20,8 +20,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import PeftMagicError
-from ..method_registry import FieldInfo, coerce_value
-from .line import read_text_value
+from ..peft_methods.discovery import FieldInfo, coerce_value
+from ..syntax.write import read_text_value
 
 DESCRIPTION_WIDTH = "170px"
 HELP_CHARS = 180

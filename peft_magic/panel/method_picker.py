@@ -15,8 +15,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..method_registry import MethodInfo, registry
-from .line import method_word
+from ..peft_methods.discovery import MethodInfo, registry
+from ..syntax.write import method_word
 
 FAMILIES = ("LoRA family", "prompt-based", "other")
 

@@ -30,10 +30,10 @@ import ipywidgets as widgets
 
 from .. import events
 from ..errors import PeftMagicError, first_line
-from ..method_registry import MethodInfo, adaptive_defaults, resolve_method
+from ..peft_methods.discovery import MethodInfo, adaptive_defaults, resolve_method
 from ..state import state_for, unwrap
 from .form import SettingsForm
-from .line import attach_line, method_word
+from ..syntax.write import attach_line, method_word
 from .method_picker import MethodPicker, unsupported_reason
 from .targets_picker import TargetsPicker
 from .train_save import SaveSection, TrainSection
@@ -161,7 +161,7 @@ class PeftPanel(widgets.VBox):
 
     def _bind_model(self, model: Any) -> None:
         """(Re)build what depends on the model: 4-bit marks, adaptive defaults, the layer list."""
-        from ..summary import quantization_of
+        from ..adapter_ops.summary import quantization_of
 
         base = unwrap(model)
         self._base_ref = weakref.ref(base)
@@ -271,7 +271,7 @@ class PeftPanel(widgets.VBox):
         self._update_buttons()
 
     def _update_preview(self) -> None:
-        from ..attaching import preview
+        from ..adapter_ops.attach import preview
 
         try:
             word, settings, name, task = self.request()
@@ -290,7 +290,7 @@ class PeftPanel(widgets.VBox):
         except Exception as e:  # an architecture the skeleton cannot rebuild: no preview, attach still works
             text = f"<span style='{_DIM}'>no preview for this model ({html.escape(first_line(e))})</span>"
         else:
-            from ..target_explorer import group_names
+            from ..adapter_ops.targets import group_names
 
             where = f" · {len(p.targets)} modules: {html.escape(group_names(p.targets))}" if p.targets else \
                 " · no modules replaced (virtual tokens / prompt encoder)"
@@ -301,7 +301,7 @@ class PeftPanel(widgets.VBox):
 
     def summary(self) -> Any:
         """``%peft show``'s data for the model now (``None`` when the variable is gone)."""
-        from ..summary import summarize
+        from ..adapter_ops.summary import summarize
 
         try:
             return summarize(self._model())
@@ -331,7 +331,7 @@ class PeftPanel(widgets.VBox):
         info = self.method.info
         reason = unsupported_reason(info, self.quantized)
         if reason is None and info.is_prompt_learning and not self.task.value:
-            from ..loading import infer_task
+            from ..model.load import infer_task
 
             base = self._base_ref() if self._base_ref is not None else None
             if base is not None and infer_task(base) is None:
@@ -362,7 +362,7 @@ class PeftPanel(widgets.VBox):
         except PeftMagicError as e:
             self.header.value = f"<b>peft_magic</b> · <span style='{_ERR}'>{html.escape(str(e))}</span>"
             return
-        from ..summary import summarize
+        from ..adapter_ops.summary import summarize
 
         s = summarize(model)
         quant = f", {s.quantization}" if s.quantization else ""
@@ -401,7 +401,7 @@ class PeftPanel(widgets.VBox):
 
     def do_attach(self) -> None:
         """Attach (or replace) the adapter with the form's settings — the shown line's settings."""
-        from ..attaching import attach
+        from ..adapter_ops.attach import attach
 
         model = self._model()
         if self._model_changed():
@@ -423,7 +423,7 @@ class PeftPanel(widgets.VBox):
 
     def do_detach(self) -> None:
         """Remove every adapter; the variable holds the plain base model again."""
-        from ..attaching import detach
+        from ..adapter_ops.attach import detach
 
         base = detach(self._model())
         self.bind(base)
@@ -453,7 +453,7 @@ class PeftPanel(widgets.VBox):
                 self.targets.set_value(record.settings.get("target_modules"))
             self.name.value = record.name
             try:
-                from ..loading import infer_task
+                from ..model.load import infer_task
 
                 inferred = infer_task(unwrap(self._model()))
             except PeftMagicError:
@@ -468,7 +468,7 @@ class PeftPanel(widgets.VBox):
 
     def _show_record(self, model: Any) -> None:
         """Show the model's active adapter in the form, if it has one."""
-        from ..summary import summarize
+        from ..adapter_ops.summary import summarize
 
         st = state_for(model)
         if st is None or not st.adapters:
@@ -554,6 +554,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _task_key(value: str) -> str:
-    from ..method_registry import normalize_task
+    from ..peft_methods.discovery import normalize_task
 
     return normalize_task(value) or ""

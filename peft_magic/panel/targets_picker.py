@@ -20,7 +20,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import PeftMagicError
-from ..target_explorer import TargetReport, explore, group_names
+from ..adapter_ops.targets import TargetReport, explore, group_names
 
 _REGEX = re.compile(r"[.*+?\[\]()|^$\\{}]")
 

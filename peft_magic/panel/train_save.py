@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from ..errors import PeftMagicError
-from .line import command_line
+from ..syntax.write import command_line
 
 if TYPE_CHECKING:
     from .panel import PeftPanel
@@ -235,7 +235,7 @@ class SaveSection:
 
     def _merge_reason(self) -> str | None:
         """Why the adapter cannot be saved merged (prompt methods, a 4-bit base …), or ``None``."""
-        from ..method_registry import registry
+        from ..peft_methods.discovery import registry
 
         pt = self._adapter_type()
         if pt is None:

@@ -34,7 +34,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PeftMagicError, did_you_mean
+from ..errors import PeftMagicError, did_you_mean
 
 # ----------------------------------------------------------------------------- static facts
 
@@ -230,7 +230,7 @@ def _norm(name: str) -> str:
 
 def _import_peft():
     """Import peft (slow: 5–7 s) and our own plugin methods, once."""
-    from . import _heavy
+    from .. import _heavy
 
     _heavy.ensure()
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
@@ -694,7 +694,7 @@ class MethodsReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from .display.html import methods_html
+        from ..display.html import methods_html
 
         return methods_html(self)
 

@@ -24,10 +24,10 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _heavy, events
-from .errors import PeftMagicError, first_line
-from .method_registry import MethodSpec, adaptive_defaults, normalize_settings, normalize_task, resolve_method
-from .state import AdapterRecord, ModelState, is_peft_model, state_for, unwrap
+from .. import _heavy, events
+from ..errors import PeftMagicError, first_line
+from ..peft_methods.discovery import MethodSpec, adaptive_defaults, normalize_settings, normalize_task, resolve_method
+from ..state import AdapterRecord, ModelState, is_peft_model, state_for, unwrap
 from .summary import ModelSummary, quantization_of, summarize
 
 
@@ -69,7 +69,7 @@ class AttachResult:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from .display.html import attach_html
+        from ..display.html import attach_html
 
         return attach_html(self)
 
@@ -238,7 +238,7 @@ def _validate_on_skeleton(spec: MethodSpec, config: Any, base: Any, name: str) -
     """Attach ``config`` to a meta-device skeleton of ``base``; raise one line if it fails."""
     from peft import get_peft_model
 
-    from .skeleton import can_skeleton, skeleton_of
+    from ..model.skeleton import can_skeleton, skeleton_of
 
     if not can_skeleton(base):
         return
@@ -274,7 +274,7 @@ def _prepare_kbit(base: Any, st: ModelState) -> None:
 
     if st.kbit_prepared:
         return
-    from .loading import disable_cpu_4bit_repacking
+    from ..model.load import disable_cpu_4bit_repacking
 
     disable_cpu_4bit_repacking(base)
     with _quiet():
@@ -330,7 +330,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
 
     task_type = normalize_task(task) if task else None
     if task_type is None:
-        from .loading import infer_task
+        from ..model.load import infer_task
 
         task_type = infer_task(peft_model or base)
     if spec.info.is_prompt_learning and task_type is None:
@@ -374,7 +374,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
     summary = summarize(new_model)
     for a in summary.adapters:
         if a.name == name and settings.get("target_modules") and isinstance(settings["target_modules"], list):
-            from .target_explorer import explore
+            from .targets import explore
 
             with contextlib.suppress(Exception):
                 rep = explore(new_model, settings["target_modules"], spec.info.peft_type)
@@ -551,8 +551,8 @@ def preview(model: Any, method: str, *, name: str = "default", task: str | None 
     """
     from peft import get_peft_model
 
-    from .loading import infer_task
-    from .skeleton import can_skeleton, skeleton_of
+    from ..model.load import infer_task
+    from ..model.skeleton import can_skeleton, skeleton_of
 
     _heavy.ensure()
     _check_model(model)
@@ -574,6 +574,6 @@ def preview(model: Any, method: str, *, name: str = "default", task: str | None 
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     targets = [n for n, m in pm.named_modules() if isinstance(m, BaseTunerLayer)]
-    from .target_explorer import _strip_peft_prefix
+    from .targets import _strip_peft_prefix
 
     return Preview(trainable, total, [_strip_peft_prefix(t) for t in targets])

@@ -379,7 +379,7 @@ def sim_4bit_linear_class() -> Any:
 
 def trace_step(model: Any, batch: int, seq: int, task: str | None, kernel: str) -> StepMemory:
     """Forward + backward of a meta-device ``model`` under the counter (milliseconds)."""
-    from .skeleton import quiet
+    from ..model.skeleton import quiet
 
     inputs = step_inputs(model, batch, seq, task, "meta")
     for p in model.parameters():

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _heavy
-from .errors import PeftMagicError, first_line
-from .method_registry import normalize_task
+from .. import _heavy
+from ..errors import PeftMagicError, first_line
+from ..peft_methods.discovery import normalize_task
 
 _TASK_AUTO = {
     "CAUSAL_LM": "AutoModelForCausalLM",
@@ -52,7 +52,7 @@ class LoadResult:
     note: str | None = None
 
     def __repr__(self) -> str:
-        from .memory import fmt_bytes
+        from ..memory import fmt_bytes
 
         params = sum(p.numel() for p in self.model.parameters())
         quant = f", {self.bits}-bit" if self.bits else ""
@@ -62,7 +62,7 @@ class LoadResult:
                 + (f" ({self.note})" if self.note else ""))
 
     def _repr_html_(self) -> str:
-        from .display.html import escape
+        from ..display.html import escape
 
         return f"<div class='peft-magic'><b>peft_magic</b> · {escape(repr(self))}</div>"
 
@@ -183,7 +183,7 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
     sequence-classification head with N labels; ``task`` overrides the task the config
     implies. Raises :class:`PeftMagicError` with one line on any failure.
     """
-    from . import builtin_models
+    from . import builtins as builtin_models
 
     t0 = time.perf_counter()
     if bits not in (None, 4, 8):
@@ -270,7 +270,7 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
         model.name_or_path = hub_name
         model.config._name_or_path = hub_name
 
-    from .state import state_for
+    from ..state import state_for
 
     st = state_for(model, create=True)
     st.source = source

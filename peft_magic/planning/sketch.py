@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PeftMagicError, first_line
+from ..errors import PeftMagicError, first_line
 
 CUDA_BLOCK = 512  # torch's CUDA caching allocator rounds every tensor up to 512 bytes
 
@@ -96,7 +96,7 @@ OPTIM_ALIASES = {  # transformers' ``optim`` names included
 
 def resolve_optimizer(name: str | None) -> Optimizer:
     """The :class:`Optimizer` called ``name`` (transformers' ``optim`` names work too)."""
-    from .errors import did_you_mean
+    from ..errors import did_you_mean
 
     text = str(getattr(name, "value", name) or "adamw").strip()
     if text.startswith("OptimizerNames."):  # str() of a transformers OptimizerNames member
@@ -290,8 +290,8 @@ def build_skeleton(config: Any, dtype: Any, *, model_cls: Any = None, task: str 
     """
     from accelerate import init_empty_weights
 
-    from .loading import auto_class_for_task
-    from .skeleton import quiet
+    from ..model.load import auto_class_for_task
+    from ..model.skeleton import quiet
 
     cfg = copy.deepcopy(config)
     if hasattr(cfg, "quantization_config"):
@@ -343,7 +343,7 @@ def quantize_skeleton(skeleton: Any, compute_dtype: Any, names: list[str] | None
     layers explicitly (those of a live 4-bit model). Returns the swapped names."""
     import torch
 
-    from .planning_trace import sim_4bit_linear_class
+    from .trace import sim_4bit_linear_class
 
     cls = sim_4bit_linear_class()
     skip = skip_quantization(skeleton) if names is None else []
@@ -377,7 +377,7 @@ def prepare_kbit(skeleton: Any) -> None:
     are not quantized in float32, make the embeddings' output require grad, checkpoint."""
     import torch
 
-    from .planning_trace import sim_4bit_linear_class
+    from .trace import sim_4bit_linear_class
 
     sim = sim_4bit_linear_class()
     quantized = {id(m.weight) for m in skeleton.modules() if isinstance(m, sim)}
@@ -393,7 +393,7 @@ def prepare_kbit(skeleton: Any) -> None:
 
 def enable_checkpointing(skeleton: Any) -> None:
     """Gradient checkpointing as transformers applies it (non-reentrant, like ``%peft qlora``)."""
-    from .skeleton import quiet
+    from ..model.skeleton import quiet
 
     with quiet():
         skeleton.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -415,7 +415,7 @@ class Sketch:
 def account_sketch(model: Any, cuda: bool) -> TensorAccount:
     """Parameter accounting of a sketch: like :func:`tensor_accounting`, with the stand-in
     4-bit layers counted as bitsandbytes stores them."""
-    from .planning_trace import sim_4bit_linear_class
+    from .trace import sim_4bit_linear_class
 
     sim = sim_4bit_linear_class()
     quantized = {id(m.weight) for m in model.modules() if isinstance(m, sim)}
@@ -463,7 +463,7 @@ def attach_method(skeleton: Any, peft_config: Any, name: str = "default") -> Any
     """Attach ``peft_config`` to a skeleton with peft itself (one line on failure)."""
     from peft import get_peft_model
 
-    from .skeleton import quiet
+    from ..model.skeleton import quiet
 
     try:
         with quiet():
@@ -474,7 +474,7 @@ def attach_method(skeleton: Any, peft_config: Any, name: str = "default") -> Any
 
 def add_adapters(peft_model: Any, configs: dict[str, Any], active: Any) -> None:
     """Add further adapters (a live model's second, third …) and activate as it does."""
-    from .skeleton import quiet
+    from ..model.skeleton import quiet
 
     with quiet():
         for n, c in configs.items():

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .memory import MemoryReading, device_of, fmt_bytes, reading
-from .state import is_peft_model, state_for, unwrap
+from ..memory import MemoryReading, device_of, fmt_bytes, reading
+from ..state import is_peft_model, state_for, unwrap
 
 
 @dataclass
@@ -30,7 +30,7 @@ class AdapterInfo:
 
     @property
     def targets_grouped(self) -> str:
-        from .target_explorer import group_names
+        from .targets import group_names
 
         return group_names(self.targets)
 
@@ -80,7 +80,7 @@ class ModelSummary:
         return "\n".join(self.lines())
 
     def _repr_html_(self) -> str:
-        from .display.html import summary_html
+        from ..display.html import summary_html
 
         return summary_html(self)
 
@@ -125,7 +125,7 @@ def quantization_of(model: Any) -> str | None:
 
 def summarize(model: Any) -> ModelSummary:
     """Collect the PEFT state of ``model`` (a plain model or a PeftModel)."""
-    from .loading import infer_task
+    from ..model.load import infer_task
 
     base = unwrap(model)
     st = state_for(model)

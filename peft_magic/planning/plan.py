@@ -37,9 +37,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _heavy
-from .errors import PeftMagicError, first_line
-from .memory import fmt_bytes
+from .. import _heavy
+from ..errors import PeftMagicError, first_line
+from ..memory import fmt_bytes
 
 PART_NAMES = ("weights", "adapter", "gradients", "optimizer", "activations", "overhead")
 MIB = 1024**2
@@ -319,7 +319,7 @@ class Plan:
         return "\n".join(self.lines())
 
     def _repr_html_(self) -> str:
-        from .display.plan_html import plan_html
+        from ..display.plan_html import plan_html
 
         return plan_html(self)
 
@@ -378,7 +378,7 @@ class _Subject:
 
     @property
     def base(self) -> Any:
-        from .state import unwrap
+        from ..state import unwrap
 
         return unwrap(self.live) if self.live is not None else None
 
@@ -387,9 +387,9 @@ def _subject(source: Any, task: str | None) -> _Subject:
     """What to plan for: a live model, a transformers config (or dict), or a name / path."""
     import torch
 
-    from .loading import infer_task
-    from .method_registry import normalize_task
-    from .state import unwrap
+    from ..model.load import infer_task
+    from ..peft_methods.discovery import normalize_task
+    from ..state import unwrap
 
     task_type = normalize_task(task) if task else None
     if isinstance(source, torch.nn.Module):
@@ -426,9 +426,9 @@ def _subject_from_name(source: str, task_type: str | None) -> _Subject:
 
     from transformers import AutoConfig
 
-    from . import builtin_models
-    from .loading import _looks_local
-    from .method_registry import normalize_task
+    from ..model import builtins as builtin_models
+    from ..model.load import _looks_local
+    from ..peft_methods.discovery import normalize_task
 
     builtin = builtin_models.resolve_builtin(source)
     if builtin is not None:
@@ -457,7 +457,7 @@ def _subject_from_name(source: str, task_type: str | None) -> _Subject:
 
 def _default_task(config: Any) -> str:
     """The task a config's architecture implies; sequence-to-sequence for encoder-decoders."""
-    from .loading import _task_from_config
+    from ..model.load import _task_from_config
 
     return _task_from_config(config) or ("SEQ_2_SEQ_LM" if getattr(config, "is_encoder_decoder", False)
                                          else "CAUSAL_LM")
@@ -467,7 +467,7 @@ def _default_task(config: Any) -> str:
 
 
 def _dtype_name(dtype: Any) -> str:
-    from .loading import _DTYPES
+    from ..model.load import _DTYPES
 
     if dtype is None:
         return ""
@@ -496,9 +496,9 @@ def resolve_target(gpu: str | None = None, dtype: str | None = None, live: Any =
     model) uses — CUDA free memory, Apple MPS, or available RAM."""
     import torch
 
-    from .gpu_specs import gpu_spec
-    from .memory import device_of
-    from .planning_trace import attention_kernel
+    from .gpus import gpu_spec
+    from ..memory import device_of
+    from .trace import attention_kernel
 
     want = _dtype_name(dtype) if dtype else ""
     if gpu:
@@ -550,7 +550,7 @@ class _Request:
 
 def _resolve_requests(methods: list[str], settings: dict[str, Any], explicit: bool) -> list[_Request]:
     """Method names → requests, with each setting given to the methods that have it."""
-    from .method_registry import normalize_settings, resolve_key, resolve_method
+    from ..peft_methods.discovery import normalize_settings, resolve_key, resolve_method
 
     out: list[_Request] = []
     for name in methods:
@@ -580,8 +580,8 @@ def _resolve_requests(methods: list[str], settings: dict[str, Any], explicit: bo
         req.settings = normalize_settings(req.spec, mine)
     unused = [k for k in settings if k not in used]
     if unused:
-        from .errors import did_you_mean
-        from .method_registry import KEY_ALIASES
+        from ..errors import did_you_mean
+        from ..peft_methods.discovery import KEY_ALIASES
 
         names = ", ".join(r.method for r in out if r.spec is not None) or "full fine-tuning"
         known = {f for r in out if r.spec is not None for f in r.spec.info.fields} | set(KEY_ALIASES) | set(PLAN_KEYS)
@@ -637,7 +637,7 @@ class _Estimator:
                  attn: str | None) -> None:
         import torch
 
-        from .planning_sketch import layer_count, reduced_depths
+        from .sketch import layer_count, reduced_depths
 
         self.subject = subject
         self.req = req
@@ -648,7 +648,7 @@ class _Estimator:
         self.layers = layer_count(subject.config)
         self.peft_config = None
         if req is not None and req.spec is not None:
-            from .attaching import build_config
+            from ..adapter_ops.attach import build_config
 
             self.peft_config = build_config(req.spec, req.settings, subject.task, _Base(subject.config))
         self.depths = reduced_depths(subject.config) if self.layers else (0,)
@@ -667,8 +667,7 @@ class _Estimator:
     # -- building
 
     def _sketch(self, depth: int) -> Any:
-        from .planning_sketch import (Sketch, account_sketch, attach_method, build_skeleton, config_at_depth,
-                                      enable_checkpointing, prepare_kbit, quantize_skeleton)
+        from .sketch import Sketch, account_sketch, attach_method, build_skeleton, config_at_depth, enable_checkpointing, prepare_kbit, quantize_skeleton
 
         cfg = config_at_depth(self.subject.config, depth) if depth else copy.deepcopy(self.subject.config)
         if self.subject.live is not None and self.req is None:
@@ -694,10 +693,9 @@ class _Estimator:
     def _live_sketch(self, cfg: Any, depth: int) -> Any:
         """A sketch of the live model as it is: its dtypes, 4-bit layers, checkpointing
         and attached adapters (peft configs copied, never the weights)."""
-        from .attaching import _checkpointing
-        from .planning_sketch import (Sketch, account_sketch, add_adapters, attach_method, build_skeleton,
-                                      enable_checkpointing, layer_count, quantize_skeleton)
-        from .state import is_peft_model, state_for
+        from ..adapter_ops.attach import _checkpointing
+        from .sketch import Sketch, account_sketch, add_adapters, attach_method, build_skeleton, enable_checkpointing, layer_count, quantize_skeleton
+        from ..state import is_peft_model, state_for
 
         live = self.subject.live
         base = self.subject.base
@@ -754,7 +752,7 @@ class _Estimator:
         return v1 + (self.layers - d1) * (v2 - v1) / (d2 - d1)
 
     def account(self) -> Any:
-        from .planning_sketch import TensorAccount
+        from .sketch import TensorAccount
 
         accs = [s.account for s in self.sketches]
         if len(accs) == 1:
@@ -777,7 +775,7 @@ class _Estimator:
         """Activations and gradients of one step at ``batch`` × ``seq`` (traced, cached)."""
         import torch
 
-        from .planning_trace import StepMemory, trace_step
+        from .trace import StepMemory, trace_step
 
         key = (batch, seq)
         if key not in self._cache:
@@ -792,7 +790,7 @@ class _Estimator:
 
 def _parts(account: Any, step: Any, opt: Any, target: Target, full: bool) -> Parts:
     """Assemble the parts of one setup from its accounting and one traced step."""
-    from .planning_sketch import optimizer_bytes, optimizer_step_temporary
+    from .sketch import optimizer_bytes, optimizer_step_temporary
 
     tensors = account.trainable_tensors
     activations = step.activations
@@ -857,7 +855,7 @@ def _limits(est: _Estimator, account: Any, opt: Any, target: Target, full: bool,
     sequence length, so three traces give a curve to solve; two more traces check the
     answer (and a traced search takes over in the rare case the curve was off).
     """
-    from .planning_trace import StepMemory
+    from .trace import StepMemory
 
     avail = target.available or 0
     max_pos = getattr(est.subject.config, "max_position_embeddings", None) or getattr(
@@ -982,7 +980,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         raise PeftMagicError(f"unknown goal '{goal}'", "goal= one of " + ", ".join(GOALS))
     if attn not in (None, "sdpa", "eager", "flash_attention_2", "flash"):
         raise PeftMagicError(f"unknown attention implementation '{attn}'", "attn= sdpa, eager or flash_attention_2")
-    from .planning_sketch import layer_count, resolve_optimizer
+    from .sketch import layer_count, resolve_optimizer
 
     opt = resolve_optimizer(optim)
     if model is None:
@@ -1081,8 +1079,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
 def _current_row(subject: _Subject, target: Target, batch: int, seq: int, checkpointing: bool,
                  opt: Any) -> MethodPlan | None:
     """The live model's own setup (its adapters as attached), when it has any."""
-    from .planning_sketch import tensor_accounting
-    from .state import is_peft_model, state_for
+    from .sketch import tensor_accounting
+    from ..state import is_peft_model, state_for
 
     live = subject.live
     st = state_for(live)
@@ -1130,7 +1128,7 @@ def _count_params(subject: _Subject) -> int:
 def _live_estimate(model: Any, batch: int, seq: int, checkpointing: bool, optim: str,
                    target: Target | None = None) -> tuple[Parts, Target, _Estimator, Any]:
     """Parts for training ``model`` exactly as it is now (its adapters, dtype, quantization)."""
-    from .planning_sketch import resolve_optimizer, tensor_accounting
+    from .sketch import resolve_optimizer, tensor_accounting
 
     opt = resolve_optimizer(optim)
     subject = _subject(model, None)
@@ -1143,7 +1141,7 @@ def _live_estimate(model: Any, batch: int, seq: int, checkpointing: bool, optim:
 
 def _is_full(model: Any) -> bool:
     """A model without adapters trains its own weights (full fine-tuning)."""
-    from .state import is_peft_model, state_for
+    from ..state import is_peft_model, state_for
 
     st = state_for(model)
     return not is_peft_model(model) and not (st is not None and st.peft_model is not None)
@@ -1151,8 +1149,8 @@ def _is_full(model: Any) -> bool:
 
 def _resident(model: Any, target: Target) -> int:
     """Bytes of the model already on the target device (part of the estimate, not of free)."""
-    from .memory import device_of
-    from .planning_sketch import tensor_accounting
+    from ..memory import device_of
+    from .sketch import tensor_accounting
 
     if target.named:
         return 0
@@ -1199,7 +1197,7 @@ def check_fit(model: Any, *, batch: int, seq: int, grad_accum: int = 1, gradient
 
 def _fit_hints(est: _Estimator, account: Any, optim: str, target: Target, resident: int, batch: int, seq: int,
                checkpointing: bool) -> list[str]:
-    from .planning_sketch import resolve_optimizer
+    from .sketch import resolve_optimizer
 
     opt = resolve_optimizer(optim)
     full = _is_full(est.subject.live)
@@ -1237,9 +1235,9 @@ def measure(model: Any, *, batch: int = 2, seq: int = 64, optim: str = "adamw", 
     """
     import torch
 
-    from .memory import device_of
-    from .planning_sketch import tensor_accounting
-    from .planning_trace import forward_backward, grad_bytes, measure_step, step_inputs
+    from ..memory import device_of
+    from .sketch import tensor_accounting
+    from .trace import forward_backward, grad_bytes, measure_step, step_inputs
 
     _heavy.ensure()
     batch, seq, steps = _positive("batch", batch), _positive("seq", seq), max(2, int(steps))
@@ -1249,7 +1247,7 @@ def measure(model: Any, *, batch: int = 2, seq: int = 64, optim: str = "adamw", 
                              "attach an adapter first, e.g. %peft lora r=8")
     dev = device_of(model)
     cuda = dev.startswith("cuda")
-    from .loading import infer_task
+    from ..model.load import infer_task
 
     task = infer_task(model)
     t0 = time.perf_counter()
@@ -1306,7 +1304,7 @@ def measure(model: Any, *, batch: int = 2, seq: int = 64, optim: str = "adamw", 
     result = Measurement(batch, seq, dev, how, measured, est_parts, measured_peak=peak, estimated_peak=est_step.peak,
                          steps=steps, seconds=time.perf_counter() - t0)
     if target_batch and target_seq and (target_batch, target_seq) != (batch, seq):
-        from .planning_sketch import resolve_optimizer
+        from .sketch import resolve_optimizer
 
         far = _parts(acc, est.step(target_batch, target_seq), resolve_optimizer(optim), target, full)
         ratio = measured.activations / est_parts.activations if est_parts.activations else 1.0

@@ -64,7 +64,7 @@ def skeleton_from_config(config: Any, task: str | None = None) -> Any:
     from accelerate import init_empty_weights
     from transformers import AutoConfig
 
-    from .loading import auto_class_for_task
+    from .load import auto_class_for_task
 
     if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
         config = AutoConfig.from_pretrained(config)

@@ -16,8 +16,8 @@ import shlex
 from typing import Any
 
 from ..errors import PeftMagicError
-from ..magics.parsing import parse_line, parse_value
-from ..method_registry import MethodInfo, MethodSpec, normalize_settings, resolve_key, resolve_method
+from .read import parse_line, parse_value
+from ..peft_methods.discovery import MethodInfo, MethodSpec, normalize_settings, resolve_key, resolve_method
 
 #: the friendlier word users type for a method (only aliases that imply nothing extra)
 FRIENDLY_METHOD = {"PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt", "P_TUNING": "p-tuning"}

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .memory import fmt_bytes  # noqa: F401  (re-exported for renderers)
+from ..memory import fmt_bytes
 
 _ADAPTABLE = ("Linear", "Conv1D", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Linear4bit", "Linear8bitLt",
               "MultiheadAttention")
@@ -66,7 +66,7 @@ class TargetReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from .display.html import targets_html
+        from ..display.html import targets_html
 
         return targets_html(self)
 
@@ -131,7 +131,7 @@ def default_targets(model_type: str, peft_type: str = "LORA") -> list[str] | Non
     from peft.utils import constants
 
     if peft_type == "BOTTLENECK":
-        from .bottleneck import default_target_modules
+        from ..bottleneck import default_target_modules
 
         t = default_target_modules(model_type)
         return [t] if isinstance(t, str) else (list(t) if t is not None else None)
@@ -155,7 +155,7 @@ def _expand_all_linear(model: Any) -> list[str]:
     """Full names that peft's ``all-linear`` would target, computed by peft on a skeleton."""
     from peft import LoraConfig, get_peft_model
 
-    from .skeleton import can_skeleton, quiet, skeleton_of
+    from ..model.skeleton import can_skeleton, quiet, skeleton_of
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not can_skeleton(base):
@@ -175,7 +175,7 @@ def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetR
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
-    from .errors import PeftMagicError
+    from ..errors import PeftMagicError
 
     mods = candidate_modules(model)
     model_type = _model_type(model)
@@ -223,7 +223,7 @@ def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetR
             if not any(check_target_module_exists(cfg, n) for n in mods):
                 report.unmatched.append(name)
         if report.unmatched:
-            from .errors import did_you_mean
+            from ..errors import did_you_mean
 
             names = sorted({g.name for g in report.groups})
             for name in report.unmatched:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import PeftMagicError, did_you_mean
+from ..errors import PeftMagicError, did_you_mean
 
 GIB = 1024**3
 MIB = 1024**2
@@ -39,7 +39,7 @@ class GpuSpec:
 
     @property
     def label(self) -> str:
-        from .memory import fmt_bytes
+        from ..memory import fmt_bytes
 
         return f"{self.name} ({fmt_bytes(self.memory)})" if self.named else f"a {fmt_bytes(self.memory)} GPU"
 

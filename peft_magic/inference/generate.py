@@ -27,9 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _heavy
-from .errors import PeftMagicError, did_you_mean, first_line
-from .state import is_peft_model, peft_model_for, state_for, unwrap
+from .. import _heavy
+from ..errors import PeftMagicError, did_you_mean, first_line
+from ..state import is_peft_model, peft_model_for, state_for, unwrap
 
 #: generation settings our own loop (prompt-learning adapters) implements
 _LOOP_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -83,7 +83,7 @@ class GenerationResult:
         return "\n".join(blocks + [f"note: {n}" for n in self.notes])
 
     def _repr_html_(self) -> str:
-        from .display.adapters_html import generation_html
+        from ..display.adapters_html import generation_html
 
         return generation_html(self)
 
@@ -315,7 +315,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     are generation settings: ``max_new_tokens`` (default 48), ``temperature``, ``top_p``,
     ``top_k``, ``do_sample``, ``repetition_penalty``, … Greedy unless sampling is asked for.
     """
-    from .attaching import _check_model
+    from ..adapter_ops.attach import _check_model
 
     _heavy.ensure()
     _check_model(model)
@@ -337,7 +337,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     enc, used_chat = _encode(tokenizer, prompt, chat)
     dev = _device(target)
     enc = {k: v.to(dev) for k, v in enc.items()}
-    from .adapter_ops import method_name
+    from ..adapter_ops.lifecycle_tmp import method_name
 
     notes: list[str] = []
     columns: list[tuple[str, str | None, str | None, bool]] = []  # (label, adapter, method, base?)
@@ -366,7 +366,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     outputs: list[Generation] = []
     with _hush(), _eval_mode(target), (_keep_active(pm) if pm is not None else contextlib.nullcontext()):
         if disabled and compare and pm is not None:
-            from .adapter_ops import _disable, _enable
+            from ..adapter_ops.lifecycle_tmp import _disable, _enable
 
             _enable(pm, st)
             try:

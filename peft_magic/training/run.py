@@ -40,10 +40,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import _heavy, events
-from .errors import PeftMagicError, did_you_mean, first_line
-from .memory import PeakSampler, device_of, fmt_bytes, reading
-from .state import Run, add_run, is_peft_model, runs, state_for
+from .. import _heavy, events
+from ..errors import PeftMagicError, did_you_mean, first_line
+from ..memory import PeakSampler, device_of, fmt_bytes, reading
+from ..state import Run, add_run, is_peft_model, runs, state_for
 
 #: short names a user types → TrainingArguments fields
 ALIASES = {
@@ -82,14 +82,14 @@ def default_lr(peft_type: str) -> float:
 def _training_fields() -> dict[str, Any]:
     from transformers import TrainingArguments
 
-    from .method_registry import config_fields
+    from ..peft_methods.discovery import config_fields
 
     return config_fields(TrainingArguments)
 
 
 def normalize_args(settings: dict[str, Any]) -> dict[str, Any]:
     """Resolve aliases and check every key against TrainingArguments (with did-you-mean)."""
-    from .method_registry import coerce_value
+    from ..peft_methods.discovery import coerce_value
 
     fields = _training_fields()
     out: dict[str, Any] = {}
@@ -245,7 +245,7 @@ def _find_peft(model: Any) -> Any:
 
 
 def _runs_dir() -> Path:
-    from .builtin_models import cache_dir
+    from ..model.builtins import cache_dir
 
     return cache_dir().parent / "runs"
 
@@ -348,7 +348,7 @@ def _run_trainer(peft_model: Any, st: Any, run: Run, name: str, peft_type: str, 
 
     device = device_of(peft_model)
     if device == "cpu":
-        from .loading import disable_cpu_4bit_repacking
+        from ..model.load import disable_cpu_4bit_repacking
 
         disable_cpu_4bit_repacking(peft_model)  # a no-op unless a 4-bit model ran inference first
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
@@ -462,7 +462,7 @@ def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], e
     costs ~0.2 s on a meta-device trace, and never stops the run: estimates can be wrong,
     and the OOM handler is there if it really does not fit.
     """
-    from .planning import check_fit
+    from ..planning.plan import check_fit
 
     longest = max((len(r["input_ids"]) for r in examples.rows), default=1)
     seq = -(-longest // 8) * 8
@@ -551,8 +551,8 @@ class RunsReport:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
     def _repr_html_(self) -> str:
-        from .display.charts import line_chart
-        from .display.html import table, wrap
+        from ..svg import line_chart
+        from ..display.html import table, wrap
 
         if not self.runs:
             return wrap("<div class='pm-dim'>no training runs in this kernel yet</div>")

@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _heavy, adapter_files, events
-from .errors import PeftMagicError, did_you_mean, first_line
-from .method_registry import field_default
-from .state import AdapterRecord, ModelState, is_peft_model, peft_model_for, state_for, unwrap
+from .. import _heavy, events
+from . import files as adapter_files
+from ..errors import PeftMagicError, did_you_mean, first_line
+from ..peft_methods.discovery import field_default
+from ..state import AdapterRecord, ModelState, is_peft_model, peft_model_for, state_for, unwrap
 
 #: config fields that describe where an adapter came from, not how it was configured
 _NOT_SETTINGS = {"peft_type", "base_model_name_or_path", "revision", "inference_mode", "task_type", "auto_mapping",
@@ -65,14 +66,14 @@ class LifecycleResult:
     def __repr__(self) -> str:
         lines = [self.message]
         if self.files:
-            from .memory import fmt_bytes
+            from ..memory import fmt_bytes
 
             lines.append("files: " + ", ".join(f"{n} ({fmt_bytes(s)})" for n, s in self.files))
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from .display.adapters_html import lifecycle_html
+        from ..display.adapters_html import lifecycle_html
 
         return lifecycle_html(self)
 
@@ -117,7 +118,7 @@ class AdaptersTable:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        from .display.adapters_html import adapters_html
+        from ..display.adapters_html import adapters_html
 
         return adapters_html(self)
 
@@ -160,7 +161,7 @@ def _ptype(cfg: Any) -> str:
 
 
 def _method_info(peft_type: str) -> Any:
-    from .method_registry import registry
+    from ..peft_methods.discovery import registry
 
     return registry().get(peft_type)
 
@@ -351,7 +352,7 @@ def delete_adapter(model: Any, name: str) -> LifecycleResult:
     name = _pick_adapter(pm, name)
     method = method_name(pm.peft_config[name], st, name)
     if len(pm.peft_config) == 1:
-        from .attaching import detach
+        from .attach import detach
 
         if _is_disabled(st):
             _enable(pm, st)
@@ -409,7 +410,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
     ``dequantize=True`` (merge into full-precision weights; needs the whole model in host
     memory) or ``keep_quantized=True`` (round the merged weights back to 4/8 bits).
     """
-    from .memory import fmt_bytes
+    from ..memory import fmt_bytes
 
     st, pm = _peft_or_fail(model, "merge")
     if _is_disabled(st):
@@ -604,7 +605,7 @@ def save(model: Any, path: str | Path, *, name: str | None = None, merged: bool 
     ``merged=True`` saves the full model with the adapter merged into the weights
     (loadable without peft); the live model is left as it was.
     """
-    from . import state as state_mod
+    from .. import state as state_mod
     from .summary import quantization_of
 
     _heavy.ensure()
@@ -716,7 +717,7 @@ def _check_fits(base: Any, cfg: Any, shapes: dict[str, tuple[int, ...]], folder:
     """
     from peft import get_peft_model, get_peft_model_state_dict
 
-    from .skeleton import can_skeleton, skeleton_of
+    from ..model.skeleton import can_skeleton, skeleton_of
 
     made_for = getattr(cfg, "base_model_name_or_path", None) or "another model"
     live = _model_label(base)
@@ -847,7 +848,7 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     bits = _quantized_bits(base)
     use_safetensors = weights.suffix == ".safetensors"
     if pm is None:
-        from .attaching import _restore, _snapshot
+        from .attach import _restore, _snapshot
 
         snap = _snapshot(base)
         try:

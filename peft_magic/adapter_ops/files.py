@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import PeftMagicError
+from ..errors import PeftMagicError
 
 TMP_TAG = ".peft-tmp-"
 OLD_TAG = ".peft-old-"
@@ -341,7 +341,7 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
                bits: int | None, settings: dict[str, Any], runs: list[Any], trainable: int | None,
                has_curve: bool, merged: bool = False, model_type: str | None = None) -> str:
     """The README.md of a saved adapter: what it is, how it was made, how to load it."""
-    from .memory import fmt_bytes
+    from ..memory import fmt_bytes
 
     what = "merged model" if merged else "adapter"
     lines = [

@@ -1,0 +1,1 @@
+"""(restructure in progress)"""
