@@ -13,6 +13,57 @@ does for its own methods works for them: ``get_peft_model``, several adapters wi
 * :mod:`.model` — ``BottleneckModel`` (the ``BaseTuner``)
 * :mod:`.constants` — where the adapters go per architecture (plain data)
 
+Which peft behaviours the method supports
+-----------------------------------------
+For a reader of peft's own test suite (e.g. ``tests/test_custom_models.py``) who wants to
+know what to expect. Each line names the project's test that checks it
+(``contract`` = ``tests/test_bottleneck_contract.py``, ``engine`` =
+``tests/test_bottleneck.py``, ``kernel`` = ``tests/test_bottleneck_kernel.py``):
+
+* **base layers**: ``nn.Linear``, transformers' ``Conv1D``, bitsandbytes ``Linear4bit``
+  and ``Linear8bitLt`` (on CPU too), and any other layer with integer ``in_features`` and
+  ``out_features``; every wrapped layer exposes ``in_features`` / ``out_features`` equal
+  to its base layer's, like every peft tuner layer — contract
+  ``test_wrapped_layer_exposes_the_base_layers_in_and_out_features``,
+  ``test_every_adapted_layer_of_a_real_architecture_reports_its_base_layers_widths``;
+  engine ``test_4bit_base_noop_trains_and_keeps_quantized_layers``.
+* **other layers** (``nn.Embedding``, convolutions, ...): a one-line ``ValueError``
+  "Target module X is not supported" — contract
+  ``test_unsupported_layer_types_get_the_clear_error``; engine
+  ``test_bad_settings_are_one_line_and_change_nothing``.
+* **a new adapter is an exact no-op; training reaches only adapter parameters** — engine
+  ``test_exact_noop_at_init_placement_and_parameter_count``,
+  ``test_trains_and_only_adapters_get_gradients``.
+* **disable** (``with model.disable_adapter()``: output equals the base's) — engine
+  ``test_two_adapters_switch_delete_and_merge_refused``; contract
+  ``test_a_trained_adapter_on_each_layer_type_changes_the_output_with_the_right_shape``.
+* **several adapters** (``add_adapter``, ``set_adapter`` switches outputs and
+  trainability) and **delete** (``delete_adapter``) — engine
+  ``test_two_adapters_switch_delete_and_merge_refused``; contract
+  ``test_wrapped_layer_exposes_the_base_layers_in_and_out_features`` (a second adapter).
+* **save / load** (``save_pretrained``, ``PeftModel.from_pretrained``, ``load_adapter``:
+  bit-identical outputs) — contract ``test_save_and_load_roundtrip_gives_identical_outputs``;
+  kernel ``test_saved_adapter_loads_in_a_fresh_kernel_with_identical_logits``.
+* **low-memory loading** (``low_cpu_mem_usage=True`` in ``from_pretrained`` and
+  ``load_adapter``: identical outputs, no parameter left on the meta device) — contract
+  ``test_save_and_load_roundtrip_gives_identical_outputs[True]``.
+* **dtypes**: fp32; a bf16 or fp16 base, with the adapter kept in fp32
+  (``autocast_adapter_dtype=True``, peft's default) or in the base's dtype (False), output
+  in the base's dtype, forward and backward — contract
+  ``test_half_precision_base_forward_and_backward``; an fp32 model under
+  ``torch.autocast("cpu", torch.bfloat16)`` — contract ``test_fp32_model_under_cpu_autocast``.
+* **merge: no.** ``merge_adapter`` / ``merge_and_unload`` raise ``ValueError``
+  (:data:`.layer.MERGE_MESSAGE`) before changing anything — the adapter is a non-linear
+  network, not a weight update — so peft's merge tests fail for this method by design
+  (peft skips them for its own non-mergeable methods) — engine
+  ``test_two_adapters_switch_delete_and_merge_refused``.
+* **unload: yes** (``unload()`` gives back the base model with its own layers) — engine
+  ``test_two_adapters_switch_delete_and_merge_refused``.
+
+Not covered by the project's tests, so not claimed: mixed-adapter batches
+(``adapter_names=`` in ``forward``), ``PeftMixedModel``, ``torch.compile``, GPUs and
+sharded (FSDP / DeepSpeed) training.
+
 How the method gets into peft
 -----------------------------
 peft's public plug-in point is ``peft.utils.register_peft_method``, but it only accepts a

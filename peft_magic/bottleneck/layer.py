@@ -5,9 +5,9 @@ GPT-2's ``Conv1D`` ``c_proj``, BERT's ``output.dense``) instead of inserting a n
 module between blocks: peft's machinery (matching, ``set_adapter``, ``delete_adapter``,
 state-dict keys, device placement, ``unload``) is built around wrapping modules, so a
 wrapper gets all of it for free, and the model's own ``forward`` stays untouched. The
-adapter only reads the layer's output tensor, so the wrapped layer can be anything with
-a fixed output width — including bitsandbytes ``Linear4bit`` / ``Linear8bitLt``, whose
-quantized weights it never touches.
+adapter only reads the layer's output tensor, so the wrapped layer can be anything whose
+input and output widths are known (:func:`in_out_features`) — including bitsandbytes
+``Linear4bit`` / ``Linear8bitLt``, whose quantized weights it never touches.
 
 Heavy module by design (subclasses torch / peft classes); imported only by
 ``peft_magic.bottleneck.register`` once peft is loaded.
@@ -32,21 +32,53 @@ MERGE_MESSAGE = ("bottleneck adapters cannot be merged into the base weights: ea
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-def output_width(layer: nn.Module) -> int:
-    """The number of features ``layer`` outputs (the adapter's input and output width).
-
-    ``nn.Linear`` covers bitsandbytes' ``Linear4bit`` / ``Linear8bitLt`` (subclasses);
-    GPT-2's ``Conv1D`` stores its weight as (in, out).
-    """
+def _own_in_out_features(layer: nn.Module) -> tuple[int | None, int | None]:
+    """``(in_features, out_features)`` of the layer types this method accepts, for peft
+    releases without ``peft.tuners.tuners_utils._get_in_out_features`` (peft 0.17 lacks it;
+    the project supports peft >= 0.17). Same answers as peft's helper for these types."""
     if isinstance(layer, nn.Linear):
-        return int(layer.out_features)
-    if isinstance(layer, Conv1D):
-        return int(layer.nf)
-    width = getattr(layer, "out_features", None)
-    if isinstance(width, int) and width > 0:
-        return width
+        return layer.in_features, layer.out_features
+    if isinstance(layer, Conv1D):  # weight is (in, out); DeepSpeed ZeRO-3 keeps the full shape in ds_shape
+        shape = getattr(layer.weight, "ds_shape", None) or layer.weight.shape
+        return int(shape[0]), int(shape[1])
+    return getattr(layer, "in_features", None), getattr(layer, "out_features", None)
+
+
+try:  # the helper peft's own tuner layers (LoRA, LyCORIS, SHiRA, ...) use: reuse it so we agree with them
+    from peft.tuners.tuners_utils import _get_in_out_features as _peft_in_out_features
+except ImportError:  # older peft
+    _peft_in_out_features = _own_in_out_features
+
+
+def _is_width(value: Any) -> bool:
+    """A usable layer width: a positive ``int`` (not ``bool``, not ``None`` from peft's helper)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def in_out_features(layer: nn.Module) -> tuple[int, int]:
+    """``(in_features, out_features)`` of a layer this method can wrap; ``ValueError`` for any other.
+
+    Why both: every peft tuner layer exposes ``in_features`` and ``out_features`` (peft's
+    custom-model tests check it, and other libraries read them from wrapped layers); the
+    adapter itself only needs ``out_features`` (it reads the layer's output). The numbers
+    come from peft's own helper where it exists, so that e.g. GPT-2's ``Conv1D`` (weight
+    stored as (in, out)) and bitsandbytes' ``Linear4bit`` (packed weight, whose shape says
+    nothing about the layer) get exactly the values peft's LoRA layers report.
+
+    Accepted: ``nn.Linear`` (which covers bitsandbytes' ``Linear4bit`` / ``Linear8bitLt``),
+    ``Conv1D``, and any other layer with integer ``in_features`` and ``out_features``.
+    Not accepted, although peft's helper knows their sizes: embeddings, convolutions and
+    multi-head attention (their output's last dimension is not ``out_features``, so the
+    adapter's ``nn.Linear`` would not fit it); they have no ``in_features`` attribute.
+    """
+    accepted = isinstance(layer, (nn.Linear, Conv1D)) or (
+        _is_width(getattr(layer, "in_features", None)) and _is_width(getattr(layer, "out_features", None)))
+    if accepted:
+        in_features, out_features = _peft_in_out_features(layer)
+        if _is_width(in_features) and _is_width(out_features):
+            return int(in_features), int(out_features)
     raise ValueError(f"Target module {type(layer).__name__} is not supported: bottleneck adapters go after a "
-                     "Linear or Conv1D layer (also 4/8-bit) whose output width is known")
+                     "Linear or Conv1D layer (also 4/8-bit) whose input and output widths are known")
 
 
 class BottleneckLayer(BaseTunerLayer):
@@ -71,7 +103,8 @@ class BottleneckLayer(BaseTunerLayer):
         self.bottleneck_residual: dict[str, bool] = {}
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
-        self.out_features = output_width(self.get_base_layer())
+        # both, like every peft tuner layer (see in_out_features); raises for layers we cannot wrap
+        self.in_features, self.out_features = in_out_features(self.get_base_layer())
 
     def update_layer(self, adapter_name: str, config: BottleneckConfig, **kwargs: Any) -> None:
         """Add (or replace) adapter ``adapter_name`` on this layer."""
