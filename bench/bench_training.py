@@ -28,7 +28,7 @@ SETUP = r'''
 import time, warnings, torch, transformers
 warnings.filterwarnings("ignore")
 import peft_magic as pm
-from peft_magic import data as pm_data, training as pm_training
+from peft_magic.training import data as pm_data, run as pm_training
 from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils.notebook import NotebookProgressCallback
@@ -78,7 +78,7 @@ def _timed(fn):
         finally:
             _spent["t"] += time.perf_counter() - t
     return wrapper
-_make = pm_training._make_callbacks
+_make = pm_training.make_callbacks
 def _make_timed(*a, **k):
     cbs = _make(*a, **k)
     for cb in cbs:
@@ -87,12 +87,12 @@ def _make_timed(*a, **k):
                 setattr(cb, name, _timed(getattr(cb, name)))
     return cbs
 def ours_accounted():
-    pm_training._make_callbacks = _make_timed
+    pm_training.make_callbacks = _make_timed
     _spent["t"] = 0.0
     try:
         run = pm.train(model, texts, tokenizer=tok, steps=STEPS, batch=8, lr=2e-4, display="widget")
     finally:
-        pm_training._make_callbacks = _make
+        pm_training.make_callbacks = _make
     return _spent["t"] / run.seconds
 '''
 

@@ -48,7 +48,7 @@ METHODS = {
 
 
 def _fmt(n: float) -> str:
-    from peft_magic.memory import fmt_bytes
+    from peft_magic.fmt import fmt_bytes
 
     return fmt_bytes(n)
 
@@ -81,7 +81,7 @@ def check(path: str, sizes: list[tuple[int, int]], methods: list[str]) -> list[d
     import torch
 
     import peft_magic as pm
-    from peft_magic.planning.plan import measure
+    from peft_magic.planning.measure import measure
 
     rows = []
     for method in methods:

@@ -23,27 +23,27 @@ _API = {
     "load": "model.load:load",
     "attach": "adapter_ops.attach:attach",
     "detach": "adapter_ops.attach:detach",
-    "preview": "adapter_ops.attach:preview",
-    "train": "display.progress:train",
-    "runs": "training.run:runs_report",
+    "preview": "adapter_ops.preview:preview",
+    "train": "api:train",
+    "runs": "training.report:runs_report",
     "show": "adapter_ops.summary:summarize",
     "summarize": "adapter_ops.summary:summarize",
     "targets": "adapter_ops.targets:explore",
-    "methods": "peft_methods.discovery:list_methods",
+    "methods": "peft_methods.report:list_methods",
     "resolve_method": "peft_methods.discovery:resolve_method",
     "PeftMagicError": "errors:PeftMagicError",
     "subscribe": "events:subscribe",
     "memory_reading": "memory:reading",
     "plan": "planning.plan:plan",
     "check_fit": "planning.plan:check_fit",
-    "save": "adapter_ops.lifecycle_tmp:save",
-    "load_adapter": "adapter_ops.lifecycle_tmp:load_adapter",
-    "adapters": "adapter_ops.lifecycle_tmp:adapters",
-    "use_adapter": "adapter_ops.lifecycle_tmp:use_adapter",
-    "disable_adapters": "adapter_ops.lifecycle_tmp:disable_adapters",
-    "enable_adapters": "adapter_ops.lifecycle_tmp:enable_adapters",
-    "delete_adapter": "adapter_ops.lifecycle_tmp:delete_adapter",
-    "merge": "adapter_ops.lifecycle_tmp:merge",
+    "save": "adapter_ops.save:save",
+    "load_adapter": "adapter_ops.load:load_adapter",
+    "adapters": "adapter_ops.listing:adapters",
+    "use_adapter": "adapter_ops.switch:use_adapter",
+    "disable_adapters": "adapter_ops.switch:disable_adapters",
+    "enable_adapters": "adapter_ops.switch:enable_adapters",
+    "delete_adapter": "adapter_ops.switch:delete_adapter",
+    "merge": "adapter_ops.merge:merge",
     "generate": "inference.generate:generate",
 }
 
@@ -53,6 +53,9 @@ __all__ = sorted(_API) + ["load_ipython_extension", "unload_ipython_extension", 
 # peft is loaded, else right after `import peft`, so that peft's own
 # PeftModel.from_pretrained loads saved bottleneck adapters once peft_magic is imported.
 from . import bottleneck as _bottleneck  # noqa: E402,F401
+
+# Light (renderers load on first use): HTML for the engine's result objects in notebooks.
+from .display import formatters as _formatters  # noqa: E402,F401
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ local loads).
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import sys
@@ -32,7 +33,7 @@ def ensure() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import torch  # noqa: F401
-        import transformers
+        import transformers  # noqa: F401
         import peft  # noqa: F401
 
     from . import bottleneck  # noqa: F401  registers our method with peft
@@ -60,3 +61,27 @@ def no_hf_progress():
     finally:
         if was:
             hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet(streams: bool = True):
+    """Silence what peft / transformers print while we act for the user.
+
+    The one place for it: warnings (peft's "modifying the model a second time", tied
+    weights, deprecated cache names), transformers' log below ERROR and, with
+    ``streams``, stray prints to stdout / stderr — none of which is actionable in a
+    notebook, because the engine reports what it did itself.
+    """
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
+            warnings.simplefilter("ignore")
+            if streams:
+                stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+                stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+            yield
+    finally:
+        hf_logging.set_verbosity(level)

@@ -20,6 +20,10 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import events
+from .fmt import fmt_bytes
+from .rendering import HtmlRepr
+
 
 @dataclass
 class MemoryReading:
@@ -57,18 +61,6 @@ class MemoryReading:
         if self.peak is not None:
             s += f" (peak {fmt_bytes(self.peak)})"
         return s
-
-
-def fmt_bytes(n: float | None) -> str:
-    """Human-readable bytes with binary units: ``1.5 GiB`` written as ``1.5 GB`` for brevity."""
-    if n is None:
-        return "–"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def _torch():
@@ -262,7 +254,7 @@ class PeakSampler:
 
 
 @dataclass
-class WatchReport:
+class WatchReport(HtmlRepr):
     """What ``%%peft watch`` reports: the ``%%time`` of memory."""
 
     kind: str
@@ -281,7 +273,41 @@ class WatchReport:
                 f"start), now {fmt_bytes(self.end)} (change {signed(self.end - self.start)})"
                 + (f" of {fmt_bytes(self.total)}" if self.total else "") + f" · {self.seconds:.2f} s")
 
-    def _repr_html_(self) -> str:
-        from .display.html import escape, wrap
 
-        return wrap(f"<div>{escape(repr(self))}</div>")
+class Watch:
+    """``%%peft watch`` in the engine: sample memory while a block runs, report peak and change.
+
+    While active it emits ``memory`` events (``live=True``, throttled by ``events.Throttle``
+    like training progress) for live readouts, and one final ``memory`` event with the
+    reading at the end; ``report`` is set when the block ends.
+    """
+
+    def __init__(self, device: str | None = None, rate: float = 4.0) -> None:
+        self.device = device or reading().device
+        self.throttle = events.Throttle(rate=rate)
+        self.sampler = PeakSampler(self.device, interval=0.05, on_sample=self._sample, live=True)
+        self.report: WatchReport | None = None
+        self._t0 = 0.0
+
+    def _sample(self, r: MemoryReading) -> None:
+        if self.throttle.due():
+            self.throttle.offer("memory", model_id=None, memory=r.as_dict(), live=True)
+
+    def __enter__(self) -> Watch:
+        import time
+
+        self._t0 = time.perf_counter()
+        self.sampler.__enter__()
+        first = reading(self.device)
+        first.peak = self.sampler.peak
+        events.emit("memory", model_id=None, memory=first.as_dict(), live=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        self.sampler.__exit__(*exc)
+        end = reading(self.device)
+        self.report = WatchReport(end.kind, end.label, self.sampler.start, end.used, max(self.sampler.peak, end.used),
+                                  end.total, time.perf_counter() - self._t0)
+        events.emit("memory", model_id=None, memory=end.as_dict())

@@ -12,11 +12,15 @@ Records hold weak references: deleting the notebook variable frees the model.
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
+
+from .fmt import fmt_bytes
+from .rendering import HtmlRepr
 
 
 @dataclass
@@ -119,7 +123,7 @@ def all_states() -> list[ModelState]:
 
 
 @dataclass
-class Run:
+class Run(HtmlRepr):
     """One training run in this kernel (filled in by ``training``; read by ``%peft runs``,
     model cards and the status bar)."""
 
@@ -146,8 +150,6 @@ class Run:
     warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
 
     def __repr__(self) -> str:
-        from .memory import fmt_bytes
-
         first = self.losses[0][1] if self.losses else None
         loss = f"loss {first:.4f} → {self.final_loss:.4f}" if first is not None and self.final_loss is not None else "no loss"
         peak = f" · peak {fmt_bytes(self.peak_memory)} {self.memory_kind or ''}".rstrip() if self.peak_memory else ""
@@ -155,13 +157,30 @@ class Run:
         return (f"Run {self.run_id} · {self.method} '{self.adapter}' · {self.status} {self.steps_done}/"
                 f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{msg}")
 
-    def _repr_html_(self) -> str:
-        from .display.html import escape, wrap
-
-        return wrap(f"<div class='pm-dim'>{escape(repr(self))}</div>")
-
 
 _runs: list[Run] = []
+_run_ids = itertools.count(1)
+_resume: dict[int, Any] = {}  # run_id → what ``--resume`` needs (set by training for interrupted runs)
+
+
+def next_run_id() -> int:
+    """A new run number, unique in this kernel."""
+    with _lock:
+        return next(_run_ids)
+
+
+def set_resume(run_id: int, record: Any | None) -> None:
+    """Remember (or, with ``None``, forget) how to resume run ``run_id``."""
+    with _lock:
+        if record is None:
+            _resume.pop(run_id, None)
+        else:
+            _resume[run_id] = record
+
+
+def resume_record(run_id: int) -> Any | None:
+    with _lock:
+        return _resume.get(run_id)
 
 
 def add_run(run: Run) -> None:

@@ -36,7 +36,7 @@ def _load(name: str):
     if name == "tiny-bert":
         from transformers import AutoModelForSequenceClassification
 
-        from peft_magic.builtin_models import materialize
+        from peft_magic.model.builtins import materialize
 
         return AutoModelForSequenceClassification.from_pretrained(str(materialize("tiny-bert")), num_labels=2)
     return pm.load(name).model
@@ -92,7 +92,7 @@ def test_bottleneck_is_a_member_of_peft_type_and_registered():
 
     import peft_magic.bottleneck as bn
     from peft_magic.bottleneck import BottleneckConfig, BottleneckModel
-    from peft_magic.method_registry import registry
+    from peft_magic.peft_methods.discovery import registry
 
     member = PeftType("BOTTLENECK")
     assert member is PeftType.BOTTLENECK is PeftType["BOTTLENECK"]

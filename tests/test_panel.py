@@ -280,7 +280,8 @@ def test_attach_gives_exactly_what_the_shown_line_gives(case, panel, fresh):
 
 def test_line_values_round_trip_through_the_parser(panel):
     """Values that need quoting (regexes with backslashes, odd names) still read back the same."""
-    from peft_magic.peft_methods.discovery import normalize_settings, resolve_method
+    from peft_magic.peft_methods.coerce import normalize_settings
+    from peft_magic.peft_methods.discovery import resolve_method
     from peft_magic.syntax.write import attach_line
 
     spec = resolve_method("lora")

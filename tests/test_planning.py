@@ -231,8 +231,12 @@ def test_depth_extrapolation_equals_the_full_depth_trace():
     from transformers import AutoConfig
 
     from peft_magic.model.builtins import materialize
-    from peft_magic.planning.plan import _Estimator, _Request, _subject, resolve_target
-    from peft_magic.peft_methods.discovery import normalize_settings, resolve_method
+    from peft_magic.peft_methods.coerce import normalize_settings
+    from peft_magic.peft_methods.discovery import resolve_method
+    from peft_magic.planning.estimate import Estimator as _Estimator
+    from peft_magic.planning.requests import Request as _Request
+    from peft_magic.planning.subject import subject_of as _subject
+    from peft_magic.planning.target import resolve_target
 
     config = AutoConfig.from_pretrained(materialize("smollm2"))
     subject = _subject(config, "causal-lm")
@@ -345,7 +349,7 @@ def test_check_fit_for_the_model_as_it_is(tiny_llama_path):
 def test_measure_compares_and_leaves_the_model_as_it_was(tiny_llama_path):
     import torch
 
-    from peft_magic.planning.plan import measure
+    from peft_magic.planning.measure import measure
 
     model = _attached(tiny_llama_path, "lora", {"r": 8})
     model.eval()

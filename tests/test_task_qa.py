@@ -21,7 +21,7 @@ LONG = {"question": "Where is the headquarters?", "context": CONTEXT,
 
 def _materialize(name: str) -> str:
     try:
-        from peft_magic.builtin_models import materialize
+        from peft_magic.model.builtins import materialize
     except ImportError:  # the package is being restructured
         from peft_magic.model.builtins import materialize
     return str(materialize(name))

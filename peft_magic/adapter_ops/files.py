@@ -1,4 +1,4 @@
-"""Adapter folders on disk: atomic writes, safe reading, and the model card.
+"""Adapter folders on disk: atomic writes and safe reading (the card is in ``card.py``).
 
 Why atomic: an adapter is several files (config, weights, card) that only make sense
 together. A save that dies halfway (kernel killed, disk full, Ctrl-C during a long
@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import html
 import json
 import os
 import secrets
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,6 @@ OLD_TAG = ".peft-old-"
 CONFIG_NAME = "adapter_config.json"
 SAFE_WEIGHTS = "adapter_model.safetensors"
 PICKLE_WEIGHTS = "adapter_model.bin"
-CARD_NAME = "README.md"
-CURVE_NAME = "loss_curve.svg"
 
 
 # ----------------------------------------------------------------------------- atomic folder
@@ -253,167 +249,6 @@ def tensor_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
 
     sd = torch.load(str(weights), map_location="cpu", weights_only=True)
     return {k: tuple(v.shape) for k, v in sd.items()}
-
-
-# ----------------------------------------------------------------------------- model card
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if not s:
-        return "–"
-    if s < 90:
-        return f"{s:.1f} s"
-    return f"{s / 60:.1f} min"
-
-
-def loss_svg(runs: list[Any], width: int = 480, height: int = 200) -> str | None:
-    """A small line chart of the loss of ``runs`` (one polyline each), or None without losses.
-
-    Plain SVG so it needs no plotting library and renders on the Hub, GitHub and in
-    JupyterLab's file viewer.
-    """
-    series = [(r, [(s, l) for s, l in r.losses if l == l]) for r in runs]  # drop NaN
-    series = [(r, pts) for r, pts in series if pts]
-    if not series:
-        return None
-    pad_l, pad_r, pad_t, pad_b = 48, 12, 12, 28
-    all_pts = [p for _, pts in series for p in pts]
-    x0 = min(p[0] for p in all_pts)
-    x1 = max(p[0] for p in all_pts)
-    y0 = min(p[1] for p in all_pts)
-    y1 = max(p[1] for p in all_pts)
-    if x1 == x0:
-        x1 = x0 + 1
-    if y1 == y0:
-        y1 = y0 + 1e-6
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-
-    def sx(x: float) -> float:
-        return pad_l + (x - x0) / (x1 - x0) * w
-
-    def sy(y: float) -> float:
-        return pad_t + (1 - (y - y0) / (y1 - y0)) * h
-
-    colors = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c"]
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
-           f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="none" stroke="#ccc"/>']
-    for i, (run, pts) in enumerate(series):
-        path = " ".join(f"{sx(s):.1f},{sy(l):.1f}" for s, l in pts)
-        out.append(f'<polyline fill="none" stroke="{colors[i % len(colors)]}" stroke-width="1.5" points="{path}">'
-                   f"<title>run {run.run_id}</title></polyline>")
-    out.append(f'<text x="{pad_l - 4}" y="{pad_t + 8}" text-anchor="end">{y1:.3g}</text>')
-    out.append(f'<text x="{pad_l - 4}" y="{pad_t + h}" text-anchor="end">{y0:.3g}</text>')
-    out.append(f'<text x="{pad_l}" y="{height - 8}">{x0}</text>')
-    out.append(f'<text x="{pad_l + w}" y="{height - 8}" text-anchor="end">step {x1}</text>')
-    out.append(f'<text x="{pad_l + w / 2}" y="{height - 8}" text-anchor="middle">training loss</text>')
-    out.append("</svg>")
-    return "\n".join(out)
-
-
-def card_metadata(folder: Path) -> dict[str, Any]:
-    """The YAML front matter of a folder's README.md (``{}`` when there is none or it is unreadable).
-
-    peft_magic writes the base model's architecture there (``base_model_type``), which
-    lets loading refuse an adapter for another architecture even when its tensors
-    happen to have the right shapes (prompt embeddings of the same width).
-    """
-    path = folder / CARD_NAME
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return {}
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, base_class: str,
-               bits: int | None, settings: dict[str, Any], runs: list[Any], trainable: int | None,
-               has_curve: bool, merged: bool = False, model_type: str | None = None) -> str:
-    """The README.md of a saved adapter: what it is, how it was made, how to load it."""
-    from ..memory import fmt_bytes
-
-    what = "merged model" if merged else "adapter"
-    lines = [
-        "---",
-        f"base_model: {base_model}",
-        f"base_model_class: {base_class}",
-    ] + ([f"base_model_type: {model_type}"] if model_type else []) + [
-        "library_name: " + ("transformers" if merged else "peft"),
-        "tags:",
-        f"- {method}",
-        "- peft",
-        "- peft_magic",
-        "---",
-        "",
-        f"# {adapter}: {method} {what} for {base_model}",
-        "",
-        f"Saved by peft_magic on {time.strftime('%Y-%m-%d %H:%M:%S')}.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| base model | `{base_model}` ({base_class}{f', {bits}-bit' if bits else ''}) |",
-        f"| method | {method} (peft `{peft_type}`) |",
-    ]
-    if trainable is not None:
-        lines.append(f"| trainable parameters | {trainable:,} |")
-    lines += ["", "## Settings", ""]
-    if settings:
-        lines += ["| setting | value |", "|---|---|"]
-        lines += [f"| `{k}` | `{_md(v)}` |" for k, v in sorted(settings.items())]
-    else:
-        lines.append("peft's defaults.")
-    lines += ["", "## Training runs", ""]
-    if runs:
-        lines += ["| run | status | steps | final loss | time | peak memory |", "|---|---|---|---|---|---|"]
-        for r in runs:
-            loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
-            mem = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
-            lines.append(f"| {r.run_id} | {r.status} | {r.steps_done}/{r.total_steps} | {loss} | "
-                         f"{_fmt_seconds(r.seconds)} | {mem} |")
-        if has_curve:
-            lines += ["", f"![training loss]({CURVE_NAME})"]
-        lines += ["", "Loss by step:", ""]
-        for r in runs:
-            if r.losses:
-                pts = ", ".join(f"{s}: {l:.4f}" for s, l in _thin(r.losses, 40))
-                lines.append(f"- run {r.run_id}: {pts}")
-        settings_lines = [f"- run {r.run_id}: " + ", ".join(f"{k}={_md(v)}" for k, v in r.settings.items())
-                          for r in runs if r.settings]
-        if settings_lines:
-            lines += ["", "Training settings:", ""] + settings_lines
-    else:
-        lines.append("No training runs were recorded in the session that saved this adapter.")
-    lines += ["", "## Use", ""]
-    if merged:
-        lines += ["```python", "from transformers import AutoModelForCausalLM",
-                  "model = AutoModelForCausalLM.from_pretrained('PATH')", "```"]
-    else:
-        lines += ["```python", "%peft load " + base_model, "%peft load-adapter PATH", "```", "",
-                  "or with peft: `PeftModel.from_pretrained(base_model, 'PATH')`."]
-    return "\n".join(lines) + "\n"
-
-
-def _md(v: Any) -> str:
-    text = json.dumps(v, default=str) if not isinstance(v, str) else v
-    return html.escape(text).replace("|", "\\|")
-
-
-def _thin(points: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
-    if len(points) <= n:
-        return list(points)
-    step = (len(points) - 1) / (n - 1)
-    return [points[round(i * step)] for i in range(n)]
 
 
 def iter_files(folder: Path) -> Iterator[Path]:

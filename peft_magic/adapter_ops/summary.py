@@ -2,41 +2,28 @@
 
 Why a data object: the same facts feed the magic's output, the panel, the status bar
 and user code (``info = %peft show``; ``info.trainable``). Counting is peft's own
-(``get_nb_trainable_parameters`` knows that a 4-bit ``Params4bit`` holds two weights per
+(``get_nb_trainable_parameters`` knows that a 4-bit weight holds two weights per
 element), so our numbers match what peft prints.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from ..memory import MemoryReading, device_of, fmt_bytes, reading
+from .. import peft_view
+from ..fmt import fmt_bytes
+from ..memory import MemoryReading, device_of, reading
+from ..model.facts import count_params, footprint, infer_task, quantization_of
+from ..rendering import HtmlRepr
 from ..state import is_peft_model, state_for, unwrap
+from .listing import AdapterInfo, adapter_infos
+
+__all__ = ["AdapterInfo", "ModelSummary", "summarize"]
 
 
 @dataclass
-class AdapterInfo:
-    """One adapter on a model."""
-
-    name: str
-    method: str  # as requested ("qlora") or peft's type in lower case when unknown
-    peft_type: str
-    trainable: int  # parameters that belong to this adapter
-    active: bool
-    settings: dict[str, Any] = field(default_factory=dict)  # explicit settings
-    targets: list[str] = field(default_factory=list)  # full names of adapted modules
-    merged: bool = False
-
-    @property
-    def targets_grouped(self) -> str:
-        from .targets import group_names
-
-        return group_names(self.targets)
-
-
-@dataclass
-class ModelSummary:
+class ModelSummary(HtmlRepr):
     """The PEFT state of one model."""
 
     model_class: str
@@ -79,89 +66,30 @@ class ModelSummary:
     def __repr__(self) -> str:
         return "\n".join(self.lines())
 
-    def _repr_html_(self) -> str:
-        from ..display.html import summary_html
 
-        return summary_html(self)
-
-
-def _adapter_params(model: Any, name: str) -> int:
-    """Parameters whose name carries the adapter's name as a component (peft's layout)."""
-    total = 0
-    for pname, p in model.named_parameters():
-        parts = pname.split(".")
-        if name in parts:
-            n = p.numel()
-            if p.__class__.__name__ == "Params4bit":
-                n *= 2
-            total += n
-    return total
-
-
-def _adapter_targets(peft_model: Any, name: str) -> list[str]:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    out = []
-    for mname, module in peft_model.named_modules():
-        if isinstance(module, BaseTunerLayer):
-            try:
-                available = module._get_available_adapters() if hasattr(module, "_get_available_adapters") else set()
-            except Exception:
-                available = set()
-            if name in available:
-                out.append(mname)
-    return out
-
-
-def quantization_of(model: Any) -> str | None:
-    base = unwrap(model)
-    if getattr(base, "is_loaded_in_4bit", False):
-        return "4-bit"
-    if getattr(base, "is_loaded_in_8bit", False):
-        return "8-bit"
-    method = getattr(base, "quantization_method", None)
-    return str(getattr(method, "value", method)) if method else None
+def _main_dtype_text(base: Any) -> str:
+    """The most common floating-point dtype of the weights, as a short name."""
+    floats = [p.dtype for p in base.parameters() if p.dtype.is_floating_point]
+    if floats:
+        return str(max(set(floats), key=floats.count)).replace("torch.", "")
+    first = next(base.parameters(), None)
+    return str(first.dtype).replace("torch.", "") if first is not None else "?"
 
 
 def summarize(model: Any) -> ModelSummary:
     """Collect the PEFT state of ``model`` (a plain model or a PeftModel)."""
-    from ..model.load import infer_task
-
     base = unwrap(model)
     st = state_for(model)
     peft_model = model if is_peft_model(model) else (st.peft_model if st else None)
-    adapters: list[AdapterInfo] = []
-    disabled = False
     if peft_model is not None:
-        trainable, total = peft_model.get_nb_trainable_parameters()
-        active = set(getattr(peft_model, "active_adapters", None) or [peft_model.active_adapter])
-        for name, cfg in peft_model.peft_config.items():
-            rec = st.adapters.get(name) if st else None
-            pt = str(getattr(cfg.peft_type, "value", cfg.peft_type))
-            adapters.append(AdapterInfo(
-                name=name, method=rec.method if rec else pt.lower(), peft_type=pt,
-                trainable=_adapter_params(peft_model, name), active=name in active,
-                settings=dict(rec.settings) if rec else {}, targets=_adapter_targets(peft_model, name),
-            ))
-        disabled = bool(st and getattr(st, "disabled", False))
+        trainable, total = peft_view.trainable_counts(peft_model)
     else:
-        trainable = sum(p.numel() for p in base.parameters() if p.requires_grad)
-        total = sum(p.numel() * (2 if p.__class__.__name__ == "Params4bit" else 1) for p in base.parameters())
-    try:
-        dtype = str(next(base.parameters()).dtype).replace("torch.", "")
-        floats = [p.dtype for p in base.parameters() if p.dtype.is_floating_point]
-        if floats:
-            dtype = str(max(set(floats), key=floats.count)).replace("torch.", "")
-    except StopIteration:
-        dtype = "?"
-    try:
-        footprint = int(base.get_memory_footprint())
-    except Exception:
-        footprint = sum(p.numel() * p.element_size() for p in base.parameters())
+        trainable, total = count_params(base, trainable_only=True), count_params(base)
     dev = device_of(base)
     cfg = getattr(base, "config", None)
     return ModelSummary(
         model_class=type(base).__name__, model_type=getattr(cfg, "model_type", "custom") if cfg else "custom",
-        task=infer_task(peft_model or base), adapters=adapters, trainable=trainable, total=total, device=dev,
-        dtype=dtype, quantization=quantization_of(base), footprint=footprint, memory=reading(dev), disabled=disabled,
+        task=infer_task(peft_model or base), adapters=adapter_infos(peft_model, st), trainable=trainable,
+        total=total, device=dev, dtype=_main_dtype_text(base), quantization=quantization_of(base),
+        footprint=footprint(base), memory=reading(dev), disabled=bool(peft_model is not None and st and st.disabled),
     )

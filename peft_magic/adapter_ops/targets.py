@@ -10,13 +10,16 @@ skeleton), so what it shows is exactly what an attach would do.
 
 from __future__ import annotations
 
-import html
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..memory import fmt_bytes
+from .. import peft_view
+from ..errors import PeftMagicError, did_you_mean
+from ..fmt import fmt_targets, strip_peft_prefix
+from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
+from ..rendering import HtmlRepr
 
 _ADAPTABLE = ("Linear", "Conv1D", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Linear4bit", "Linear8bitLt",
               "MultiheadAttention")
@@ -36,7 +39,7 @@ class TargetGroup:
 
 
 @dataclass
-class TargetReport:
+class TargetReport(HtmlRepr):
     """What ``%peft targets`` shows; also a plain data object for code."""
 
     model_type: str
@@ -48,7 +51,7 @@ class TargetReport:
     warnings: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
-        lines = [f"Adaptable layers of {self.model_type} (peft default: {_fmt_targets(self.default_targets)})"]
+        lines = [f"Adaptable layers of {self.model_type} (peft default: {fmt_targets(self.default_targets)})"]
         w = max([len(g.name) for g in self.groups] + [4])
         lines.append(f"  {'name':<{w}}  {'kind':<12} {'count':>5}  {'shape':<14} {'params':>10}"
                      + ("  matched" if self.pattern is not None else ""))
@@ -60,23 +63,10 @@ class TargetReport:
             lines.append(row)
         lines.append("  * = peft's default target for this architecture")
         if self.pattern is not None:
-            lines.append(f"pattern {_fmt_targets(self.pattern)} matches {len(self.matched)} modules")
+            lines.append(f"pattern {fmt_targets(self.pattern)} matches {len(self.matched)} modules")
         for msg in self.warnings:
             lines.append(f"warning: {msg}")
         return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from ..display.html import targets_html
-
-        return targets_html(self)
-
-
-def _fmt_targets(t: Any) -> str:
-    if t is None:
-        return "none"
-    if isinstance(t, str):
-        return repr(t)
-    return ", ".join(sorted(t))
 
 
 def _kind(module: Any) -> str:
@@ -94,52 +84,30 @@ def _shape(module: Any) -> str:
     return "?"
 
 
-def _base_layer(module: Any) -> Any:
-    """The original layer under a peft wrapper, so an attached model lists like a plain one."""
-    get = getattr(module, "get_base_layer", None)
-    return get() if callable(get) else module
-
-
 def candidate_modules(model: Any) -> "OrderedDict[str, Any]":
     """Leaf modules an adapter can attach to, by full name (peft wrappers unwrapped)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
     out: OrderedDict[str, Any] = OrderedDict()
     skip_prefixes: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(p) for p in skip_prefixes):
             continue
-        if isinstance(module, BaseTunerLayer):
-            base = _base_layer(module)
-            out[_strip_peft_prefix(name)] = base
+        if peft_view.is_tuner_layer(module):
+            out[strip_peft_prefix(name)] = peft_view.base_layer(module)
             skip_prefixes.append(name + ".")
             continue
         if _kind(module) in _ADAPTABLE and not list(module.children()):
-            out[_strip_peft_prefix(name)] = module
+            out[strip_peft_prefix(name)] = module
     return out
-
-
-def _strip_peft_prefix(name: str) -> str:
-    for p in ("base_model.model.", "base_model."):
-        if name.startswith(p):
-            return name[len(p):]
-    return name
 
 
 def default_targets(model_type: str, peft_type: str = "LORA") -> list[str] | None:
     """peft's per-architecture default ``target_modules`` for a method, or ``None``."""
-    from peft.utils import constants
-
     if peft_type == "BOTTLENECK":
         from ..bottleneck import default_target_modules
 
         t = default_target_modules(model_type)
         return [t] if isinstance(t, str) else (list(t) if t is not None else None)
-    mapping = getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_TARGET_MODULES_MAPPING", None)
-    if mapping is None:
-        mapping = constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
-    t = mapping.get(model_type)
-    return list(t) if t is not None else None
+    return peft_view.default_target_modules(model_type, peft_type)
 
 
 def _model_type(model: Any) -> str:
@@ -153,17 +121,13 @@ def _model_type(model: Any) -> str:
 
 def _expand_all_linear(model: Any) -> list[str]:
     """Full names that peft's ``all-linear`` would target, computed by peft on a skeleton."""
-    from peft import LoraConfig, get_peft_model
-
-    from ..model.skeleton import can_skeleton, quiet, skeleton_of
+    from peft import LoraConfig
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if not can_skeleton(base):
         return []
-    skel = skeleton_of(base)
-    with quiet():
-        pm = get_peft_model(skel, LoraConfig(target_modules="all-linear", r=1))
-    return [_strip_peft_prefix(n) for n in pm.base_model.targeted_module_names]
+    pm = attach_on_skeleton(skeleton_of(base), LoraConfig(target_modules="all-linear", r=1))
+    return peft_view.targeted_module_names(pm)
 
 
 def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetReport:
@@ -172,11 +136,6 @@ def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetR
     ``pattern``: ``None`` (just list), a list of names (peft's suffix matching), a
     regex string (peft's full match), or ``"all-linear"``.
     """
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    from ..errors import PeftMagicError
-
     mods = candidate_modules(model)
     model_type = _model_type(model)
     defaults = default_targets(model_type, peft_type)
@@ -209,8 +168,7 @@ def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetR
                 re.compile(pattern)
             except re.error as e:
                 raise PeftMagicError(f"invalid regex '{pattern}': {e}") from None
-        cfg = LoraConfig(target_modules=pattern)
-        matched = {n for n in mods if check_target_module_exists(cfg, n)}
+        matched = {n for n in mods if peft_view.target_matches(pattern, n)}
     report.matched = [n for n in mods if n in matched]
     for full in report.matched:
         short = full.rsplit(".", 1)[-1]
@@ -219,32 +177,17 @@ def explore(model: Any, pattern: Any = None, peft_type: str = "LORA") -> TargetR
                 g.matched += 1
     if isinstance(pattern, (list, tuple, set)):
         for name in pattern:
-            cfg = LoraConfig(target_modules=[name])
-            if not any(check_target_module_exists(cfg, n) for n in mods):
+            if not any(peft_view.target_matches([name], n) for n in mods):
                 report.unmatched.append(name)
         if report.unmatched:
-            from ..errors import did_you_mean
-
             names = sorted({g.name for g in report.groups})
             for name in report.unmatched:
                 hint = did_you_mean(name, names)
                 report.warnings.append(f"'{name}' matches no layer" + (f" ({hint})" if hint else ""))
     if not report.matched:
-        report.warnings.append(f"pattern {_fmt_targets(pattern)} matches no layer")
+        report.warnings.append(f"pattern {fmt_targets(pattern)} matches no layer")
     for g in report.groups:
         if 0 < g.matched < g.count:
             report.warnings.append(f"'{g.name}' matched only {g.matched} of {g.count} layers")
     return report
 
-
-def group_names(names: list[str]) -> str:
-    """``['model.layers.0.q_proj', 'model.layers.1.q_proj', …]`` → ``'q_proj ×2, …'``."""
-    counts: OrderedDict[str, int] = OrderedDict()
-    for n in names:
-        short = _strip_peft_prefix(n).rsplit(".", 1)[-1]
-        counts[short] = counts.get(short, 0) + 1
-    return ", ".join(f"{k} ×{v}" for k, v in counts.items())
-
-
-def escape(s: Any) -> str:
-    return html.escape(str(s))

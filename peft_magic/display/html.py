@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from ..memory import fmt_bytes
+from ..fmt import fmt_bytes, fmt_targets
 
 STYLE = """<style>
 .peft-magic{font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.45;
@@ -95,10 +95,8 @@ def attach_html(r: Any) -> str:
 
 
 def targets_html(rep: Any) -> str:
-    from ..adapter_ops.targets import _fmt_targets
-
     parts = [f"<div class='pm-head'>Adaptable layers of {escape(rep.model_type)} "
-             f"<span class='pm-dim'>(peft default: {escape(_fmt_targets(rep.default_targets))})</span></div>"]
+             f"<span class='pm-dim'>(peft default: {escape(fmt_targets(rep.default_targets))})</span></div>"]
     headers = ["name", "kind", "count", "shape", "params"] + (["matched"] if rep.pattern is not None else [])
     rows = []
     for g in rep.groups:
@@ -110,7 +108,7 @@ def targets_html(rep: Any) -> str:
     parts.append(table(headers, rows, {2, 4}))
     parts.append("<div class='pm-dim'>★ peft's default target for this architecture</div>")
     if rep.pattern is not None:
-        parts.append(f"<div>pattern <code>{escape(_fmt_targets(rep.pattern))}</code> matches "
+        parts.append(f"<div>pattern <code>{escape(fmt_targets(rep.pattern))}</code> matches "
                      f"<b>{len(rep.matched)}</b> modules</div>")
     for w in rep.warnings:
         parts.append(f"<div class='pm-warn'>warning: {escape(w)}</div>")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..memory import fmt_bytes
+from ..fmt import fmt_bytes
 from .html import Raw, escape, table, wrap
 
 COLORS = {

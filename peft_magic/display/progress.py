@@ -20,7 +20,8 @@ import uuid
 from typing import Any
 
 from .. import events
-from ..memory import fmt_bytes
+from ..fmt import fmt_bytes, fmt_duration
+from ..state import runs
 from ..svg import line_chart
 from .html import escape, wrap
 
@@ -28,15 +29,6 @@ STATUS_STYLE = {"completed": "success", "interrupted": "warning", "oom": "danger
                 "training": "info", "running": "info"}
 STATUS_COLOR = {"completed": "#16a34a", "interrupted": "#d97706", "oom": "#dc2626", "error": "#dc2626",
                 "training": "#2563eb", "running": "#2563eb"}
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds:
-        return "–"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 def _num(v: Any, fmt: str) -> str:
@@ -98,20 +90,6 @@ def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str
     msg = f"<div style='color:{color}'>{escape(message)}</div>" if message else ""
     return wrap(f"<div class='pm-head'>{escape(title)} · <span style='color:{color}'>{escape(status)}</span></div>"
                 f"{bar}{rows}{msg}{chart}")
-
-
-def run_title(run: Any) -> str:
-    return f"Run {run.run_id} · {run.method} adapter '{run.adapter}'"
-
-
-def run_payload(run: Any) -> dict[str, Any]:
-    """A progress state rebuilt from a finished Run record (for its static HTML)."""
-    return {"step": run.steps_done, "total_steps": run.total_steps, "loss": run.final_loss,
-            "loss_smooth": None, "lr": getattr(run, "last_lr", None),
-            "tokens_per_s": run.tokens / run.seconds if run.seconds else None, "elapsed_s": run.seconds,
-            "eta_s": None, "status": run.status,
-            "memory": {"used": run.peak_memory, "peak": run.peak_memory, "label": run.memory_kind or ""}
-            if run.peak_memory else {}}
 
 
 class _Base:
@@ -246,7 +224,7 @@ class WidgetRenderer(_Base):
         update_display(self._bundle(html), raw=True, display_id=self.display_id)
 
 
-def _in_kernel() -> bool:
+def in_kernel() -> bool:
     ip = sys.modules.get("IPython")
     if ip is None:
         return False
@@ -268,7 +246,7 @@ def pick_renderer(mode: str | None = "auto") -> _Base | None:
         return None
     if mode == "text":
         return TextRenderer()
-    if mode == "widget" or (mode == "auto" and _in_kernel()):
+    if mode == "widget" or (mode == "auto" and in_kernel()):
         try:
             return WidgetRenderer()
         except ImportError:
@@ -294,10 +272,10 @@ class ProgressDisplay:
         rid = e.data.get("run_id")
         if e.kind == "run_start" and self.run_id is None:
             self.run_id = rid
+            if e.data.get("method") and e.data.get("adapter"):
+                r.title = f"Training {e.data['method']} adapter '{e.data['adapter']}'"
             r.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
                        "status": "training"}
-            from ..state import runs
-
             record = next((x for x in reversed(runs()) if x.run_id == rid), None)
             if record is not None:
                 # Draw from the run's own loss history (every logged step), not only from the
@@ -328,32 +306,3 @@ class ProgressDisplay:
     def __exit__(self, *exc: object) -> None:
         if self._unsub is not None:
             self._unsub()
-
-
-def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: str | None = "auto",
-          **settings: Any) -> Any:
-    """Train with the live progress display (the ``%peft train`` of plain Python).
-
-    Same arguments as :func:`peft_magic.training.train`; ``display`` is ``"auto"``
-    (widgets in a notebook, a text line elsewhere), ``"widget"``, ``"text"`` or ``None``.
-    """
-    from ..training import run as training
-
-    renderer = pick_renderer(display)
-    with ProgressDisplay(renderer, title=_title(model, settings)):
-        run = training.train(model, data, tokenizer=tokenizer, **settings)
-    return run
-
-
-def _title(model: Any, settings: dict[str, Any]) -> str:
-    try:
-        from ..state import is_peft_model, state_for
-
-        st = state_for(model)
-        name = settings.get("adapter") or (model.active_adapter if is_peft_model(model) else None)
-        rec = st.adapters.get(name) if st and name else None
-        if rec is not None:
-            return f"Training {rec.method} adapter '{name}'"
-    except Exception:
-        pass
-    return "Training"

@@ -27,9 +27,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy
+from .. import _heavy, peft_view
+from ..adapter_ops.lookup import method_name
+from ..adapter_ops.switch import set_off, set_on
 from ..errors import PeftMagicError, did_you_mean, first_line
-from ..state import is_peft_model, peft_model_for, state_for, unwrap
+from ..model.facts import require_model
+from ..rendering import HtmlRepr
+from ..state import peft_model_for, state_for, unwrap
 
 #: generation settings our own loop (prompt-learning adapters) implements
 _LOOP_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -53,7 +57,7 @@ class Generation:
 
 
 @dataclass
-class GenerationResult:
+class GenerationResult(HtmlRepr):
     """Generations for one prompt: one column, or base + each adapter with ``compare``."""
 
     prompt: str
@@ -81,11 +85,6 @@ class GenerationResult:
         for o in self.outputs:
             blocks.append(f"── {o.label} " + "─" * max(4, 40 - len(o.label)) + f"\n{o.text}")
         return "\n".join(blocks + [f"note: {n}" for n in self.notes])
-
-    def _repr_html_(self) -> str:
-        from ..display.adapters_html import generation_html
-
-        return generation_html(self)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -158,24 +157,6 @@ def _keep_active(pm: Any):
         for n, p in pm.named_parameters():
             if n in grads and p.requires_grad != grads[n]:
                 p.requires_grad_(grads[n])
-
-
-@contextlib.contextmanager
-def _hush():
-    """Silence library warnings that say nothing to the user here (peft passes the cache under
-    its deprecated name; 'position ids are not supported' for prompt methods, …)."""
-    import warnings
-
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def _processors(gen: dict[str, Any]) -> Any:
@@ -290,9 +271,9 @@ def _one(model: Any, pm: Any, enc: Any, gen: dict[str, Any], tokenizer: Any, see
         ctx = contextlib.nullcontext() if disabled else pm.disable_adapter()
         with ctx, torch.no_grad():
             return pm.get_base_model().generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:] \
-                if pm.active_peft_config.is_prompt_learning else \
+                if peft_view.is_prompt_learning(pm.active_peft_config) else \
                 pm.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:]
-    if pm.active_peft_config.is_prompt_learning:
+    if peft_view.is_prompt_learning(pm.active_peft_config):
         return prompt_learning_decode(pm, ids, mask, kwargs, _eos_ids(pm, tokenizer, kwargs))
     with torch.no_grad():
         return pm.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:]
@@ -315,10 +296,8 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     are generation settings: ``max_new_tokens`` (default 48), ``temperature``, ``top_p``,
     ``top_k``, ``do_sample``, ``repetition_penalty``, … Greedy unless sampling is asked for.
     """
-    from ..adapter_ops.attach import _check_model
-
     _heavy.ensure()
-    _check_model(model)
+    require_model(model)
     if tokenizer is None:
         raise PeftMagicError("generation needs the model's tokenizer",
                              "%peft load puts it in `tokenizer`; or pass tokenizer=… (--tokenizer VAR)")
@@ -337,46 +316,45 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     enc, used_chat = _encode(tokenizer, prompt, chat)
     dev = _device(target)
     enc = {k: v.to(dev) for k, v in enc.items()}
-    from ..adapter_ops.lifecycle_tmp import method_name
-
-    notes: list[str] = []
-    columns: list[tuple[str, str | None, str | None, bool]] = []  # (label, adapter, method, base?)
     disabled = bool(getattr(st, "disabled", False))
-    if pm is None:
-        columns.append(("base model", None, None, True))
-        if compare:
-            notes.append("the model has no adapters: only the base model to show")
-    elif not compare:
-        if disabled:
-            columns.append(("base model (adapters off)", None, None, True))
-        else:
-            act = pm.active_adapter
-            columns.append((f"{act} ({method_name(pm.peft_config[act], st, act)})", act,
-                            method_name(pm.peft_config[act], st, act), False))
-    else:
-        columns.append(("base model", None, None, True))
-        names = adapters or list(pm.peft_config)
-        for n in names:
-            if n not in pm.peft_config:
-                hint = did_you_mean(n, pm.peft_config)
-                raise PeftMagicError(f"no adapter '{n}' on this model" + (f": {hint}" if hint else ""))
-            meth = method_name(pm.peft_config[n], st, n)
-            columns.append((f"{n} ({meth})", n, meth, False))
-
+    columns, notes = _columns(pm, st, compare, adapters, disabled)
     outputs: list[Generation] = []
-    with _hush(), _eval_mode(target), (_keep_active(pm) if pm is not None else contextlib.nullcontext()):
+    # quiet: peft passes the cache under its deprecated name, prompt methods warn about position ids
+    keep = _keep_active(pm) if pm is not None else contextlib.nullcontext()
+    with _heavy.quiet(streams=False), _eval_mode(target), keep:
         if disabled and compare and pm is not None:
-            from ..adapter_ops.lifecycle_tmp import _disable, _enable
-
-            _enable(pm, st)
+            set_on(pm, st)
             try:
                 outputs = _run_columns(target, pm, columns, enc, gen, tokenizer, seed)
             finally:
-                _disable(pm, st)
+                set_off(pm, st)
         else:
             outputs = _run_columns(target, pm, columns, enc, gen, tokenizer, seed)
     return GenerationResult(prompt=prompt, chat=used_chat, seed=seed,
                             settings={k: v for k, v in settings.items()}, outputs=outputs, notes=notes)
+
+
+def _columns(pm: Any, st: Any, compare: bool, adapters: list[str] | None,
+             disabled: bool) -> tuple[list[tuple[str, str | None, str | None, bool]], list[str]]:
+    """Who generates: (label, adapter, method, is the base model) per column, and notes."""
+    notes: list[str] = []
+    if pm is None:
+        return [("base model", None, None, True)], (["the model has no adapters: only the base model to show"]
+                                                     if compare else [])
+    if not compare:
+        if disabled:
+            return [("base model (adapters off)", None, None, True)], notes
+        act = pm.active_adapter
+        meth = method_name(pm.peft_config[act], st, act)
+        return [(f"{act} ({meth})", act, meth, False)], notes
+    columns: list[tuple[str, str | None, str | None, bool]] = [("base model", None, None, True)]
+    for n in adapters or list(pm.peft_config):
+        if n not in pm.peft_config:
+            hint = did_you_mean(n, pm.peft_config)
+            raise PeftMagicError(f"no adapter '{n}' on this model" + (f": {hint}" if hint else ""))
+        meth = method_name(pm.peft_config[n], st, n)
+        columns.append((f"{n} ({meth})", n, meth, False))
+    return columns, notes
 
 
 def _run_columns(target: Any, pm: Any, columns: list[tuple[str, str | None, str | None, bool]], enc: Any,

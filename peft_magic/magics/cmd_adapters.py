@@ -1,6 +1,6 @@
 """Adapter lifecycle commands: save, load-adapter, adapters, use, off, on, delete, merge, generate.
 
-Handlers only parse and call the engine (``adapter_ops``, ``generation``). Commands that
+Handlers only parse and call the engine (``adapter_ops``, ``inference``). Commands that
 hand back a different model object (``merge`` returns the plain base model; loading an
 adapter onto a plain model returns a new PeftModel; deleting the last adapter returns
 the base model) rebind the notebook variable, as ``%peft lora`` does.
@@ -33,10 +33,11 @@ def _no_settings(ctx: Context) -> None:
         raise PeftMagicError(f"%peft {ctx.command} takes no settings (got '{key}=…')")
 
 
-@command("save", usage="%peft save DIR [--name A] [--merged] [--force] [--model VAR]",
+@command("save", args="DIR",
          summary="save the adapter (or the merged model) to a folder: atomic, never silently overwritten",
-         value_flags=("--model", "--name", "--tokenizer"), switch_flags=("--merged", "--force"), cell="none",
-         group="adapters")
+         flags=("--name A", ("--merged", "save the whole model with the adapter merged in"),
+                ("--force", "replace an existing adapter folder"), "--model VAR", "--tokenizer VAR"),
+         cell="none", group="adapters")
 def cmd_save(ctx: Context) -> Any:
     """Save an adapter to folder DIR in peft's format, with a model card.
 
@@ -61,7 +62,7 @@ def cmd_save(ctx: Context) -> Any:
         %peft save adapters/jokes --force
         %peft save merged/jokes-model --merged
     """
-    from ..adapter_ops.lifecycle_tmp import save
+    from ..adapter_ops.save import save
 
     _no_settings(ctx)
     path = _one_positional(ctx, "a folder", "%peft save adapters/my-adapter")
@@ -70,10 +71,12 @@ def cmd_save(ctx: Context) -> Any:
                 force=bool(ctx.args.flag("--force")), tokenizer=ctx.tokenizer(var))
 
 
-@command("load-adapter", usage="%peft load-adapter DIR [--name A] [--trainable] [--allow-pickle] [--model VAR]",
+@command("load-adapter", args="DIR",
          summary="load a saved adapter onto the model (safetensors only unless --allow-pickle)",
-         value_flags=("--model", "--name"), switch_flags=("--trainable", "--allow-pickle"), cell="none",
-         aliases=("load_adapter",), group="adapters")
+         flags=("--name A", ("--trainable", "keep it trainable (default: frozen)"),
+                ("--allow-pickle", "read a pickle .bin, which can run code: only for files you trust"),
+                "--model VAR"),
+         cell="none", aliases=("load_adapter",), group="adapters")
 def cmd_load_adapter(ctx: Context) -> Any:
     """Load an adapter saved with ``%peft save`` (or peft's ``save_pretrained``) onto the
     model, and make it the active adapter.
@@ -96,7 +99,7 @@ def cmd_load_adapter(ctx: Context) -> Any:
         %peft load-adapter adapters/poems --name poems
         %peft load-adapter downloaded/adapter --allow-pickle
     """
-    from ..adapter_ops.lifecycle_tmp import load_adapter
+    from ..adapter_ops.load import load_adapter
 
     _no_settings(ctx)
     path = _one_positional(ctx, "a folder", "%peft load-adapter adapters/my-adapter")
@@ -107,15 +110,14 @@ def cmd_load_adapter(ctx: Context) -> Any:
     return result
 
 
-@command("adapters", usage="%peft adapters [--model VAR]",
-         summary="the model's adapters: name, method, trainable params, active, merged",
-         value_flags=("--model",), cell="none", group="adapters")
+@command("adapters", summary="the model's adapters: name, method, trainable params, active, merged",
+         flags=("--model VAR",), cell="none", group="adapters")
 def cmd_adapters(ctx: Context) -> Any:
     """List the model's adapters as a table: name, method, parameters, whether they are
     trainable now, which one is active (``off`` after ``%peft off``), and the adapters
     that ``%peft merge`` merged into the weights.
     """
-    from ..adapter_ops.lifecycle_tmp import adapters
+    from ..adapter_ops.listing import adapters
 
     _no_settings(ctx)
     if ctx.args.positionals:
@@ -124,8 +126,8 @@ def cmd_adapters(ctx: Context) -> Any:
     return adapters(model)
 
 
-@command("use", usage="%peft use NAME [--model VAR]", summary="make adapter NAME the active one",
-         value_flags=("--model",), cell="none", group="adapters")
+@command("use", args="NAME", summary="make adapter NAME the active one", flags=("--model VAR",), cell="none",
+         group="adapters")
 def cmd_use(ctx: Context) -> Any:
     """Switch the active adapter: generation, evaluation and training use adapter NAME
     from now on. Switches adapters back on after ``%peft off``.
@@ -134,7 +136,7 @@ def cmd_use(ctx: Context) -> Any:
 
         %peft use poems
     """
-    from ..adapter_ops.lifecycle_tmp import use_adapter
+    from ..adapter_ops.switch import use_adapter
 
     _no_settings(ctx)
     name = _one_positional(ctx, "an adapter name", "%peft use default (see %peft adapters)")
@@ -144,33 +146,33 @@ def cmd_use(ctx: Context) -> Any:
     return result
 
 
-@command("off", usage="%peft off [--model VAR]", summary="switch adapters off: the model computes the base model",
-         value_flags=("--model",), cell="none", group="adapters")
+@command("off", summary="switch adapters off: the model computes the base model", flags=("--model VAR",),
+         cell="none", group="adapters")
 def cmd_off(ctx: Context) -> Any:
     """Switch every adapter off without removing it: the model computes exactly what
     the base model computes (same logits), e.g. to compare before / after. ``%peft on``
     switches them back on.
     """
-    from ..adapter_ops.lifecycle_tmp import disable_adapters
+    from ..adapter_ops.switch import disable_adapters
 
     _no_settings(ctx)
     _, model = ctx.model()
     return disable_adapters(model)
 
 
-@command("on", usage="%peft on [--model VAR]", summary="switch adapters back on after %peft off",
-         value_flags=("--model",), cell="none", group="adapters")
+@command("on", summary="switch adapters back on after %peft off", flags=("--model VAR",), cell="none",
+         group="adapters")
 def cmd_on(ctx: Context) -> Any:
     """Switch adapters back on after ``%peft off``."""
-    from ..adapter_ops.lifecycle_tmp import enable_adapters
+    from ..adapter_ops.switch import enable_adapters
 
     _no_settings(ctx)
     _, model = ctx.model()
     return enable_adapters(model)
 
 
-@command("delete", usage="%peft delete NAME [--model VAR]", summary="remove adapter NAME from the model",
-         value_flags=("--model",), cell="none", group="adapters")
+@command("delete", args="NAME", summary="remove adapter NAME from the model", flags=("--model VAR",),
+         cell="none", group="adapters")
 def cmd_delete(ctx: Context) -> Any:
     """Remove adapter NAME and its weights from the model (save it first to keep it).
     Removing the last adapter leaves the plain base model in the variable.
@@ -179,7 +181,7 @@ def cmd_delete(ctx: Context) -> Any:
 
         %peft delete poems
     """
-    from ..adapter_ops.lifecycle_tmp import delete_adapter
+    from ..adapter_ops.switch import delete_adapter
 
     _no_settings(ctx)
     name = _one_positional(ctx, "an adapter name", "%peft delete default (see %peft adapters)")
@@ -189,10 +191,11 @@ def cmd_delete(ctx: Context) -> Any:
     return result
 
 
-@command("merge", usage="%peft merge [--dequantize | --keep-4bit] [--model VAR]",
-         summary="merge the active adapter into the weights (the variable becomes the plain model)",
-         value_flags=("--model",), switch_flags=("--dequantize", "--keep-4bit", "--keep-8bit"), cell="none",
-         group="adapters")
+@command("merge", summary="merge the active adapter into the weights (the variable becomes the plain model)",
+         flags=(("--dequantize", "on a 4/8-bit base: merge into full-precision weights"),
+                ("--keep-4bit", "on a 4-bit base: accept rounding the merged weights to 4 bits"),
+                ("--keep-8bit", "on an 8-bit base: accept rounding the merged weights to 8 bits"), "--model VAR"),
+         exclusive=(("--dequantize", "--keep-4bit", "--keep-8bit"),), cell="none", group="adapters")
 def cmd_merge(ctx: Context) -> Any:
     """Merge the active adapter into the base weights (peft's ``merge_and_unload``): the
     result computes the same as the model with its adapter, with no adapter overhead,
@@ -210,7 +213,7 @@ def cmd_merge(ctx: Context) -> Any:
         %peft merge
         %peft merge --dequantize        # after %peft load … --4bit and %peft qlora
     """
-    from ..adapter_ops.lifecycle_tmp import merge
+    from ..adapter_ops.merge import merge
 
     _no_settings(ctx)
     if ctx.args.positionals:
@@ -225,9 +228,11 @@ def cmd_merge(ctx: Context) -> Any:
     return result
 
 
-@command("generate", usage="%peft generate PROMPT [--compare] [--seed N] [key=value …] [--model VAR]",
+@command("generate", args="PROMPT [key=value …]",
          summary="generate with the active adapter; --compare: base model and each adapter side by side",
-         value_flags=("--model", "--tokenizer", "--seed", "--adapters"), switch_flags=("--compare", "--raw"),
+         flags=(("--compare", "also the base model and every other adapter, same prompt, settings and seed"),
+                ("--seed N", "the random seed (default: 0)"), ("--adapters A,B", "with --compare: only these"),
+                ("--raw", "send the prompt as is, without the chat template"), "--model VAR", "--tokenizer VAR"),
          cell="code", aliases=("gen",), group="adapters")
 def cmd_generate(ctx: Context) -> Any:
     """Generate a continuation of PROMPT with the active adapter.

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PeftMagicError, did_you_mean
-from .registry import COMMANDS, Context, command, lookup
+from .. import notebook
+from ..errors import PeftMagicError
+from .registry import Context, command
 
 
-@command("attach", usage="%peft METHOD [key=value …] [--model VAR] [--name ADAPTER] [--task TASK]",
+@command("attach", args="METHOD [key=value …]",
          summary="attach a PEFT method (any in %peft methods) to the model; re-running is safe",
-         value_flags=("--model", "--name", "--task"), group="model")
+         flags=("--model VAR", "--name ADAPTER", "--task TASK"), group="model")
 def cmd_attach(ctx: Context) -> Any:
     """Attach a PEFT method to the model in the notebook and rebind the variable.
 
@@ -53,10 +53,15 @@ def cmd_attach(ctx: Context) -> Any:
     return result
 
 
-@command("load", usage="%peft load ID_OR_PATH [--4bit|--8bit] [--dtype D] [--task T] [--labels N] [--as VAR]",
+@command("load", args="ID_OR_PATH",
          summary="load a model and its tokenizer (built-ins: smollm2, minilm, tiny-llama, …)",
-         value_flags=("--dtype", "--task", "--labels", "--as", "--device"),
-         switch_flags=("--4bit", "--8bit", "--trust-remote-code"), cell="none", group="model")
+         flags=(("--4bit", "bitsandbytes 4-bit NF4 with double quantization (QLoRA)"), ("--8bit", "bitsandbytes 8-bit"),
+                ("--dtype D", "auto, bf16, fp16 or fp32"), "--task TASK",
+                ("--labels N", "a sequence-classification head with N labels"),
+                ("--as VAR", "the variable to put the model in (default: model)"),
+                ("--device DEV", "auto, cpu, cuda, cuda:1 or mps"),
+                ("--trust-remote-code", "run the model repository's own code (only for sources you trust)")),
+         exclusive=(("--4bit", "--8bit"),), cell="none", group="model")
 def cmd_load(ctx: Context) -> Any:
     """Load a model and its tokenizer into the notebook.
 
@@ -104,15 +109,13 @@ def cmd_load(ctx: Context) -> Any:
                   task=ctx.args.flag("--task"), labels=labels, device=ctx.args.flag("--device"),
                   trust_remote_code=bool(ctx.args.flag("--trust-remote-code")))
     ctx.bind_model(var, result.model)
-    tok_var = "tokenizer" if var == "model" else f"{var}_tokenizer"
     if result.tokenizer is not None:
-        ctx.bind(tok_var, result.tokenizer)
+        ctx.bind(notebook.tokenizer_var(var), result.tokenizer)
     return result
 
 
-@command("show", usage="%peft show [--model VAR]",
-         summary="the model's PEFT state: adapters, trainable / total params, targets, device, memory",
-         value_flags=("--model",), cell="none", group="info")
+@command("show", summary="the model's PEFT state: adapters, trainable / total params, targets, device, memory",
+         flags=("--model VAR",), cell="none", group="info")
 def cmd_show(ctx: Context) -> Any:
     """Show the PEFT state of the model: its adapters (method, settings, trainable
     parameters, targeted modules, which is active), trainable / total parameters, device,
@@ -124,9 +127,10 @@ def cmd_show(ctx: Context) -> Any:
     return summarize(model)
 
 
-@command("targets", usage="%peft targets [PATTERN] [--model VAR] [--method M]",
+@command("targets", args="[PATTERN]",
          summary="the target-module explorer: layers by name, what a pattern or all-linear matches",
-         value_flags=("--model", "--method"), cell="none", group="info")
+         flags=("--model VAR", ("--method M", "whose default targets to mark (default: lora)")), cell="none",
+         group="info")
 def cmd_targets(ctx: Context) -> Any:
     """List the layers an adapter can attach to, grouped by name, with counts, shapes and
     parameter counts; ★ marks peft's default targets for this architecture.
@@ -141,8 +145,8 @@ def cmd_targets(ctx: Context) -> Any:
         %peft targets q_proj,v_proj,o_proj
         %peft targets ".*layers\\.(0|1)\\..*proj"
     """
-    from ..peft_methods.discovery import resolve_method
     from ..adapter_ops.targets import explore
+    from ..peft_methods.discovery import resolve_method
     from ..syntax.read import parse_value
 
     _, model = ctx.model()
@@ -162,90 +166,13 @@ def cmd_targets(ctx: Context) -> Any:
     return explore(model, pattern, peft_type)
 
 
-@command("methods", usage="%peft methods",
-         summary="every PEFT method available, grouped, with what each supports",
+@command("methods", summary="every PEFT method available, grouped, with what each supports",
          cell="none", group="info")
 def cmd_methods(ctx: Context) -> Any:
     """List every method of the installed peft (and peft_magic's own), grouped into the
     LoRA family, prompt-based methods and others, with a one-line description, whether it
     can be merged into the base weights, and whether it runs on a 4/8-bit base.
     """
-    from ..peft_methods.discovery import list_methods
+    from ..peft_methods.report import list_methods
 
     return list_methods()
-
-
-@dataclass
-class HelpText:
-    """Help as an object: plain text in a terminal, preformatted HTML in a notebook."""
-
-    text: str
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        from ..display.html import escape, wrap
-
-        return wrap(f"<pre style='white-space:pre-wrap'>{escape(self.text)}</pre>")
-
-
-def help_overview() -> HelpText:
-    from .core import _help_text
-
-    return HelpText(_help_text())
-
-
-def method_help(name: str) -> HelpText:
-    from ..peft_methods.discovery import resolve_method
-
-    spec = resolve_method(name)
-    info = spec.info
-    lines = [f"{spec.requested}: {info.description}"]
-    if spec.preset:
-        lines.append("  implies: " + ", ".join(f"{k}={v!r}" for k, v in spec.preset.items()))
-    if spec.needs_quantized:
-        lines.append("  needs a model loaded with --4bit (or --8bit)")
-    lines.append(f"  family: {info.family} · merge: {'yes' if info.can_merge else 'no'} · "
-                 f"4/8-bit base: {'yes' if info.supports_quantized else 'no'}")
-    fields = info.fields
-    common = [f for f in fields.values() if f.common]
-    rest = [f for f in fields.values() if not f.common]
-    for title, group in (("settings", common), ("advanced", rest)):
-        if not group:
-            continue
-        lines.append(f"{title}:")
-        for f in group:
-            default = repr(f.default)
-            if len(default) > 30:
-                default = default[:27] + "..."
-            help_ = f.help if len(f.help) <= 110 else f.help[:107] + "..."
-            lines.append(f"  {f.name} = {default}  — {help_}")
-    from ..peft_methods.discovery import KEY_ALIASES
-
-    aliases = [f"{a}→{c}" for a, cands in KEY_ALIASES.items() for c in cands[:1] if c in fields]
-    if aliases:
-        lines.append("key aliases: " + ", ".join(aliases))
-    return HelpText("\n".join(lines))
-
-
-@command("help", usage="%peft help [COMMAND | METHOD]",
-         summary="this overview, one command's help, or one method's settings",
-         cell="none", group="info")
-def cmd_help(ctx: Context) -> Any:
-    """``%peft help`` is the overview; ``%peft help train`` explains a command;
-    ``%peft help lora`` lists a method's settings with their defaults and meaning.
-    """
-    if not ctx.args.positionals:
-        return help_overview()
-    name = ctx.args.positionals[0]
-    cmd = lookup(name)
-    if cmd is not None and cmd.name != "attach":
-        return HelpText(f"{cmd.usage}\n\n{cmd.doc}")
-    try:
-        return method_help(name)
-    except PeftMagicError:
-        hint = did_you_mean(name, [c for c in COMMANDS if c != "attach"])
-        if hint:
-            raise PeftMagicError(f"no command or method called '{name}': {hint}") from None
-        raise

@@ -7,9 +7,8 @@ from typing import Any
 from .registry import Context, command
 
 
-@command("panel", usage="%peft panel [--model VAR]",
-         summary="the widget panel: pick a method, fill a generated form, attach, train, save",
-         value_flags=("--model",), cell="none", group="model")
+@command("panel", summary="the widget panel: pick a method, fill a generated form, attach, train, save",
+         flags=("--model VAR",), cell="none", group="model")
 def cmd_panel(ctx: Context) -> Any:
     """Open the widget panel for the model: the whole workflow as a form.
 

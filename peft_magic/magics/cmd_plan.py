@@ -8,11 +8,11 @@ from ..errors import PeftMagicError
 from .registry import Context, command
 
 
-
 def _is_method(word: str) -> bool:
     from ..peft_methods.discovery import resolve_method
+    from ..planning.requests import FULL_NAMES
 
-    if word.lower() in ("full", "full-ft", "full_ft", "finetune", "full-finetune"):
+    if word.lower() in FULL_NAMES:
         return True
     try:
         resolve_method(word)
@@ -21,10 +21,13 @@ def _is_method(word: str) -> bool:
     return True
 
 
-@command("plan", usage="%peft plan [ID_OR_PATH | --model VAR] [METHOD …] [batch=] [seq=] [grad_accum=] "
-                       "[--gpu NAME_OR_SIZE] [--checkpointing] [optim=…] [--measure]",
+@command("plan", args="[ID_OR_PATH] [METHOD …] [batch=] [seq=] [grad_accum=] [optim=…] [dtype=] [goal=]",
          summary="will it fit, and which method: memory by part for each method, before loading a weight",
-         value_flags=("--model", "--gpu", "--task", "--dtype"), switch_flags=("--checkpointing", "--measure"),
+         flags=("--model VAR",
+                ("--gpu NAME_OR_SIZE", "plan for a GPU: T4, L4, A10G, A100-80GB, H100, RTX-4090, … or a size like 24GB"),
+                "--task TASK", ("--dtype D", "the training dtype: bf16, fp16 or fp32"),
+                ("--checkpointing", "with gradient checkpointing"),
+                ("--measure", "also run two real training steps on the model and compare")),
          group="training")
 def cmd_plan(ctx: Context) -> Any:
     """Estimate the memory a fine-tune needs — by part, for each method — and say whether

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import time
 from typing import Any
 
 from ..errors import PeftMagicError
@@ -26,11 +25,14 @@ def _resolve_data(ctx: Context, value: Any, what: str) -> Any:
 
 
 @command("train",
-         usage="%peft train [data=VAR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] "
-               "[eval=VAR|PATH|0.1] [--model VAR] [--out DIR] [--resume] [any TrainingArguments field=…]",
+         args="[data=VAR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=VAR|PATH|0.1] "
+              "[any TrainingArguments field=…]",
          summary="train the attached adapter with live progress, loss, tokens/s and memory",
-         value_flags=("--model", "--out", "--tokenizer", "--adapter", "--display"),
-         switch_flags=("--resume",), group="training")
+         flags=("--model VAR", ("--out DIR", "where checkpoints go (default: the cache's runs/ folder)"),
+                "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
+                ("--display MODE", "auto, widget, text or none"),
+                ("--resume", "continue the last interrupted run of this adapter")),
+         group="training")
 def cmd_train(ctx: Context) -> Any:
     """Train the active adapter of the model on a dataset, with a live progress display.
 
@@ -65,7 +67,7 @@ def cmd_train(ctx: Context) -> Any:
 
         %peft train --resume
     """
-    from ..display.progress import train
+    from ..api import train
     from ..state import is_peft_model
 
     if ctx.args.positionals:
@@ -95,20 +97,20 @@ def cmd_train(ctx: Context) -> Any:
                  output_dir=ctx.args.flag("--out"), **settings)
 
 
-@command("runs", usage="%peft runs", summary="every training run of this kernel, with the loss curves together",
+@command("runs", summary="every training run of this kernel, with the loss curves together",
          cell="none", group="training")
 def cmd_runs(ctx: Context) -> Any:
     """Every training run in this kernel: method, adapter, settings, steps, first and final
     loss, peak memory, time and status (completed / interrupted / oom / error), with all
     loss curves in one chart. Returns a ``RunsReport`` (``.runs`` is the list of records).
     """
-    from ..training.run import runs_report
+    from ..training.report import runs_report
 
     return runs_report()
 
 
-@command("watch", usage="%%peft watch", summary="run the cell as Python with a live memory readout; report peak and change",
-         value_flags=("--device",), cell="code", group="training")
+@command("watch", summary="run the cell as Python with a live memory readout; report peak and change",
+         flags=(("--device DEV", "cuda:1, cpu, … (default: the device in use)"),), cell="only", group="training")
 def cmd_watch(ctx: Context) -> Any:
     """Run the cell body as ordinary Python while showing live memory, then report the
     peak and the change — the ``%%time`` of memory. The device is the one in use (CUDA
@@ -119,25 +121,15 @@ def cmd_watch(ctx: Context) -> Any:
         %%peft watch
         outputs = model.generate(**inputs, max_new_tokens=200)
     """
-    from ..memory import PeakSampler, WatchReport, reading
+    from ..display.watch import LiveMemory
+    from ..memory import Watch
 
     if ctx.cell is None:
         raise PeftMagicError("watch is a cell magic", "use %%peft watch with code in the cell body")
-    shell = ctx.shell
-    device = ctx.args.flag("--device") or reading().device
-    live = _LiveMemory()
-    t0 = time.perf_counter()
-    sampler = PeakSampler(device, interval=0.05, on_sample=live.sample, live=True)
-    with sampler:
-        live.show(reading(device))
-        value = _run_body(shell, ctx.cell)
-    end = reading(device)
-    report = WatchReport(end.kind, end.label, sampler.start, end.used, max(sampler.peak, end.used), end.total,
-                         time.perf_counter() - t0)
-    live.close(report)
-    from .. import events
-
-    events.emit("memory", model_id=None, memory=end.as_dict())
+    live = LiveMemory()
+    with live, Watch(ctx.args.flag("--device")) as watch:
+        value = _run_body(ctx.shell, ctx.cell)
+    live.close(watch.report)
     return value
 
 
@@ -159,50 +151,3 @@ def _run_body(shell: Any, body: str) -> Any:
         e._peft_magic_user_code = True  # type: ignore[attr-defined]  (not a peft_magic error)
         raise
     return None
-
-
-class _LiveMemory:
-    """A one-line live readout (an HTML widget in a kernel, nothing elsewhere), ≤ 4 updates/s."""
-
-    def __init__(self) -> None:
-        self.widget = None
-        self._last = 0.0
-        try:
-            from ..display.progress import _in_kernel
-
-            if _in_kernel():
-                import ipywidgets as w
-
-                self.widget = w.HTML()
-        except ImportError:
-            self.widget = None
-
-    def show(self, r: Any) -> None:
-        if self.widget is not None:
-            from IPython.display import display
-
-            self._set(r)
-            display(self.widget)
-
-    def _set(self, r: Any) -> None:
-        from ..display.html import escape, wrap
-        from ..memory import fmt_bytes
-
-        text = f"memory now {fmt_bytes(r.used)} · peak {fmt_bytes(r.peak)} · {r.label}"
-        self.widget.value = wrap(f"<span class='pm-dim'>{escape(text)}</span>")
-
-    def sample(self, r: Any) -> None:
-        now = time.monotonic()
-        if self.widget is None or now - self._last < 0.25:
-            return
-        self._last = now
-        self._set(r)
-
-    def close(self, report: Any) -> None:
-        from IPython.display import display
-
-        if self.widget is not None:
-            from ..display.html import escape, wrap
-
-            self.widget.value = wrap(f"<span>{escape(repr(report))}</span>")
-        display(report)

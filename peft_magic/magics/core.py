@@ -16,42 +16,10 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from ..errors import PeftMagicError, first_line
 from ..syntax.read import merge_settings, parse_body, parse_line
-from .registry import COMMANDS, GROUPS, Context, lookup
+from .help import help_overview, help_text
+from .registry import COMMANDS, Context, lookup
 
 ATTACH = "attach"
-
-
-def _help_text() -> str:
-    lines = [
-        "PEFT fine-tuning from notebook cells: attach any PEFT method, train, save, compare.",
-        "",
-        "Usage (line form, or cell form with settings in the body):",
-    ]
-    for group in GROUPS:
-        for cmd in COMMANDS.values():
-            if cmd.group == group:
-                lines.append(f"  {cmd.usage}")
-                lines.append(f"      {cmd.summary}")
-    lines += [
-        "",
-        "Examples::",
-        "",
-        "  %load_ext peft_magic",
-        "  %peft load smollm2                      # model + tokenizer into the namespace",
-        "  %peft lora r=8 alpha=16 dropout=0.05    # attach LoRA to `model`",
-        "  %peft targets q_proj,v_proj             # what a target pattern matches",
-        "  %peft train data=texts steps=100        # train with live progress",
-        "",
-        "  %%peft lora",
-        "  r: 16",
-        "  target_modules: [q_proj, k_proj, v_proj, o_proj]",
-        "",
-        "METHOD is any method of the installed peft (see %peft methods), case-insensitive, or",
-        "an alias: lora, qlora, dora, prefix, prompt, p-tuning, ia3, adalora, bottleneck, ...",
-        "Values are Python literals; a,b is a list. %peft help NAME explains one command or",
-        "one method's settings.",
-    ]
-    return "\n".join(lines)
 
 
 @magics_class
@@ -75,8 +43,6 @@ class PeftMagics(Magics):
     def _dispatch(self, line: str, cell: str | None) -> Any:
         stripped = line.strip()
         if not stripped and cell is None:
-            from .cmd_model import help_overview
-
             return help_overview()
         first, _, rest = stripped.partition(" ")
         cmd = lookup(first) if first else None
@@ -100,10 +66,9 @@ PeftMagics.peft.__doc__ = None  # set lazily by install() so that every command 
 
 def install(ip: Any) -> None:
     """Register the magics with an IPython shell (``%load_ext peft_magic`` calls this)."""
-    from . import cmd_model
     from . import _plugins
 
     _plugins.load_all()
-    doc = _help_text()
+    doc = help_text()
     PeftMagics.peft.__doc__ = doc
     ip.register_magics(PeftMagics)

@@ -12,25 +12,86 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import PeftMagicError
+from .. import notebook
 from ..syntax.read import Args
+
+
+#: what the common flags mean, so every command that takes one explains it the same way
+FLAG_HELP = {
+    "--model": "the notebook variable that holds the model (default: model)",
+    "--tokenizer": "the variable that holds the tokenizer (default: tokenizer, or VAR_tokenizer)",
+    "--name": "the adapter's name (default: default / the active adapter)",
+    "--task": "causal-lm, seq-cls, seq2seq, token-cls, qa or feature-extraction",
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One ``--flag`` a command accepts: a switch, or a flag with a value (``metavar``)."""
+
+    name: str
+    metavar: str | None = None
+    help: str = ""
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name} {self.metavar}" if self.metavar else self.name
+
+
+def _flag(spec: str | tuple[str, str]) -> Flag:
+    """``"--model VAR"`` (a value), ``"--force"`` (a switch), or either with its help: ``(spec, help)``."""
+    text, help_ = (spec, "") if isinstance(spec, str) else spec
+    name, _, metavar = text.partition(" ")
+    return Flag(name, metavar or None, help_ or FLAG_HELP.get(name, ""))
 
 
 @dataclass
 class Command:
+    """A sub-command: its handler and the one declaration its parser and its help both read."""
+
     name: str
     handler: Callable[[Context], Any]
-    usage: str
+    args: str  # what comes between the name and the flags: "DIR", "METHOD [key=value …]"
     summary: str
-    value_flags: frozenset[str] = frozenset()
-    switch_flags: frozenset[str] = frozenset()
-    cell: str = "settings"  # what a %%peft body is: "settings", "code" or "none"
+    flags: tuple[Flag, ...] = ()
+    exclusive: tuple[tuple[str, ...], ...] = ()  # flags that exclude each other, shown as [--a | --b]
+    cell: str = "settings"  # what a %%peft body is: "settings", "code", "none" or "only" (a cell magic)
     aliases: tuple[str, ...] = ()
     group: str = "model"
 
     @property
+    def value_flags(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.flags if f.metavar)
+
+    @property
+    def switch_flags(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.flags if not f.metavar)
+
+    @property
+    def usage(self) -> str:
+        """Generated from the declaration, so the help can never miss a flag the parser takes."""
+        head = "%%peft " + self.name if self.cell == "only" else (
+            "%peft" if self.name == "attach" else f"%peft {self.name}")
+        parts = [head] + ([self.args] if self.args else [])
+        grouped = {n for group in self.exclusive for n in group}
+        by_name = {f.name: f for f in self.flags}
+        parts += ["[" + " | ".join(by_name[n].usage for n in group) + "]" for group in self.exclusive]
+        parts += [f"[{f.usage}]" for f in self.flags if f.name not in grouped]
+        return " ".join(parts)
+
+    def flags_help(self) -> list[str]:
+        """One line per flag: its usage and what it does."""
+        width = max((len(f.usage) for f in self.flags), default=0)
+        return [f"  {f.usage.ljust(width)}  {f.help}".rstrip() for f in self.flags]
+
+    @property
     def doc(self) -> str:
         return inspect.cleandoc(self.handler.__doc__ or self.summary)
+
+    def help(self) -> str:
+        """``%peft help NAME``: usage, flags, then the handler's docstring."""
+        flags = self.flags_help()
+        return "\n".join([self.usage, ""] + (["flags:"] + flags + [""] if flags else []) + [self.doc])
 
 
 COMMANDS: dict[str, Command] = {}
@@ -38,13 +99,13 @@ ALIASES: dict[str, str] = {}
 GROUPS = ("model", "adapters", "training", "info")
 
 
-def command(name: str, *, usage: str, summary: str, value_flags: tuple[str, ...] = (),
-            switch_flags: tuple[str, ...] = (), cell: str = "settings", aliases: tuple[str, ...] = (),
+def command(name: str, *, args: str = "", summary: str, flags: tuple[str | tuple[str, str], ...] = (),
+            exclusive: tuple[tuple[str, ...], ...] = (), cell: str = "settings", aliases: tuple[str, ...] = (),
             group: str = "model") -> Callable[[Callable[[Context], Any]], Callable[[Context], Any]]:
     """Register a ``%peft NAME`` sub-command (the decorated function is its handler)."""
 
     def deco(fn: Callable[[Context], Any]) -> Callable[[Context], Any]:
-        COMMANDS[name] = Command(name, fn, usage, summary, frozenset(value_flags), frozenset(switch_flags), cell,
+        COMMANDS[name] = Command(name, fn, args, summary, tuple(_flag(f) for f in flags), exclusive, cell,
                                  aliases, group)
         for a in aliases:
             ALIASES[a] = name
@@ -72,69 +133,24 @@ class Context:
     def ns(self) -> dict[str, Any]:
         return self.shell.user_ns if self.shell is not None else {}
 
-    # -- the model variable ------------------------------------------------------------
+    # -- the model variable (the namespace rules live in ``notebook``, shared with the panel)
 
     def model_var(self) -> str:
         """The variable holding the model: --model, else ``model``, else the only model there is."""
-        from ..state import all_states
-
-        var = self.args.flag("--model")
-        if var:
-            return var
-        if "model" in self.ns:
-            return "model"
-        known = [s.variable for s in all_states() if s.variable and s.variable in self.ns]
-        if known:
-            return known[-1]
-        models = [k for k, v in self.ns.items() if not k.startswith("_") and _is_model(v)]
-        if len(models) == 1:
-            return models[0]
-        return "model"
+        return notebook.model_var(self.ns, self.args.flag("--model"))
 
     def model(self) -> tuple[str, Any]:
         """``(variable, model)``; a one-line error when missing or not a model."""
         var = self.model_var()
-        if var not in self.ns:
-            raise PeftMagicError(
-                f"no variable '{var}' in the notebook",
-                "load a model with %peft load smollm2 (or pass --model NAME)",
-            )
-        obj = self.ns[var]
-        if not _is_model(obj):
-            raise PeftMagicError(f"'{var}' is a {type(obj).__name__}, not a torch model",
-                                 "pass --model NAME for the variable that holds your model")
-        return var, obj
+        return var, notebook.get_model(self.ns, var)
 
     def bind(self, var: str, value: Any) -> None:
         self.ns[var] = value
 
     def bind_model(self, var: str, model: Any) -> None:
-        """Put ``model`` in ``var`` and remember that variable for it (the panel and later
-        commands find the model by it)."""
-        from ..state import state_for
-
-        if self.ns.get(var) is not model:
-            self.bind(var, model)
-        st = state_for(model)
-        if st is not None:
-            st.variable = var
+        """Put ``model`` in ``var`` and remember that variable for it."""
+        notebook.bind_model(self.ns, var, model)
 
     def tokenizer(self, var: str | None = None) -> Any:
         """The tokenizer that goes with the model variable (``tokenizer`` or ``VAR_tokenizer``)."""
-        explicit = self.args.flag("--tokenizer")
-        if explicit:
-            if explicit not in self.ns:
-                raise PeftMagicError(f"no variable '{explicit}' in the notebook")
-            return self.ns[explicit]
-        var = var or self.model_var()
-        for name in (f"{var}_tokenizer", "tokenizer"):
-            if name in self.ns:
-                return self.ns[name]
-        return None
-
-
-def _is_model(obj: Any) -> bool:
-    import sys
-
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.nn.Module)
+        return notebook.find_tokenizer(self.ns, var or self.model_var(), self.args.flag("--tokenizer"))

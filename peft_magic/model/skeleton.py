@@ -3,18 +3,20 @@
 Why: several questions must be answered about a model without touching it — will this
 config attach at all (so a failed ``%peft lora`` never leaves the user's model half
 modified), how many parameters would it train (the panel's live preview), what would a
-target pattern match, how much memory would training take (``%peft plan``). Building the
-same class from the model's config under accelerate's ``init_empty_weights`` takes
-milliseconds and no memory even for a 70B config; the user's model is never deep-copied.
+target pattern match, does a saved adapter fit, how much memory would training take
+(``%peft plan``). Building the same class from the model's config under accelerate's
+``init_empty_weights`` takes milliseconds and no memory even for a 70B config; the
+user's model is never deep-copied. Every skeleton in the package is built by
+:func:`build`, and every adapter attached to one by :func:`attach_on_skeleton`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import warnings
 from typing import Any
+
+from .. import _heavy
+from .facts import auto_class_for_task
 
 
 def can_skeleton(model: Any) -> bool:
@@ -23,51 +25,60 @@ def can_skeleton(model: Any) -> bool:
     return config is not None and hasattr(config, "to_dict") and hasattr(type(model), "_from_config")
 
 
-@contextlib.contextmanager
-def quiet():
-    """Silence the warnings and prints peft/transformers emit while we build throwaway models."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            from transformers.utils import logging as hf_logging
-
-            level = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()
-            try:
-                yield
-            finally:
-                hf_logging.set_verbosity(level)
-
-
-def skeleton_of(model: Any) -> Any:
-    """A meta-device model of the same class and config as ``model`` (a transformers model).
+def build(config: Any, *, model_cls: Any = None, task: str | None = None, dtype: Any = None,
+          attn: str | None = None) -> Any:
+    """A meta-device model from ``config`` (buffers stay real and tiny).
 
     Quantization is dropped: the skeleton has plain ``nn.Linear`` layers, which is what
-    adapter placement and parameter counting need.
+    adapter placement, parameter counting and planning (which puts its own 4-bit
+    stand-ins in) need. Built like ``from_pretrained(dtype=...)`` builds a model — under
+    that default dtype, so buffers computed explicitly in float32 (rotary frequencies)
+    stay float32 — and with tied embeddings tied, as loading makes them. ``attn`` None is
+    transformers' own choice; flash-attention is traced as sdpa's flash kernel.
     """
     from accelerate import init_empty_weights
 
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
+    cfg = copy.deepcopy(config)
+    if hasattr(cfg, "quantization_config"):
         try:
-            delattr(config, "quantization_config")
+            delattr(cfg, "quantization_config")
         except AttributeError:
             pass
-    cls = type(model)
-    with quiet(), init_empty_weights(include_buffers=False):
-        skel = cls._from_config(config)
-    return skel
+    if attn and attn.startswith("flash"):
+        attn = "sdpa"
+    kwargs = ({"dtype": dtype} if dtype is not None else {}) | (
+        {"attn_implementation": attn} if attn in ("sdpa", "eager") else {})
+    with _heavy.quiet(), init_empty_weights(include_buffers=False):
+        if model_cls is not None and hasattr(model_cls, "_from_config"):
+            model = model_cls._from_config(cfg, **kwargs)
+        else:
+            model = auto_class_for_task(task or "CAUSAL_LM").from_config(cfg, **kwargs)
+    if hasattr(model, "tie_weights"):  # outside init_empty_weights, which would re-create the parameter
+        with _heavy.quiet():
+            model.tie_weights()
+    return model
+
+
+def skeleton_of(model: Any) -> Any:
+    """A meta-device model of the same class and config as ``model`` (a transformers model)."""
+    return build(model.config, model_cls=type(model))
 
 
 def skeleton_from_config(config: Any, task: str | None = None) -> Any:
     """A meta-device model built from a transformers config (or a path / hub id to one)."""
-    from accelerate import init_empty_weights
     from transformers import AutoConfig
-
-    from .load import auto_class_for_task
 
     if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
         config = AutoConfig.from_pretrained(config)
-    auto = auto_class_for_task(task or "CAUSAL_LM", config)
-    with quiet(), init_empty_weights(include_buffers=False):
-        return auto.from_config(config)
+    return build(config, task=task or "CAUSAL_LM")
+
+
+def attach_on_skeleton(skeleton: Any, peft_config: Any, name: str = "default") -> Any:
+    """peft's own ``get_peft_model`` on a skeleton (a copy of the config: peft fills it in).
+
+    Raises whatever peft raises; each caller turns that into its own one-line message.
+    """
+    from peft import get_peft_model
+
+    with _heavy.quiet():
+        return get_peft_model(skeleton, copy.deepcopy(peft_config), adapter_name=name)

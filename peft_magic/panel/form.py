@@ -20,7 +20,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import PeftMagicError
-from ..peft_methods.discovery import FieldInfo, coerce_value
+from ..peft_methods.coerce import coerce_value
+from ..peft_methods.fields import FieldInfo
 from ..syntax.write import read_text_value
 
 DESCRIPTION_WIDTH = "170px"

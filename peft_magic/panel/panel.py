@@ -5,7 +5,7 @@ The panel is a face like the magics: it turns widget values into the same engine
 Three promises shape it:
 
 * **It teaches the syntax.** The equivalent ``%peft …`` line is always on show
-  (``line.py`` guarantees the magic's parser reads it back to the same settings), and
+  (``syntax/write.py`` guarantees the magic's parser reads it back to the same settings), and
   the panel attaches with exactly the settings that line carries, so pasting it into a
   cell gives the same adapter.
 * **One state with the magics.** The panel keeps no model of its own: it reads the
@@ -16,24 +16,35 @@ Three promises shape it:
   that shows a ``PeftMagicError`` (or any other failure's first line) in the status
   line; the engine's attach validates on a skeleton and rolls back, and the variable is
   rebound only after success.
+
+Over 450 lines: one widget class whose Adapter tab, line, status and event / cell hooks
+share the panel's state (the model variable, the forms per method, the preview cache);
+the Train and Save tabs, the method picker, the target picker and the settings form are
+modules of their own and talk to it through its public methods.
 """
 
 from __future__ import annotations
 
 import html
-import sys
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
 
-from .. import events
+from .. import events, notebook
+from ..adapter_ops.attach import attach, detach
+from ..adapter_ops.preview import preview
+from ..adapter_ops.summary import summarize
 from ..errors import PeftMagicError, first_line
-from ..peft_methods.discovery import MethodInfo, adaptive_defaults, resolve_method
+from ..fmt import group_names
+from ..model.facts import infer_task, quantization_of
+from ..peft_methods.discovery import MethodInfo, resolve_method
+from ..peft_methods.quirks import adaptive_defaults
+from ..peft_methods.tasks import normalize_task
 from ..state import state_for, unwrap
-from .form import SettingsForm
 from ..syntax.write import attach_line, method_word
+from .form import SettingsForm
 from .method_picker import MethodPicker, unsupported_reason
 from .targets_picker import TargetsPicker
 from .train_save import SaveSection, TrainSection
@@ -48,11 +59,6 @@ TASKS = (("auto (from the model)", ""), ("causal-lm", "causal-lm"), ("seq-cls", 
 _OK = "color:var(--jp-success-color0,#15803d)"
 _ERR = "color:var(--jp-error-color0,#b91c1c)"
 _DIM = "color:var(--jp-ui-font-color2,#666)"
-
-
-def _is_model(obj: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.nn.Module)
 
 
 class PeftPanel(widgets.VBox):
@@ -79,7 +85,7 @@ class PeftPanel(widgets.VBox):
         self.quantized: str | None = None
         self.targets: TargetsPicker | None = None
 
-        model = self._model()
+        model = self.model()
         # -- widgets -------------------------------------------------------------------
         self.header = widgets.HTML()
         self.method = MethodPicker()
@@ -118,9 +124,9 @@ class PeftPanel(widgets.VBox):
         self.name.observe(lambda _c: self._changed(), "value")
         self.task.observe(lambda _c: self._changed(), "value")
         self.line.observe(self._keep_line, "value")
-        self.tabs.observe(lambda _c: self._show_line(), "selected_index")
-        self.attach_button.on_click(lambda _b: self._guard(self.do_attach))
-        self.detach_button.on_click(lambda _b: self._guard(self.do_detach))
+        self.tabs.observe(lambda _c: self.show_line(), "selected_index")
+        self.attach_button.on_click(lambda _b: self.guard(self.do_attach))
+        self.detach_button.on_click(lambda _b: self.guard(self.do_detach))
         # Re-running the `%peft panel` cell replaces its output: the panel it replaces
         # stops following events and cells, so stale panels never pile up.
         key = (id(self.ns), var)
@@ -148,21 +154,16 @@ class PeftPanel(widgets.VBox):
 
     # ----------------------------------------------------------------------- model access
 
-    def _model(self) -> Any:
+    def model(self) -> Any:
         """The model in the notebook variable right now (the panel holds no copy of its own)."""
-        if self.var not in self.ns:
-            raise PeftMagicError(f"no variable '{self.var}' in the notebook",
-                                 "load a model with %peft load smollm2 (or pass --model NAME)")
-        obj = self.ns[self.var]
-        if not _is_model(obj):
-            raise PeftMagicError(f"'{self.var}' is a {type(obj).__name__}, not a torch model",
-                                 "pass --model NAME for the variable that holds your model")
-        return obj
+        return notebook.get_model(self.ns, self.var)
+
+    def tokenizer(self) -> Any:
+        """The tokenizer that goes with the model variable, as the magics find it."""
+        return notebook.find_tokenizer(self.ns, self.var)
 
     def _bind_model(self, model: Any) -> None:
         """(Re)build what depends on the model: 4-bit marks, adaptive defaults, the layer list."""
-        from ..adapter_ops.summary import quantization_of
-
         base = unwrap(model)
         self._base_ref = weakref.ref(base)
         self.quantized = quantization_of(base)
@@ -178,7 +179,7 @@ class PeftPanel(widgets.VBox):
 
     def _model_changed(self) -> bool:
         obj = self.ns.get(self.var)
-        if obj is None or not _is_model(obj):
+        if obj is None or not notebook.is_model(obj):
             return False
         current = self._base_ref() if self._base_ref is not None else None
         return unwrap(obj) is not current
@@ -263,19 +264,17 @@ class PeftPanel(widgets.VBox):
         except PeftMagicError as e:
             self._adapter_line = ""
             self.preview_html.value = f"<span style='{_ERR}'>{html.escape(str(e))}</span>"
-            self._show_line()
+            self.show_line()
             self._update_buttons()
             return
-        self._show_line()
+        self.show_line()
         self._update_preview()
         self._update_buttons()
 
     def _update_preview(self) -> None:
-        from ..adapter_ops.attach import preview
-
         try:
             word, settings, name, task = self.request()
-            model = self._model()
+            model = self.model()
         except PeftMagicError as e:
             self.preview_html.value = f"<span style='{_ERR}'>{html.escape(str(e))}</span>"
             return
@@ -290,8 +289,6 @@ class PeftPanel(widgets.VBox):
         except Exception as e:  # an architecture the skeleton cannot rebuild: no preview, attach still works
             text = f"<span style='{_DIM}'>no preview for this model ({html.escape(first_line(e))})</span>"
         else:
-            from ..adapter_ops.targets import group_names
-
             where = f" · {len(p.targets)} modules: {html.escape(group_names(p.targets))}" if p.targets else \
                 " · no modules replaced (virtual tokens / prompt encoder)"
             text = (f"would train <b>{p.trainable:,}</b> of {p.total:,} parameters "
@@ -301,19 +298,18 @@ class PeftPanel(widgets.VBox):
 
     def summary(self) -> Any:
         """``%peft show``'s data for the model now (``None`` when the variable is gone)."""
-        from ..adapter_ops.summary import summarize
-
         try:
-            return summarize(self._model())
+            return summarize(self.model())
         except PeftMagicError:
             return None
 
-    def _adapters(self) -> list[str]:
+    def adapter_names(self) -> list[str]:
+        """The names of the model's adapters (empty when the variable holds no model)."""
         s = self.summary()
         return [a.name for a in s.adapters] if s is not None else []
 
     def _update_buttons(self) -> None:
-        adapters = self._adapters()
+        adapters = self.adapter_names()
         name = self.name.value.strip() or "default"
         self.attach_button.description = "Replace" if name in adapters else "Attach"
         reason = self.why_not()
@@ -331,15 +327,14 @@ class PeftPanel(widgets.VBox):
         info = self.method.info
         reason = unsupported_reason(info, self.quantized)
         if reason is None and info.is_prompt_learning and not self.task.value:
-            from ..model.load import infer_task
-
             base = self._base_ref() if self._base_ref is not None else None
             if base is not None and infer_task(base) is None:
                 reason = (f"{method_word(info)} needs a task type and {type(base).__name__} does not imply one: "
                           "choose it under 'task'")
         return reason
 
-    def _show_line(self) -> None:
+    def show_line(self) -> None:
+        """Show the line of the selected tab (adapter, train or save)."""
         index = self.tabs.selected_index or 0
         line = [getattr(self, "_adapter_line", ""), self.trainer.line(), self.saver.line()][index]
         self._line_value = line
@@ -358,12 +353,10 @@ class PeftPanel(widgets.VBox):
     def refresh(self) -> None:
         """Re-read the model's state: header, button labels, the train/save sections."""
         try:
-            model = self._model()
+            model = self.model()
         except PeftMagicError as e:
             self.header.value = f"<b>peft_magic</b> · <span style='{_ERR}'>{html.escape(str(e))}</span>"
             return
-        from ..adapter_ops.summary import summarize
-
         s = summarize(model)
         quant = f", {s.quantization}" if s.quantization else ""
         adapters = ", ".join(f"{a.name} ({a.method}{', active' if a.active else ''})" for a in s.adapters) or "none"
@@ -373,11 +366,11 @@ class PeftPanel(widgets.VBox):
             f"{html.escape(s.dtype)}, {html.escape(s.device)})</span> · adapters: {html.escape(adapters)} · "
             f"trainable <b>{s.trainable:,}</b> / {s.total:,} ({s.percent:.4f}%)</div>")
         self._update_buttons()
-        self._show_line()
+        self.show_line()
 
     # ----------------------------------------------------------------------- actions
 
-    def _guard(self, action: Callable[[], None]) -> None:
+    def guard(self, action: Callable[[], None]) -> None:
         """Run a button's action; any failure becomes one status line, never a traceback."""
         self._busy = True
         try:
@@ -394,16 +387,11 @@ class PeftPanel(widgets.VBox):
 
     def bind(self, value: Any) -> None:
         """Put ``value`` into the notebook variable, as the magics do."""
-        self.ns[self.var] = value
-        st = state_for(value)
-        if st is not None:
-            st.variable = self.var
+        notebook.bind_model(self.ns, self.var, value)
 
     def do_attach(self) -> None:
         """Attach (or replace) the adapter with the form's settings — the shown line's settings."""
-        from ..adapter_ops.attach import attach
-
-        model = self._model()
+        model = self.model()
         if self._model_changed():
             self._bind_model(model)
             self._changed()
@@ -423,9 +411,7 @@ class PeftPanel(widgets.VBox):
 
     def do_detach(self) -> None:
         """Remove every adapter; the variable holds the plain base model again."""
-        from ..adapter_ops.attach import detach
-
-        base = detach(self._model())
+        base = detach(self.model())
         self.bind(base)
         self.result.value = ""
         self.set_status(f"removed all adapters: '{self.var}' is the base model again")
@@ -453,9 +439,7 @@ class PeftPanel(widgets.VBox):
                 self.targets.set_value(record.settings.get("target_modules"))
             self.name.value = record.name
             try:
-                from ..model.load import infer_task
-
-                inferred = infer_task(unwrap(self._model()))
+                inferred = infer_task(unwrap(self.model()))
             except PeftMagicError:
                 inferred = None
             if record.task and record.task != inferred:
@@ -468,8 +452,6 @@ class PeftPanel(widgets.VBox):
 
     def _show_record(self, model: Any) -> None:
         """Show the model's active adapter in the form, if it has one."""
-        from ..adapter_ops.summary import summarize
-
         st = state_for(model)
         if st is None or not st.adapters:
             return
@@ -514,7 +496,7 @@ class PeftPanel(widgets.VBox):
         """After each cell: a new model in the variable rebuilds the panel's model parts."""
         try:
             if self._model_changed():
-                self._rebuild(self._model())
+                self._rebuild(self.model())
             self.trainer.refresh_data()
             self.trainer.update()
         except Exception:
@@ -554,6 +536,4 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _task_key(value: str) -> str:
-    from ..peft_methods.discovery import normalize_task
-
     return normalize_task(value) or ""

@@ -20,7 +20,8 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import PeftMagicError
-from ..adapter_ops.targets import TargetReport, explore, group_names
+from ..adapter_ops.targets import TargetReport, explore
+from ..fmt import group_names
 
 _REGEX = re.compile(r"[.*+?\[\]()|^$\\{}]")
 

@@ -1,9 +1,9 @@
 """The panel's Train and Save tabs.
 
-Both call the same engine functions as ``%peft train`` and ``%peft save``
-(``peft_magic.train`` / ``peft_magic.save``) and show the equivalent line. They look
-the functions up on the package at click time, so the panel works (with the tab
-disabled and saying why) in a build that lacks one of them.
+Both call the same functions as ``%peft train`` and ``%peft save`` (``api.train``, with
+its live display hosted in the tab, and ``adapter_ops.save``) and show the equivalent
+line. They talk to the panel through its public methods (``model``, ``tokenizer``,
+``adapter_names``, ``guard``, ``show_line``, ``set_status``).
 
 The data picker lists the notebook variables that training accepts — lists of texts or
 of dicts, pandas DataFrames, ``datasets`` Datasets — found by type name, so nothing
@@ -26,18 +26,6 @@ if TYPE_CHECKING:
 _ERR = "color:var(--jp-error-color0,#b91c1c)"
 _DIM = "color:var(--jp-ui-font-color2,#666)"
 _HIDDEN = {"In", "Out", "exit", "quit", "get_ipython"}
-
-
-def _api(name: str) -> Any:
-    """``peft_magic.NAME`` if this build has it (training and saving may be absent)."""
-    import peft_magic
-
-    if name not in getattr(peft_magic, "_API", {}):
-        return None
-    try:
-        return getattr(peft_magic, name)
-    except (AttributeError, ImportError):
-        return None
 
 
 def is_dataset(value: Any) -> bool:
@@ -94,11 +82,11 @@ class TrainSection:
         for w in (self.data, self.steps, self.lr, self.batch):
             w.observe(lambda _c: self._changed(), "value")
         self.reload.on_click(lambda _b: self.refresh_data())
-        self.button.on_click(lambda _b: panel._guard(self.do_train))
+        self.button.on_click(lambda _b: panel.guard(self.do_train))
 
     def _changed(self) -> None:
         self.update()
-        self.panel._show_line()
+        self.panel.show_line()
 
     def refresh_data(self) -> None:
         names = dataset_variables(self.panel.ns)
@@ -122,9 +110,7 @@ class TrainSection:
 
     def why_not(self) -> str | None:
         """Why training cannot start now, or ``None``."""
-        if _api("train") is None:
-            return "training is not available in this build of peft_magic"
-        if not self.panel._adapters():
+        if not self.panel.adapter_names():
             return "attach an adapter first (Adapter tab)"
         if not self.data.value:
             return ("no data in the notebook: make a list of texts (or dicts), a DataFrame or a "
@@ -137,24 +123,18 @@ class TrainSection:
         self.button.tooltip = reason or "train the active adapter"
         self.reason.value = f"<span style='{_DIM}'>{html.escape(reason)}</span>" if reason else ""
 
-    def tokenizer(self) -> Any:
-        ns, var = self.panel.ns, self.panel.var
-        for name in (f"{var}_tokenizer", "tokenizer"):
-            if name in ns:
-                return ns[name]
-        return None
-
     def do_train(self) -> None:
         """Train with the same live progress display as ``%peft train``, hosted in this tab."""
-        train = _api("train")
+        from ..api import train
+
         reason = self.why_not()
         if reason:
             raise PeftMagicError(reason)
-        model = self.panel._model()
+        model = self.panel.model()
         name = self.data.value
         if name not in self.panel.ns:
             raise PeftMagicError(f"no variable '{name}' in the notebook any more", "press ↻ to look again")
-        tokenizer = self.tokenizer()
+        tokenizer = self.panel.tokenizer()
         if tokenizer is None:
             var = self.panel.var
             raise PeftMagicError(f"no tokenizer found (looked for 'tokenizer' and '{var}_tokenizer')",
@@ -164,12 +144,10 @@ class TrainSection:
         self.progress.children = [renderer.box] if renderer is not None else []
         run = train(model, self.panel.ns[name], tokenizer=tokenizer, display=renderer or None,
                     steps=int(self.steps.value), lr=float(self.lr.value), batch=int(self.batch.value))
-        status = getattr(run, "status", "completed")
-        loss = getattr(run, "final_loss", None)
-        text = f"training {status}: {getattr(run, 'steps_done', '?')} steps"
-        if loss is not None:
-            text += f", final loss {loss:.4f}"
-        self.panel.set_status(f"{text} — same as {line}", ok=status == "completed")
+        text = f"training {run.status}: {run.steps_done} steps"
+        if run.final_loss is not None:
+            text += f", final loss {run.final_loss:.4f}"
+        self.panel.set_status(f"{text} — same as {line}", ok=run.status == "completed")
 
 
 def panel_renderer() -> Any:
@@ -209,11 +187,11 @@ class SaveSection:
                                  widgets.HBox([self.button, self.reason])])
         for w in (self.adapter, self.folder, self.merged, self.force):
             w.observe(lambda _c: self._changed(), "value")
-        self.button.on_click(lambda _b: panel._guard(self.do_save))
+        self.button.on_click(lambda _b: panel.guard(self.do_save))
 
     def _changed(self) -> None:
         self.update()
-        self.panel._show_line()
+        self.panel.show_line()
 
     def line(self) -> str:
         flags: dict[str, Any] = {}
@@ -235,12 +213,12 @@ class SaveSection:
 
     def _merge_reason(self) -> str | None:
         """Why the adapter cannot be saved merged (prompt methods, a 4-bit base …), or ``None``."""
-        from ..peft_methods.discovery import registry
+        from ..peft_methods.discovery import method_info
 
         pt = self._adapter_type()
         if pt is None:
             return None
-        info = registry().get(pt)
+        info = method_info(pt)
         if info is not None and not info.can_merge:
             return f"{info.name} cannot be merged into the base weights: save the adapter itself"
         if self.panel.quantized:
@@ -249,16 +227,14 @@ class SaveSection:
         return None
 
     def why_not(self) -> str | None:
-        if _api("save") is None:
-            return "saving is not available in this build of peft_magic"
-        if not self.panel._adapters():
+        if not self.panel.adapter_names():
             return "attach an adapter first (Adapter tab)"
         if not self.folder.value.strip():
             return "which folder?"
         return None
 
     def update(self) -> None:
-        names = self.panel._adapters()
+        names = self.panel.adapter_names()
         opts = [("active adapter", "")] + [(n, n) for n in names]
         if list(self.adapter.options) != opts:
             keep = self.adapter.value
@@ -280,20 +256,17 @@ class SaveSection:
         self.reason.value = f"<span style='{_DIM}'>{html.escape(shown)}</span>" if shown else ""
 
     def do_save(self) -> None:
-        save = _api("save")
+        from ..adapter_ops.save import save
+
         reason = self.why_not()
         if reason:
             raise PeftMagicError(reason)
         line = self.line()
-        result = save(self.panel._model(), self.folder.value.strip(), name=self.adapter.value or None,
+        result = save(self.panel.model(), self.folder.value.strip(), name=self.adapter.value or None,
                       merged=bool(self.merged.value), force=bool(self.force.value),
-                      tokenizer=self.panel.trainer.tokenizer())
-        html_repr = getattr(result, "_repr_html_", None)
-        if callable(html_repr):
-            self.panel.result.value = html_repr()
-        headline = getattr(result, "headline", None) or getattr(result, "message", None) or \
-            f"saved to {self.folder.value.strip()}"
-        self.panel.set_status(f"{headline} — same as {line}")
+                      tokenizer=self.panel.tokenizer())
+        self.panel.result.value = result._repr_html_() or ""
+        self.panel.set_status(f"{result.message} — same as {line}")
 
 
 __all__ = ["TrainSection", "SaveSection", "dataset_variables", "is_dataset"]

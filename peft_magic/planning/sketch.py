@@ -6,7 +6,7 @@ QLoRA would quantize, k-bit preparation and gradient checkpointing as peft and
 transformers apply them, and the method attached by peft itself. From a sketch come the
 parameter parts of a plan (frozen weights, adapter, gradients, optimizer states — the
 same tensors a real run would create, counted the same way) and, by tracing one
-forward / backward (``planning_trace``), its activations.
+forward / backward (``trace``), its activations.
 
 Depth: every decoder layer holds the same weights and activations, so a sketch is built
 at two small depths (1 and 2 layers, or one and two periods of the layer pattern) and
@@ -17,6 +17,10 @@ sketched at full depth (slower, still no memory).
 :func:`tensor_accounting` is the other side: the exact bytes of a real model's tensors
 (parameters, buffers, and the quantization state bitsandbytes keeps next to a 4-bit
 weight), used by ``check_fit`` for the model as it is and by the tests as ground truth.
+
+Over 450 lines because the byte formulas (NF4 blocks, optimizer states per optimizer) and
+the sketch builders must agree to the byte, and they are checked together against real
+tensors; splitting them would separate each formula from the builder that relies on it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _heavy
 from ..errors import PeftMagicError, first_line
+from ..model.skeleton import attach_on_skeleton, build
 
 CUDA_BLOCK = 512  # torch's CUDA caching allocator rounds every tensor up to 512 bytes
 
@@ -283,36 +289,8 @@ def config_at_depth(config: Any, depth: int) -> Any:
 
 def build_skeleton(config: Any, dtype: Any, *, model_cls: Any = None, task: str | None = None,
                    attn: str | None = None) -> Any:
-    """A meta-device model from ``config`` in ``dtype`` (buffers stay real and tiny).
-
-    Built like ``from_pretrained(dtype=...)`` builds it — under that default dtype, so
-    buffers computed explicitly in float32 (rotary frequencies) stay float32.
-    """
-    from accelerate import init_empty_weights
-
-    from ..model.load import auto_class_for_task
-    from ..model.skeleton import quiet
-
-    cfg = copy.deepcopy(config)
-    if hasattr(cfg, "quantization_config"):
-        try:
-            delattr(cfg, "quantization_config")
-        except AttributeError:
-            pass
-    # ``attn`` None: transformers' own choice (sdpa where the model supports it, else eager),
-    # as loading makes it; flash-attention kernels are traced as sdpa's flash kernel.
-    if attn and attn.startswith("flash"):
-        attn = "sdpa"
-    kwargs = {"dtype": dtype} | ({"attn_implementation": attn} if attn in ("sdpa", "eager") else {})
-    with quiet(), init_empty_weights(include_buffers=False):
-        if model_cls is not None and hasattr(model_cls, "_from_config"):
-            model = model_cls._from_config(cfg, **kwargs)
-        else:
-            model = auto_class_for_task(task or "CAUSAL_LM", cfg).from_config(cfg, **kwargs)
-    if hasattr(model, "tie_weights"):  # as loading does: tied embeddings are one tensor (outside
-        with quiet():                  # init_empty_weights, which would re-create the parameter)
-            model.tie_weights()
-    return model
+    """A meta-device model from ``config`` in the training ``dtype`` (``model.skeleton.build``)."""
+    return build(config, model_cls=model_cls, task=task, dtype=dtype, attn=attn)
 
 
 def skip_quantization(skeleton: Any) -> list[str]:
@@ -339,7 +317,7 @@ def _should_convert(name: str, skip: list[str]) -> bool:
 
 def quantize_skeleton(skeleton: Any, compute_dtype: Any, names: list[str] | None = None) -> list[str]:
     """Swap the layers bitsandbytes would quantize (``nn.Linear`` and GPT-2's ``Conv1D``)
-    for :class:`~peft_magic.planning_trace.Sim4bitLinear`, in place. ``names`` picks the
+    for :class:`~peft_magic.planning.trace.Sim4bitLinear`, in place. ``names`` picks the
     layers explicitly (those of a live 4-bit model). Returns the swapped names."""
     import torch
 
@@ -393,9 +371,7 @@ def prepare_kbit(skeleton: Any) -> None:
 
 def enable_checkpointing(skeleton: Any) -> None:
     """Gradient checkpointing as transformers applies it (non-reentrant, like ``%peft qlora``)."""
-    from ..model.skeleton import quiet
-
-    with quiet():
+    with _heavy.quiet():
         skeleton.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
@@ -461,22 +437,15 @@ def _nf4_parts(numel: int, blocksize: int = 64, double_quant: bool = True) -> li
 
 def attach_method(skeleton: Any, peft_config: Any, name: str = "default") -> Any:
     """Attach ``peft_config`` to a skeleton with peft itself (one line on failure)."""
-    from peft import get_peft_model
-
-    from ..model.skeleton import quiet
-
     try:
-        with quiet():
-            return get_peft_model(skeleton, copy.deepcopy(peft_config), adapter_name=name)
+        return attach_on_skeleton(skeleton, peft_config, name)
     except Exception as e:
         raise PeftMagicError(f"cannot attach on the model's skeleton: {first_line(e)}") from None
 
 
 def add_adapters(peft_model: Any, configs: dict[str, Any], active: Any) -> None:
     """Add further adapters (a live model's second, third …) and activate as it does."""
-    from ..model.skeleton import quiet
-
-    with quiet():
+    with _heavy.quiet():
         for n, c in configs.items():
             if n not in peft_model.peft_config:
                 peft_model.add_adapter(n, copy.deepcopy(c))

@@ -5,7 +5,7 @@ settings (``r=8 target=[q_proj, v_proj] lr=2e-4``) and YAML cell bodies; argpars
 need the settings pre-split and prints multi-line usage on error. This parser gives
 one-line errors that name the offending token and suggests the right flag.
 
-Value rules (DESIGN.md): values are Python literals (``8``, ``0.05``, ``True``,
+Value rules: values are Python literals (``8``, ``0.05``, ``True``,
 ``'text'``, ``[1, 2]``, ``{'a': 1}``); ``a,b`` is a list; ``true``/``false``/``none``
 work in any case; anything else is a string (names, paths, regexes).
 """

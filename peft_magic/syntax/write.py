@@ -4,8 +4,8 @@ Why the panel shows a line at all: the panel is where people who do not know the
 syntax start; the line teaches it, and pasting it into a cell must give *exactly* the
 adapter the panel gives. So the line is not a pretty-print that might drift from the
 parser: every value is rendered in the most readable spelling that the magic's own
-parser (``magics.parsing``) reads back to the same setting after the engine's own
-normalisation (``method_registry.normalize_settings``); a value with no readable
+parser (``syntax.read``) reads back to the same setting after the engine's own
+normalisation (``peft_methods.coerce.normalize_settings``); a value with no readable
 spelling falls back to a quoted Python literal, which always round-trips.
 """
 
@@ -16,13 +16,12 @@ import shlex
 from typing import Any
 
 from ..errors import PeftMagicError
+from ..peft_methods.aliases import SHORT_NAMES
+from ..peft_methods.coerce import normalize_settings, resolve_key
+from ..peft_methods.discovery import MethodInfo, MethodSpec, resolve_method
 from .read import parse_line, parse_value
-from ..peft_methods.discovery import MethodInfo, MethodSpec, normalize_settings, resolve_key, resolve_method
 
-#: the friendlier word users type for a method (only aliases that imply nothing extra)
-FRIENDLY_METHOD = {"PREFIX_TUNING": "prefix", "PROMPT_TUNING": "prompt", "P_TUNING": "p-tuning"}
-
-#: short key aliases shown in the line where they resolve to the same field (DESIGN.md)
+#: short key aliases shown in the line where they resolve to the same field
 SHORT_KEYS = ("alpha", "dropout", "target", "tokens")
 
 _PLAIN = re.compile(r"^[A-Za-z_][\w\-./]*$")
@@ -30,7 +29,7 @@ _PLAIN = re.compile(r"^[A-Za-z_][\w\-./]*$")
 
 def method_word(info: MethodInfo) -> str:
     """What a user types for ``info``: ``lora``, ``prefix``, ``p-tuning``, ``loha`` …"""
-    word = FRIENDLY_METHOD.get(info.peft_type)
+    word = SHORT_NAMES.get(info.peft_type)
     if word is not None:
         try:
             if resolve_method(word).info.peft_type == info.peft_type:

@@ -22,7 +22,7 @@ Speed: tokenization is batched (the fast tokenizer's Rust batch path) and cached
 (data content, tokenizer, max_len), so re-running a training cell does not re-tokenize.
 Batches are padded dynamically (to the longest in the batch, rounded up to a multiple of
 8) and length-grouped by the trainer: on long-tailed real text this is 4.7× the real
-tokens/s of ``padding="max_length"`` (DESIGN.md).
+tokens/s of ``padding="max_length"`` (measured: see ``bench/RESULTS.md``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,26 @@
+"""The plain-Python face: engine calls with the same displays the magics show.
+
+``peft_magic.train(...)`` in a notebook should look like ``%peft train``: a live display
+while it runs. The engine's ``training.run.train`` emits events and draws nothing; this
+face puts a renderer on those events for the length of the call. (The other public
+functions need no display and are the engine's own; ``peft_magic/__init__`` maps names.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .display.progress import ProgressDisplay, pick_renderer
+
+
+def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any = "auto", **settings: Any) -> Any:
+    """Train with the live progress display (the ``%peft train`` of plain Python).
+
+    Same arguments as :func:`peft_magic.training.run.train`; ``display`` is ``"auto"``
+    (widgets in a notebook, a text line elsewhere), ``"widget"``, ``"text"`` or ``None``.
+    Returns the :class:`~peft_magic.state.Run` record.
+    """
+    from .training.run import train as train_run
+
+    with ProgressDisplay(pick_renderer(display)):
+        return train_run(model, data, tokenizer=tokenizer, **settings)

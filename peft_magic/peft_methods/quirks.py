@@ -1,0 +1,221 @@
+"""Per-method knowledge that peft's registry does not hold, in one table.
+
+peft's registry says which methods exist and what their configs look like. What it does
+not say — and what attaching, training, merging, the panel and ``%peft methods`` need —
+lives here, one :class:`Quirk` per peft type, so a fact about a method is written once:
+
+* a one-line description for ``%peft methods`` and the panel;
+* its family (the panel groups methods by it) where the name does not tell;
+* a learning rate that works for a quick experiment;
+* overrides of what peft's classes suggest about merging and 4/8-bit bases;
+* settings without which the method cannot do anything (peft's defaults are placeholders);
+* :func:`adaptive_defaults`: defaults that fit *this* model where peft's fixed defaults
+  would fail (block sizes that must divide the layer width, token counts with no default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import PeftMagicError
+
+LORA_FAMILY, PROMPT_BASED, OTHER = "LoRA family", "prompt-based", "other"
+FAMILIES = (LORA_FAMILY, PROMPT_BASED, OTHER)
+
+#: learning rates by kind (see default_lr's docstring for the sources)
+_LR_LOW_RANK, _LR_SOFT_PROMPT, _LR_PREFIX, _LR_SCALING, _LR_SMALL = 2e-4, 3e-2, 1e-2, 3e-3, 1e-3
+
+
+@dataclass(frozen=True)
+class Quirk:
+    """What peft_magic knows about one method beyond peft's registry."""
+
+    description: str = ""
+    family: str | None = None  # None: decided by the name (…LORA → LoRA family) and prompt learning
+    lr: float | None = None  # None: the low-rank default
+    can_merge: bool | None = None  # None: read from peft's layer classes
+    kbit: bool | None = None  # None: read from peft (a bnb module for the method)
+    required: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting → (what it is, example)
+
+
+def _q(description: str, **kw: Any) -> Quirk:
+    return Quirk(description, **kw)
+
+
+QUIRKS: dict[str, Quirk] = {
+    "LORA": _q("Low-rank update matrices (A·B) added to chosen layers; the default choice."),
+    "ADALORA": _q("LoRA whose rank budget is re-allocated across layers during training."),
+    "LOHA": _q("Low-rank Hadamard product update (LyCORIS); higher rank per parameter than LoRA.", family=LORA_FAMILY),
+    "LOKR": _q("Low-rank Kronecker product update (LyCORIS); very few parameters.", family=LORA_FAMILY),
+    "VERA": _q("Shared frozen random matrices with small trainable scaling vectors per layer.", family=LORA_FAMILY,
+               lr=_LR_SMALL),
+    "PVERA": _q("Probabilistic VeRA: VeRA with a learned distribution over the scaling vectors.",
+                family=LORA_FAMILY, lr=_LR_SMALL),
+    "DELORA": _q("Decoupled LoRA: LoRA with a bounded, normalised update strength."),
+    "GRALORA": _q("Granular LoRA: the weight split into blocks, each with its own small LoRA."),
+    "RANDLORA": _q("Full-rank update from a sum of shared random low-rank bases with trainable scales."),
+    "VBLORA": _q("LoRA built from a shared vector bank, composed with learned top-k mixtures.", lr=_LR_SMALL),
+    "UNILORA": _q("LoRA whose parameters are all drawn from one shared trainable vector.", lr=_LR_SMALL),
+    "TINYLORA": _q("An extremely small LoRA variant for tight parameter budgets.", lr=_LR_SMALL),
+    "HIRA": _q("High-rank adaptation: a Hadamard product of low-rank matrices with the frozen weight.",
+               family=LORA_FAMILY),
+    "GLORA": _q("Generalised LoRA: learned scaling, shift and low-rank terms per layer."),
+    "LILY": _q("Low-rank interconnected adapters shared across layers through a router.", family=LORA_FAMILY),
+    "XLORA": _q("Mixture of already-trained LoRA experts with a learned per-token gating.", can_merge=False,
+                required={"adapters": ("the already-trained LoRA adapters to mix", "adapters={'a': './lora_a'}")}),
+    "SHIRA": _q("Sparse high-rank adapter: trains a sparse subset of the frozen weights.", family=LORA_FAMILY),
+    "MISS": _q("Matrix shard sharing: a cheap structured update shared within each weight.", family=LORA_FAMILY),
+    "PEANUT": _q("Weight-aware LoRA-like adapter whose update depends on the frozen weight.", family=LORA_FAMILY),
+    "DEFT": _q("Decompositional efficient fine-tuning of the weight matrices.", family=LORA_FAMILY),
+    "PROMPT_TUNING": _q("Learns virtual token embeddings prepended to every input (soft prompt).",
+                        lr=_LR_SOFT_PROMPT),
+    "MULTITASK_PROMPT_TUNING": _q("One shared soft prompt plus a low-rank per-task component.", lr=_LR_SOFT_PROMPT),
+    "P_TUNING": _q("Soft prompt produced by a small trainable encoder (MLP or LSTM).", lr=_LR_SOFT_PROMPT),
+    "PREFIX_TUNING": _q("Learns key/value vectors prepended at every attention layer.", lr=_LR_PREFIX),
+    "ADAPTION_PROMPT": _q("LLaMA-Adapter: gated prompts added to the top attention layers.", family=PROMPT_BASED,
+                          lr=_LR_PREFIX, can_merge=False),
+    "CPT": _q("Context-aware prompt tuning for few-shot in-context examples.", family=PROMPT_BASED, lr=_LR_PREFIX,
+              required={"cpt_token_ids": ("the token ids of the in-context examples (CPT also needs data with an "
+                                          "input_type_mask)", "cpt_token_ids=[...]")}),
+    "CARTRIDGE": _q("A trained KV-cache prefix (cartridge) that compresses a long context.", family=PROMPT_BASED,
+                    lr=_LR_PREFIX),
+    "IA3": _q("Learned rescaling vectors for keys, values and feed-forward activations; tiny.", lr=_LR_SCALING),
+    "BOFT": _q("Butterfly-factorised orthogonal transform of the frozen weights."),
+    "OFT": _q("Orthogonal fine-tuning: block-diagonal orthogonal transform of the weights."),
+    "HRA": _q("Householder reflections applied to the frozen weights."),
+    "FOURIERFT": _q("Trains a few spectral coefficients of the weight update (Fourier domain).", lr=_LR_SMALL),
+    "WAVEFT": _q("Trains sparse wavelet coefficients of the weight update.", lr=_LR_SMALL),
+    "C3A": _q("Circular convolution adapter: block-circulant weight updates via FFT."),
+    "LN_TUNING": _q("Trains only the LayerNorm / RMSNorm parameters.", lr=_LR_SCALING),
+    "BEFT": _q("Bias-efficient fine-tuning: trains added bias terms of value projections.", lr=_LR_SCALING),
+    "FROD": _q("Hierarchical joint decomposition of layer weights with a small trained core.", family=LORA_FAMILY),
+    "OSF": _q("Orthogonal subspace fine-tuning for continual learning."),
+    "ROAD": _q("Rotation adapter: trains 2-D rotations of the weight outputs."),
+    "TRAINABLE_TOKENS": _q("Trains only selected rows of the token embedding (e.g. new tokens).",
+                           required={"token_indices": ("the ids of the tokens to train", "token_indices=[5,6,7]")}),
+    "POLY": _q("Polytropon: a per-task routed mixture of LoRA modules (needs task ids).", can_merge=False),
+    "SHADOW": _q("A parallel shadow network alongside the frozen layers."),
+    "SUPERTUNING": _q("Super-tuning: a small set of supervised tuning parameters."),
+    "PSOFT": _q("Orthogonal fine-tuning in the principal subspace of the weights."),
+    "ADAMSS": _q("Adaptive multi-subspace adapters (needs scikit-learn)."),
+    # our adapters sit beside the (possibly quantized) layers and never touch their weights
+    "BOTTLENECK": _q("Houlsby / Pfeiffer bottleneck adapters after attention and/or MLP outputs.", lr=_LR_SMALL,
+                     can_merge=False, kbit=True),
+}
+
+_NONE = Quirk()
+
+
+def quirk(peft_type: str) -> Quirk:
+    """The quirks of ``peft_type`` (an empty record for methods we know nothing special of)."""
+    return QUIRKS.get(peft_type, _NONE)
+
+
+def family_of(peft_type: str, is_prompt_learning: bool) -> str:
+    """The panel's group for a method: its quirk's, else by its name and kind."""
+    q = quirk(peft_type)
+    if q.family:
+        return q.family
+    if is_prompt_learning:
+        return PROMPT_BASED
+    return LORA_FAMILY if "LORA" in peft_type else OTHER
+
+
+def default_lr(peft_type: str) -> float:
+    """Learning rates that work for a quick experiment, by method.
+
+    Low-rank updates like 2e-4 (the QLoRA paper's and peft's examples); prompt-based
+    methods train a few embeddings from scratch and need 1e-2 – 3e-2; IA3 scales
+    activations (3e-3 in its paper); bottleneck adapters 1e-3 (Houlsby et al.).
+    """
+    return quirk(peft_type).lr or _LR_LOW_RANK
+
+
+def check_required(spec: Any, kwargs: dict[str, Any], model_config: Any) -> None:
+    """One line for a setting the method cannot work without, or a model it cannot take."""
+    for key, (what, example) in quirk(spec.info.peft_type).required.items():
+        if not kwargs.get(key):
+            raise PeftMagicError(f"{spec.requested} needs {key}: {what}", f"e.g. %peft {spec.requested} {example}")
+    if spec.info.peft_type == "XLORA" and getattr(model_config, "use_cache", False):
+        raise PeftMagicError("xlora needs the model's cache off", "set model.config.use_cache = False first")
+
+
+# ----------------------------------------------------------------------------- adaptive defaults
+
+
+def _linear_dims(model_config: Any) -> list[int]:
+    """Hidden and intermediate widths of a transformers config (what layer sizes divide)."""
+    dims = []
+    for attr in ("hidden_size", "n_embd", "d_model", "intermediate_size", "n_inner", "d_ff"):
+        v = getattr(model_config, attr, None)
+        if isinstance(v, int) and v > 0:
+            dims.append(v)
+    heads = getattr(model_config, "num_attention_heads", None)
+    kv = getattr(model_config, "num_key_value_heads", None)
+    hidden = getattr(model_config, "hidden_size", None)
+    if isinstance(heads, int) and isinstance(kv, int) and isinstance(hidden, int) and heads:
+        dims.append(hidden // heads * kv)
+    return dims
+
+
+def _largest_pow2_divisor(dims: list[int], cap: int) -> int:
+    g = 0
+    for d in dims:
+        g = math.gcd(g, d)
+    p = 1
+    while p * 2 <= cap and g % (p * 2) == 0:
+        p *= 2
+    return p
+
+
+def _size_defaults(pt: str, fields: dict[str, Any], want: Any, dims: list[int]) -> dict[str, Any]:
+    """Block / vector sizes must divide the layer widths; peft's defaults (256, 64) do not
+    divide e.g. SmolLM2's 576 or a tiny test model's 64."""
+    d: dict[str, Any] = {}
+    for method, key, cap in (("VBLORA", "vector_length", 256), ("C3A", "block_size", 256), ("ROAD", "group_size", 64)):
+        if pt == method and want(key):
+            d[key] = _largest_pow2_divisor(dims, min(cap, fields[key].default or cap))
+    smallest = min(dims)
+    if pt == "WAVEFT" and want("n_frequency"):
+        d["n_frequency"] = min(fields["n_frequency"].default or 2592, max(1, smallest * smallest // 4))
+    if pt == "SHIRA" and want("r"):
+        d["r"] = min(fields["r"].default or 32, max(1, smallest // 4))
+    return d
+
+
+def adaptive_defaults(spec: Any, model_config: Any, explicit: dict[str, Any], layer_count: int | None) -> dict:
+    """Defaults that fit this model where peft's fixed defaults would fail or be useless.
+
+    Only fields the user did not set are filled; each rule says why in a comment.
+    """
+    fields = spec.info.fields
+    pt = spec.info.peft_type
+    d: dict[str, Any] = {}
+    dims = _linear_dims(model_config) if model_config is not None else []
+
+    def want(name: str) -> bool:
+        return name in fields and name not in explicit and name not in spec.preset
+
+    # Prompt methods: peft has no default token count (None), which crashes at attach.
+    if want("num_virtual_tokens") and fields["num_virtual_tokens"].default is None:
+        d["num_virtual_tokens"] = 20
+    if pt == "P_TUNING" and want("encoder_hidden_size") and dims:
+        d["encoder_hidden_size"] = dims[0]
+    # LLaMA-Adapter: peft requires explicit length and layer count.
+    if pt == "ADAPTION_PROMPT":
+        if want("adapter_len") and fields["adapter_len"].default is None:
+            d["adapter_len"] = 10
+        if want("adapter_layers") and fields["adapter_layers"].default is None:
+            n = getattr(model_config, "num_hidden_layers", None) or layer_count or 1
+            d["adapter_layers"] = max(1, min(n, 8))
+    # AdaLoRA needs the schedule length up front; training overrides it with the real one.
+    if pt == "ADALORA" and want("total_step") and fields["total_step"].default is None:
+        d["total_step"] = 1000
+    # X-LoRA's gating network needs the model's width.
+    if pt == "XLORA" and want("hidden_size") and model_config is not None:
+        d["hidden_size"] = getattr(model_config, "hidden_size", None)
+    if dims:
+        d.update(_size_defaults(pt, fields, want, dims))
+    return d

@@ -1,0 +1,107 @@
+"""``%peft train`` settings → ``transformers.TrainingArguments``, checked key by key.
+
+Users type short names (``steps``, ``lr``, ``batch``) and any ``TrainingArguments``
+field; every key is checked against the real dataclass (with did-you-mean) and its value
+converted to the field's type before a run starts, so a typo is one line, not a
+``TypeError`` after the model was prepared. The defaults we choose for a notebook run
+(logging every step, no checkpoints unless interrupted, our own display) are in
+:func:`trainer_arguments`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+from ..errors import PeftMagicError, did_you_mean, first_line
+from ..peft_methods.coerce import coerce_value
+from ..peft_methods.fields import config_fields
+
+#: short names a user types → TrainingArguments fields
+ALIASES = {
+    "steps": "max_steps", "epochs": "num_train_epochs", "lr": "learning_rate",
+    "batch": "per_device_train_batch_size", "batch_size": "per_device_train_batch_size",
+    "grad_accum": "gradient_accumulation_steps", "accum": "gradient_accumulation_steps",
+    "warmup": "warmup_steps", "wd": "weight_decay", "scheduler": "lr_scheduler_type",
+    "eval_batch": "per_device_eval_batch_size", "checkpointing": "gradient_checkpointing",
+    "optim": "optim", "seed": "seed",
+}
+#: settings that are ours, not TrainingArguments fields
+OWN_KEYS = ("max_len", "eval", "data", "packing_off")
+DEFAULT_BATCH = 8
+
+
+def _training_fields() -> dict[str, Any]:
+    from transformers import TrainingArguments
+
+    return config_fields(TrainingArguments)
+
+
+def normalize_args(settings: dict[str, Any]) -> dict[str, Any]:
+    """Resolve aliases and check every key against TrainingArguments (with did-you-mean)."""
+    fields = _training_fields()
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        real = ALIASES.get(key, key)
+        if real in OWN_KEYS:
+            out[real] = value
+            continue
+        if real not in fields:
+            hint = did_you_mean(key, list(fields) + list(ALIASES) + list(OWN_KEYS))
+            raise PeftMagicError(f"unknown training setting '{key}'" + (f": {hint}" if hint else ""),
+                                 None if hint else "see %peft help train")
+        out[real] = coerce_value("train", fields[real], value)
+    for key in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps"):
+        if key in out and isinstance(out[key], int) and out[key] < 1:
+            raise PeftMagicError(f"{key} must be ≥ 1, got {out[key]}")
+    if "learning_rate" in out and not out["learning_rate"] > 0:
+        raise PeftMagicError(f"lr must be > 0, got {out['learning_rate']}")
+    if "num_train_epochs" in out and not out["num_train_epochs"] > 0:
+        raise PeftMagicError(f"epochs must be > 0, got {out['num_train_epochs']}")
+    return out
+
+
+def precision(model: Any, device: str) -> dict[str, bool]:
+    """bf16 / fp16 mixed precision on GPUs (what the weights are in, else what the GPU has)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return {}
+    dtypes = {p.dtype for p in model.parameters() if p.dtype.is_floating_point}
+    if torch.bfloat16 in dtypes or (torch.cuda.is_bf16_supported() and torch.float16 not in dtypes):
+        return {"bf16": True}
+    return {"fp16": True}
+
+
+def planned_steps(args: dict[str, Any], n_examples: int) -> int:
+    """How many optimizer steps the run will take (before the Trainer says so itself)."""
+    if args.get("max_steps"):
+        return int(args["max_steps"])
+    per_step = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
+    return math.ceil(n_examples / per_step * float(args.get("num_train_epochs", 1)))
+
+
+def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, model: Any, steps: int,
+                      has_eval: bool) -> Any:
+    """The ``TrainingArguments`` of a notebook run: our display, logging every step (thinned
+    for very long runs), length-grouped batches, no checkpoints unless interrupted."""
+    from transformers import TrainingArguments
+
+    targs = dict(
+        output_dir=output_dir, report_to="none", disable_tqdm=True, save_strategy="no",
+        logging_steps=1 if steps <= 2000 else max(1, steps // 1000), logging_first_step=True,
+        remove_unused_columns=False, label_names=["labels"], train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0, use_cpu=device == "cpu", save_only_model=False,
+        **precision(model, device),
+    )
+    if has_eval:
+        targs.update(eval_strategy="steps", eval_steps=max(1, steps // 5),
+                     per_device_eval_batch_size=args.get("per_device_train_batch_size", DEFAULT_BATCH))
+    targs.update(args)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return TrainingArguments(**targs)
+    except (ValueError, TypeError) as e:
+        raise PeftMagicError(f"invalid training settings: {first_line(e)}") from None

@@ -1,0 +1,56 @@
+"""``%peft runs``: every training run of this kernel, as a table and the loss curves together."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from ..fmt import fmt_bytes, text_table
+from ..rendering import HtmlRepr
+from ..state import Run, runs
+
+HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "peak memory", "time", "status",
+           "saved to"]
+
+
+def run_row(r: Run) -> list[str]:
+    """One run as table cells (text)."""
+    first = f"{r.losses[0][1]:.4f}" if r.losses else "–"
+    final = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
+    settings = " ".join(f"{k}={v}" for k, v in r.settings.items() if k not in ("data", "eval"))
+    peak = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
+    return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
+            first, final, peak, f"{r.seconds:.1f} s", r.status, ", ".join(r.saved_to)]
+
+
+class RunsReport(HtmlRepr):
+    """Every run of this kernel (``%peft runs``): a table and the loss curves together."""
+
+    HEADERS = HEADERS
+
+    def __init__(self, run_list: list[Run]) -> None:
+        self.runs = run_list
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __getitem__(self, i: int) -> Run:
+        return self.runs[i]
+
+    def rows(self) -> list[list[str]]:
+        return [run_row(r) for r in self.runs]
+
+    def __repr__(self) -> str:
+        if not self.runs:
+            return "no training runs in this kernel yet — %peft train data=… starts one"
+        return text_table(self.HEADERS, self.rows())
+
+
+def runs_report() -> RunsReport:
+    """All runs of this kernel, oldest first."""
+    return RunsReport(runs())
+
+
+def run_table() -> list[dict[str, Any]]:
+    """Every run of this kernel as plain dicts (for code and ``%peft runs``)."""
+    return [asdict(r) for r in runs()]

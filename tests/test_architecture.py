@@ -1,0 +1,263 @@
+"""The architecture, enforced: one engine, three faces, arrows one way.
+
+Each rule reads the package's source (``ast``), so it fails the moment a change breaks
+it — a new import cycle, the engine importing a face, peft's private attributes read
+outside ``peft_view``, a flag the help does not show.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "peft_magic"
+
+#: the faces and what only they may use; everything else in the package is the engine
+FACES = ("peft_magic", "peft_magic.api", "peft_magic.notebook", "peft_magic.comm", "peft_magic.display",
+         "peft_magic.magics", "peft_magic.panel")
+FACE_ONLY_LIBS = ("IPython", "ipywidgets", "ipykernel", "comm")
+#: the modules that may read peft's private attributes
+PEFT_INSIDERS = ("peft_magic.peft_view", "peft_magic.bottleneck")
+MAX_LINES = 450
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PKG.rglob("*.py")) if "labextension" not in p.parts}
+
+
+def _is_under(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _is_face(name: str) -> bool:
+    return name == "peft_magic" or _is_under(name, FACES[1:])
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """ids of nodes under ``if TYPE_CHECKING:`` (never executed, so not real imports)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for sub in node.body:
+                skip.update(id(n) for n in ast.walk(sub))
+    return skip
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, int]]:
+    """(absolute module, line) of every import in a module, lazy ones inside functions included."""
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_nodes(tree)
+    is_pkg = path.name == "__init__.py"
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            for a in node.names:
+                sub = f"{mod}.{a.name}"
+                out.append((sub if sub in MODULES else mod, node.lineno))
+    return out
+
+
+GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+
+
+def _cycles() -> list[list[str]]:
+    edges = {n: sorted({m for m, _ in deps if m in MODULES and m != n}) for n, deps in GRAPH.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = [0]
+    sys.setrecursionlimit(max(10000, sys.getrecursionlimit()))
+
+    def strong(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges[v]:
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in edges:
+        if v not in index:
+            strong(v)
+    return found
+
+
+def test_the_package_is_read_whole():
+    assert len(MODULES) > 60 and "peft_magic.peft_view" in MODULES and "peft_magic.magics.core" in MODULES
+
+
+def test_no_import_cycle_anywhere():
+    """Lazy imports inside functions count: a cycle through them is still a knot."""
+    assert _cycles() == []
+
+
+def test_a_cycle_would_be_found(tmp_path):
+    """The detector itself works: a fake edge back from the engine to a face is a cycle."""
+    GRAPH["peft_magic.state"].append(("peft_magic.magics.registry", 0))
+    try:
+        assert any("peft_magic.state" in c for c in _cycles())
+    finally:
+        GRAPH["peft_magic.state"].pop()
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if not _is_face(n)])
+def test_engine_imports_no_face(name):
+    """The engine never imports display, magics, panel, comm (relative imports included),
+    IPython or ipywidgets."""
+    bad = [(m, line) for m, line in GRAPH[name]
+           if (m.startswith("peft_magic") and _is_face(m)) or m.split(".")[0] in FACE_ONLY_LIBS]
+    assert bad == [], f"{name} imports {bad}"
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if _is_face(n) and n != "peft_magic"])
+def test_faces_do_not_import_peft(name):
+    """A face calls the engine; it never talks to peft itself."""
+    bad = [(m, line) for m, line in GRAPH[name] if m == "peft" or m.startswith("peft.")]
+    assert bad == [], f"{name} imports {bad}"
+
+
+def _peft_private_names() -> set[str]:
+    """Private attribute and method names peft defines on its objects (from its source)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("peft")
+    names: set[str] = set()
+    for path in Path(list(spec.submodule_search_locations)[0]).rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and \
+                    isinstance(node.value, ast.Name) and node.value.id == "self":
+                names.add(node.attr)
+            elif isinstance(node, ast.ClassDef):
+                for item in node.body:
+                    if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        names.add(item.name)
+                    elif isinstance(item, ast.Assign):
+                        names.update(t.id for t in item.targets if isinstance(t, ast.Name))
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+PEFT_PRIVATE = _peft_private_names()
+
+
+def _own_private_names() -> set[str]:
+    """Private names our own classes define (``self._x`` of our objects is ours to read)."""
+    names: set[str] = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+    return names
+
+
+def test_peft_private_names_are_known():
+    """The detector has something to detect: peft's own private names were collected."""
+    assert {"_get_available_adapters", "_adapters_disabled"} <= PEFT_PRIVATE
+
+
+@pytest.mark.parametrize("name", [n for n in MODULES if not _is_under(n, PEFT_INSIDERS)])
+def test_only_peft_view_reads_peft_privates(name):
+    """peft's private attributes are read in ``peft_view`` (and the bottleneck tuner) only;
+    peft's internal modules are imported there only."""
+    tree = ast.parse(MODULES[name].read_text())
+    ours = _own_private_names() - PEFT_PRIVATE
+    bad = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in PEFT_PRIVATE and node.attr not in ours:
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                bad.append((node.attr, node.lineno))
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "peft":
+            if node.module not in ("peft", "peft.config", "peft.mapping") or \
+                    any(a.name.startswith("_") for a in node.names):
+                bad.append((node.module, node.lineno))
+    assert bad == [], f"{name} reaches into peft: {bad}"
+
+
+def test_every_flag_a_command_takes_is_in_its_help():
+    """Usage lines are generated from each command's one declaration of its flags."""
+    from peft_magic.magics import _plugins
+    from peft_magic.magics.help import help_text
+    from peft_magic.magics.registry import COMMANDS
+
+    _plugins.load_all()
+    overview = help_text()
+    assert len(COMMANDS) >= 20
+    for cmd in COMMANDS.values():
+        text = cmd.help()
+        accepted = cmd.value_flags | cmd.switch_flags
+        missing = [f for f in accepted if not re.search(re.escape(f) + r"\b", text)]
+        assert missing == [], f"%peft help {cmd.name} does not mention {missing}"
+        assert cmd.usage in overview
+        for f in cmd.flags:
+            if f.metavar:
+                assert f"{f.name} {f.metavar}" in cmd.usage
+
+
+def test_the_parser_takes_exactly_the_declared_flags():
+    """The same declaration drives the parser: an undeclared flag is one clear error."""
+    from peft_magic.errors import PeftMagicError
+    from peft_magic.magics import _plugins
+    from peft_magic.magics.registry import COMMANDS
+    from peft_magic.syntax.read import parse_line
+
+    _plugins.load_all()
+    train = COMMANDS["train"]
+    args = parse_line("steps=3 --out d --resume", train.value_flags, train.switch_flags, command="train")
+    assert args.flags == {"--out": "d", "--resume": True}
+    with pytest.raises(PeftMagicError, match="--nope"):
+        parse_line("--nope", train.value_flags, train.switch_flags, command="train")
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_modules_are_small_or_say_why(name):
+    """A module over ~450 lines says in its docstring why it is one unit."""
+    path = MODULES[name]
+    lines = len(path.read_text().splitlines())
+    if lines <= MAX_LINES:
+        return
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert re.search(r"over \d+ lines", doc, re.I), f"{name} has {lines} lines and no reason in its docstring"
+
+
+def test_no_document_outside_the_repository_is_cited():
+    text = "\n".join(p.read_text() for p in MODULES.values())
+    assert "DESIGN.md" not in text
