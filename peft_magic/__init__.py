@@ -45,6 +45,9 @@ _API = {
     "delete_adapter": "adapter_ops.switch:delete_adapter",
     "merge": "adapter_ops.merge:merge",
     "generate": "inference.generate:generate",
+    "evaluate": "inference.evaluate:evaluate",
+    "predict": "inference.predict:predict",
+    "compare": "api:compare",
 }
 
 __all__ = sorted(_API) + ["load_ipython_extension", "unload_ipython_extension", "__version__"]

@@ -24,3 +24,15 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any =
 
     with ProgressDisplay(pick_renderer(display)):
         return train_run(model, data, tokenizer=tokenizer, **settings)
+
+
+def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any = "auto", **settings: Any) -> Any:
+    """``%peft compare`` in plain Python: the same live table while it runs; returns the
+    :class:`~peft_magic.training.compare.Comparison` (``.rows`` best first)."""
+    from .display.compare import LiveCompare
+    from .training.compare import compare as compare_run
+
+    if display in (None, "none", False):
+        return compare_run(model, methods, data, tokenizer=tokenizer, **settings)
+    with LiveCompare():
+        return compare_run(model, methods, data, tokenizer=tokenizer, **settings)

@@ -8,15 +8,17 @@ matters (start, end, error), so a display never costs the loop anything measurab
 
 Event kinds (``Event.kind``) and their ``data`` keys:
 
-``run_start``   run_id, model_id, adapter, method, total_steps, settings
+``run_start``   run_id, model_id, adapter, method, total_steps, settings, resumed_from, warnings, task,
+                data (what the data is: count, shape, cuts)
 ``progress``    run_id, model_id, adapter, step, total_steps, epoch, loss, loss_smooth, lr,
                 tokens_per_s, elapsed_s, eta_s, memory (a ``memory.MemoryReading.as_dict()``)
-``eval``        run_id, step, eval_loss
+``eval``        run_id, step, eval_loss, metrics (the task's: loss, perplexity, accuracy, f1, …)
 ``run_end``     run_id, model_id, adapter, status ("completed" | "interrupted" | "oom" |
                 "error"), step, total_steps, loss, elapsed_s, peak_memory, message
 ``adapter``     model_id, adapter, method, action ("attached" | "replaced" | "deleted" |
                 "activated" | "loaded" | "merged" | "disabled" | "enabled"), trainable, total
-``memory``      model_id, memory (idle readings, e.g. after a ``%%peft watch`` cell)
+``memory``      model_id, memory, live (readings during / after a ``%%peft watch`` cell; ``live``
+                while it runs, throttled like progress)
 
 Subscribers are called synchronously and must be quick; an exception in one is logged
 and swallowed so that a broken display can never break training.

@@ -85,3 +85,19 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
     table = [headers] + rows
     widths = [max(len(str(r[i])) for r in table) for i in range(len(headers))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+
+
+def fmt_metric(name: str, value: float | None) -> str:
+    """Fractions as percentages (accuracy 0.91 → ``91.0%``); loss and perplexity as numbers."""
+    if value is None or value != value:
+        return "–"
+    if name == "loss":
+        return f"{value:.4f}"
+    if name == "perplexity":
+        return f"{value:,.2f}"
+    return f"{100 * value:.1f}%"
+
+
+def fmt_metrics(metrics: dict[str, float]) -> str:
+    """``loss 1.2345 · f1 85.0%`` — a metrics dict on one line."""
+    return " · ".join(f"{k} {fmt_metric(k, v)}" for k, v in metrics.items())

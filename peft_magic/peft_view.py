@@ -399,3 +399,54 @@ def prompt_tensor_shape(config: Any) -> tuple[int, int]:
     total = config.num_virtual_tokens * (config.num_transformer_submodules or 1)
     dim = config.token_dim * (2 * config.num_layers if peft_type(config) == "PREFIX_TUNING" else 1)
     return total, dim
+
+
+# ----------------------------------------------------------------------------- suspend / resume
+
+
+def suspend(peft_model: Any) -> dict[str, Any]:
+    """Take every adapter off the base model, keeping what it takes to put them back exactly:
+    configs, tensors, the active adapter, trainable flags. The ``PeftModel`` object stays
+    the user's; :func:`resume` re-injects into it (``%peft compare`` trains other methods on
+    the bare base in between)."""
+    import copy
+
+    names = list(configs(peft_model))
+    saved = {
+        "configs": {n: copy.deepcopy(c) for n, c in peft_model.peft_config.items()},
+        "states": {n: adapter_state(peft_model, n) for n in names},
+        "active": active_adapter(peft_model),
+        "grads": {n: p.requires_grad for n, p in peft_model.named_parameters()},
+        "disabled": bool(getattr(peft_model, "_adapters_disabled", False)),
+        "prompt": is_prompt_learning(peft_model.peft_config[names[0]]),
+    }
+    base = peft_model.get_base_model()
+    if saved["disabled"]:
+        switch_on(peft_model)
+    if not saved["prompt"]:
+        with _heavy.quiet():
+            peft_model.base_model.unload()
+    saved["base_peft_config"] = base.__dict__.pop("peft_config", None)
+    return saved
+
+
+def resume(peft_model: Any, saved: dict[str, Any]) -> None:
+    """Put back what :func:`suspend` took off, into the same ``PeftModel`` object (through
+    peft's own ``add_adapter``, which also re-wraps ``modules_to_save``)."""
+    base = peft_model.get_base_model()
+    if saved["base_peft_config"] is not None:
+        base.__dict__["peft_config"] = saved["base_peft_config"]
+    if not saved["prompt"]:
+        with _heavy.quiet():
+            for name, config in saved["configs"].items():
+                peft_model.peft_config.pop(name, None)
+                peft_model.add_adapter(name, config)
+    for name, state in saved["states"].items():
+        set_adapter_state(peft_model, state, name)
+    with _heavy.quiet():
+        peft_model.set_adapter(saved["active"])
+    for n, p in peft_model.named_parameters():
+        if n in saved["grads"]:
+            p.requires_grad_(saved["grads"][n])
+    if saved["disabled"]:
+        switch_off(peft_model)

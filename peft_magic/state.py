@@ -148,6 +148,9 @@ class Run(HtmlRepr):
     output_dir: str | None = None  # trainer checkpoints (for --resume)
     last_lr: float | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
+    task: str = "CAUSAL_LM"  # peft task type of the model trained
+    data: str = ""  # what the data was: "120 examples · prompt → completion · 3 cut to max_len"
+    eval_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, the task's metrics)
 
     def __repr__(self) -> str:
         first = self.losses[0][1] if self.losses else None

@@ -9,8 +9,8 @@ import pytest
 
 from peft_magic.errors import PeftMagicError
 from peft_magic.tasks.metrics import entity_scores
+from peft_magic.tasks.causal_lm import Collator
 from peft_magic.tasks.token_cls import (
-    TokenClsCollator,
     align_predictions,
     decode_entities,
     detect_token_cls,
@@ -190,7 +190,7 @@ def test_rows_train_a_real_token_classifier(minilm, tok):
     ex = tokenize_token_cls(RECORDS, tok, max_len=64, label_names=names)
     torch.manual_seed(0)
     model = AutoModelForTokenClassification.from_pretrained(minilm, num_labels=len(names)).eval()
-    collate = TokenClsCollator(tok.pad_token_id)
+    collate = Collator(tok.pad_token_id)
     batch = collate(ex.rows)
     assert batch["input_ids"].shape[1] % 8 == 0
     assert collate.tokens == ex.real_tokens
@@ -198,7 +198,7 @@ def test_rows_train_a_real_token_classifier(minilm, tok):
     with torch.no_grad():
         loss = model(**batch).loss
         # padding changes nothing: the batch loss is the label-weighted mean of the single losses
-        singles = [(model(**TokenClsCollator(tok.pad_token_id, multiple=1)([r])).loss,
+        singles = [(model(**Collator(tok.pad_token_id, multiple=1)([r])).loss,
                     sum(x != -100 for x in r["labels"])) for r in ex.rows]
     assert math.isfinite(loss.item())
     want = sum(l * n for l, n in singles) / sum(n for _, n in singles)

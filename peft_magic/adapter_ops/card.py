@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..fmt import fmt_bytes
+from ..fmt import fmt_bytes, fmt_metrics
 from ..svg import line_chart
 
 CARD_NAME = "README.md"
@@ -117,6 +117,10 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
             if r.losses:
                 pts = ", ".join(f"{s}: {l:.4f}" for s, l in _thin(r.losses, 40))
                 lines.append(f"- run {r.run_id}: {pts}")
+        evaluated = [f"- run {r.run_id}, step {r.eval_metrics[-1][0]}: {fmt_metrics(r.eval_metrics[-1][1])}"
+                     for r in runs if getattr(r, "eval_metrics", None)]
+        if evaluated:
+            lines += ["", "Evaluation on held-out data:", ""] + evaluated
         settings_lines = [f"- run {r.run_id}: " + ", ".join(f"{k}={_md(v)}" for k, v in r.settings.items())
                           for r in runs if r.settings]
         if settings_lines:

@@ -77,6 +77,24 @@ def _generation(g: Any) -> str:
     return generation_html(g)
 
 
+def _eval(r: Any) -> str:
+    from .tasks_html import eval_html
+
+    return eval_html(r)
+
+
+def _predictions(p: Any) -> str:
+    from .tasks_html import predictions_html
+
+    return predictions_html(p)
+
+
+def _comparison(c: Any) -> str:
+    from .compare import comparison_html
+
+    return comparison_html(c)
+
+
 def _plan(p: Any) -> str:
     from .plan_html import plan_html
 
@@ -87,7 +105,8 @@ RENDERERS = {
     "AttachResult": _attach, "ModelSummary": _summary, "TargetReport": _targets, "MethodsReport": _methods,
     "LoadResult": _load, "Run": lambda r: _one_line(r, "pm-dim"), "RunsReport": _runs,
     "WatchReport": _one_line, "LifecycleResult": _lifecycle, "AdaptersTable": _adapters,
-    "GenerationResult": _generation, "Plan": _plan,
+    "GenerationResult": _generation, "Plan": _plan, "EvalResult": _eval, "Predictions": _predictions,
+    "Comparison": _comparison,
 }
 
 

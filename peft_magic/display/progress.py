@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 
 from .. import events
-from ..fmt import fmt_bytes, fmt_duration
+from ..fmt import fmt_bytes, fmt_duration, fmt_metrics
 from ..state import runs
 from ..svg import line_chart
 from .html import escape, wrap
@@ -58,7 +58,7 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ]
+    ] + ([("eval", p["eval"])] if p.get("eval") else [])
 
 
 def text_line(p: dict[str, Any]) -> str:
@@ -72,7 +72,8 @@ def text_line(p: dict[str, Any]) -> str:
 
 
 def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str, status: str,
-                  message: str | None = None, eval_losses: list[tuple[int, float]] | None = None) -> str:
+                  message: str | None = None, eval_losses: list[tuple[int, float]] | None = None,
+                  data: str = "") -> str:
     """The static HTML of a run's state (what a saved notebook shows)."""
     total = p.get("total_steps") or 0
     step = p.get("step", 0)
@@ -88,8 +89,9 @@ def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str
     if eval_losses:
         chart = line_chart([("train loss", losses), ("eval loss", eval_losses)], x_max=total or None)
     msg = f"<div style='color:{color}'>{escape(message)}</div>" if message else ""
+    about = f"<div class='pm-dim'>data: {escape(data)}</div>" if data else ""
     return wrap(f"<div class='pm-head'>{escape(title)} · <span style='color:{color}'>{escape(status)}</span></div>"
-                f"{bar}{rows}{msg}{chart}")
+                f"{about}{bar}{rows}{msg}{chart}")
 
 
 class _Base:
@@ -98,6 +100,7 @@ class _Base:
         self.losses: list[tuple[int, float]] = []
         self.eval_losses: list[tuple[int, float]] = []
         self.title = "Training"
+        self.data = ""  # what the run trains on (shape, counts), shown once under the title
 
     warnings: list[str] = []
 
@@ -119,6 +122,8 @@ class TextRenderer(_Base):
         self._last = 0
 
     def warn(self) -> None:
+        if self.data:
+            self.stream.write(f"data: {self.data}\n")
         for w in self.warnings:
             self.stream.write(f"warning: {w}\n")
         self.stream.flush()
@@ -181,9 +186,10 @@ class WidgetRenderer(_Base):
                 display_id=self.display_id)
 
     def warn(self) -> None:
-        if self.warnings:
-            self.warning.value = wrap("".join(f"<div class='pm-warn'>warning: {escape(w)}</div>"
-                                              for w in self.warnings))
+        data = f"<div class='pm-dim'>data: {escape(self.data)}</div>" if self.data else ""
+        if self.warnings or data:
+            self.warning.value = wrap(data + "".join(f"<div class='pm-warn'>warning: {escape(w)}</div>"
+                                                     for w in self.warnings))
 
     def update(self) -> None:
         p = self.state
@@ -220,7 +226,7 @@ class WidgetRenderer(_Base):
             return
         notes = "; ".join(f"warning: {w}" for w in self.warnings)
         html = snapshot_html(self.state, self.losses, self.title, status,
-                             "; ".join(x for x in (message, notes) if x) or None, self.eval_losses)
+                             "; ".join(x for x in (message, notes) if x) or None, self.eval_losses, self.data)
         update_display(self._bundle(html), raw=True, display_id=self.display_id)
 
 
@@ -282,13 +288,17 @@ class ProgressDisplay:
                 # throttled events; the lists are shared, so nothing is copied per step.
                 r.losses, r.eval_losses = record.losses, record.eval_losses
             r.warnings = list(e.data.get("warnings") or [])
+            r.data = e.data.get("data") or ""
             r.warn()
             r.update()
             return
         if rid is None or rid != self.run_id:
             return
         if e.kind == "progress":
-            r.state = dict(e.data)
+            r.state = dict(e.data, eval=r.state.get("eval"))
+            r.update()
+        elif e.kind == "eval" and e.data.get("metrics"):
+            r.state["eval"] = fmt_metrics(e.data["metrics"])
             r.update()
         elif e.kind == "run_end":
             r.state["status"] = e.data.get("status")

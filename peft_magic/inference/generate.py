@@ -34,6 +34,7 @@ from ..errors import PeftMagicError, did_you_mean, first_line
 from ..model.facts import require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, state_for, unwrap
+from .running import device_of, eval_mode
 
 #: generation settings our own loop (prompt-learning adapters) implements
 _LOOP_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -129,18 +130,6 @@ def _encode(tokenizer: Any, prompt: str, chat: bool | None) -> tuple[Any, bool]:
     if enc["input_ids"].shape[1] == 0:
         raise PeftMagicError("the prompt is empty after tokenization", "give some text to continue")
     return enc, use_chat
-
-
-@contextlib.contextmanager
-def _eval_mode(model: Any):
-    """Dropout off while generating; each module's own mode is put back afterwards."""
-    training = [m for m in model.modules() if m.training]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m in training:
-            m.training = True
 
 
 @contextlib.contextmanager
@@ -279,12 +268,6 @@ def _one(model: Any, pm: Any, enc: Any, gen: dict[str, Any], tokenizer: Any, see
         return pm.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:]
 
 
-def _device(model: Any) -> Any:
-    for p in model.parameters():
-        return p.device
-    return "cpu"
-
-
 def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = False,
              adapters: list[str] | None = None, seed: int = 0, chat: bool | None = None,
              **settings: Any) -> GenerationResult:
@@ -314,14 +297,14 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
         raise PeftMagicError(f"{type(unwrap(model)).__name__} cannot generate text",
                              "load a causal language model (e.g. %peft load smollm2)")
     enc, used_chat = _encode(tokenizer, prompt, chat)
-    dev = _device(target)
+    dev = device_of(target)
     enc = {k: v.to(dev) for k, v in enc.items()}
     disabled = bool(getattr(st, "disabled", False))
     columns, notes = _columns(pm, st, compare, adapters, disabled)
     outputs: list[Generation] = []
     # quiet: peft passes the cache under its deprecated name, prompt methods warn about position ids
     keep = _keep_active(pm) if pm is not None else contextlib.nullcontext()
-    with _heavy.quiet(streams=False), _eval_mode(target), keep:
+    with _heavy.quiet(streams=False), eval_mode(target), keep:
         if disabled and compare and pm is not None:
             set_on(pm, st)
             try:

@@ -57,7 +57,7 @@ def cmd_attach(ctx: Context) -> Any:
          summary="load a model and its tokenizer (built-ins: smollm2, minilm, tiny-llama, …)",
          flags=(("--4bit", "bitsandbytes 4-bit NF4 with double quantization (QLoRA)"), ("--8bit", "bitsandbytes 8-bit"),
                 ("--dtype D", "auto, bf16, fp16 or fp32"), "--task TASK",
-                ("--labels N", "a sequence-classification head with N labels"),
+                ("--labels N|A,B,C", "the classifier's label count or names (alone: a sequence-classification head)"),
                 ("--as VAR", "the variable to put the model in (default: model)"),
                 ("--device DEV", "auto, cpu, cuda, cuda:1 or mps"),
                 ("--trust-remote-code", "run the model repository's own code (only for sources you trust)")),
@@ -74,19 +74,26 @@ def cmd_load(ctx: Context) -> Any:
     ``tiny-llama``  2-layer Llama, random weights, for quick experiments
     ``tiny-gpt2``   2-layer GPT-2 (Conv1D), random weights
     ``tiny-bert``   2-layer BERT, random weights
+    ``tiny-t5``     2+2-layer T5 encoder-decoder, random weights (seq2seq)
     ==============  ==========================================================
 
     ``--4bit`` / ``--8bit`` load through bitsandbytes for QLoRA (NF4, double quantization).
-    ``--labels N`` loads a sequence-classification head; ``--task`` picks another head
-    (causal-lm, seq-cls, seq2seq, token-cls, qa, feature-extraction). ``--dtype`` is
-    auto, bf16, fp16 or fp32. The model goes into ``model`` (or ``--as VAR``) and the
-    tokenizer into ``tokenizer`` (or ``VAR_tokenizer``).
+    ``--task`` picks the head: causal-lm, seq-cls, seq2seq, token-cls, qa or
+    feature-extraction (default: what the model's config implies). ``--labels`` gives a
+    classifier its labels, as a count (``--labels 3``) or as names in id order
+    (``--labels O,B-PER,I-PER``); alone it means a sequence-classification head. A model
+    whose architecture has no such head is one line saying so. ``--dtype`` is auto, bf16,
+    fp16 or fp32. The model goes into ``model`` (or ``--as VAR``) and the tokenizer into
+    ``tokenizer`` (or ``VAR_tokenizer``).
 
     Examples::
 
         %peft load smollm2
         %peft load ./my-model --4bit
         %peft load minilm --labels 2 --as clf
+        %peft load minilm --task token-cls --labels O,B-PER,I-PER,B-LOC,I-LOC
+        %peft load minilm --task qa
+        %peft load tiny-t5
     """
     from ..model.load import load
 
@@ -97,11 +104,6 @@ def cmd_load(ctx: Context) -> Any:
     if four and eight:
         raise PeftMagicError("choose one of --4bit and --8bit")
     labels = ctx.args.flag("--labels")
-    if labels is not None:
-        try:
-            labels = int(labels)
-        except ValueError:
-            raise PeftMagicError(f"--labels needs a number, got '{labels}'") from None
     var = ctx.args.flag("--as", "model")
     if not var.isidentifier():
         raise PeftMagicError(f"--as needs a variable name, got '{var}'")

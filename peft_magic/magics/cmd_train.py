@@ -9,7 +9,7 @@ from ..errors import PeftMagicError
 from .registry import Context, command
 
 
-def _resolve_data(ctx: Context, value: Any, what: str) -> Any:
+def resolve_data(ctx: Context, value: Any, what: str) -> Any:
     """A ``data=`` value: a notebook variable name, a file path, or a literal."""
     if not isinstance(value, str):
         return value
@@ -77,11 +77,11 @@ def cmd_train(ctx: Context) -> Any:
     resume = bool(ctx.args.flag("--resume"))
     data = None
     if "data" in settings:
-        data = _resolve_data(ctx, settings.pop("data"), "data")
+        data = resolve_data(ctx, settings.pop("data"), "data")
     elif not resume:
         raise PeftMagicError("which data?", "data=VARIABLE or a path, e.g. %peft train data=texts steps=50")
     if "eval" in settings and not isinstance(settings["eval"], float):
-        settings["eval"] = _resolve_data(ctx, settings["eval"], "eval")
+        settings["eval"] = resolve_data(ctx, settings["eval"], "eval")
     if not is_peft_model(model):
         from ..state import peft_model_for
 

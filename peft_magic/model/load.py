@@ -79,11 +79,43 @@ def pick_dtype(dtype: str | None, device: str) -> str:
     return "float32"
 
 
-def _task_type(task: str | None, labels: int | None, src: sources.Source, config: Any) -> str:
+#: what a task head is called in messages
+HEADS = {"CAUSAL_LM": "causal-LM", "SEQ_CLS": "sequence-classification", "SEQ_2_SEQ_LM": "sequence-to-sequence",
+         "TOKEN_CLS": "token-classification", "QUESTION_ANS": "question-answering", "FEATURE_EXTRACTION": "encoder"}
+
+
+def label_settings(labels: int | str | list[str] | None) -> dict[str, Any]:
+    """``--labels 3`` or ``--labels neg,neu,pos`` → ``num_labels`` (and ``id2label`` / ``label2id``)."""
+    if labels is None:
+        return {}
+    names: list[str] | None = None
+    if isinstance(labels, str):
+        text = labels.strip()
+        if text.isdigit():
+            labels = int(text)
+        else:
+            names = [x.strip() for x in text.split(",") if x.strip()]
+    elif isinstance(labels, (list, tuple)):
+        names = [str(x) for x in labels]
+    if names is not None:
+        if len(set(names)) != len(names):
+            raise PeftMagicError(f"the label names repeat: {names}", "give each label once")
+        if not names:
+            raise PeftMagicError("--labels needs a number or names, e.g. --labels 3 or --labels neg,neu,pos")
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {n: i for i, n in enumerate(names)}}
+    if not isinstance(labels, int) or isinstance(labels, bool) or labels < 1:
+        raise PeftMagicError(f"labels must be ≥ 1 (a count) or names, got {labels!r}")
+    return {"num_labels": labels}
+
+
+def _task_type(task: str | None, labels: Any, src: sources.Source, config: Any) -> str:
     if labels is not None:
-        if labels < 1:
-            raise PeftMagicError(f"labels must be ≥ 1, got {labels}")
-        return "SEQ_CLS" if task is None else normalize_task(task)
+        task_type = "SEQ_CLS" if task is None else normalize_task(task)
+        if task_type not in ("SEQ_CLS", "TOKEN_CLS"):
+            raise PeftMagicError(f"--labels is for classification heads, not a {HEADS.get(task_type, task_type)} "
+                                 "head", "use it with --task seq-cls or --task token-cls")
+        return task_type
     if task:
         return normalize_task(task)
     implied = normalize_task(src.builtin.task) if src.builtin is not None else task_from_config(config)
@@ -106,13 +138,29 @@ def _load_tokenizer(path: str, model: Any, trust_remote_code: bool) -> Any:
     return tokenizer
 
 
+def _head_error(auto: Any, task_type: str, config: Any, source: str, e: BaseException) -> PeftMagicError:
+    """One line for a failed load; "this architecture has no such head" said plainly."""
+    msg = first_line(e)
+    if "Unrecognized configuration class" in msg:
+        model_type = getattr(config, "model_type", "this")
+        hint = {"SEQ_2_SEQ_LM": "use an encoder-decoder model (e.g. tiny-t5, a T5 or BART checkpoint)",
+                "CAUSAL_LM": "use a decoder model (e.g. smollm2, tiny-llama)"}.get(
+            task_type, "choose another --task, or another model")
+        return PeftMagicError(f"{model_type} models have no {HEADS.get(task_type, task_type)} head "
+                              f"({auto.__name__} does not support them)", hint)
+    return PeftMagicError(f"could not load '{source}' as {auto.__name__}: {msg}")
+
+
 def load(source: str, *, bits: int | None = None, dtype: str | None = None, task: str | None = None,
-         labels: int | None = None, device: str | None = None, trust_remote_code: bool = False) -> LoadResult:
+         labels: int | str | list[str] | None = None, device: str | None = None,
+         trust_remote_code: bool = False) -> LoadResult:
     """Load ``source`` (built-in name, local folder or hub id) with its tokenizer.
 
-    ``bits`` 4 or 8 loads through bitsandbytes for QLoRA; ``labels`` N loads a
-    sequence-classification head with N labels; ``task`` overrides the task the config
-    implies. Raises :class:`PeftMagicError` with one line on any failure.
+    ``bits`` 4 or 8 loads through bitsandbytes for QLoRA; ``task`` picks the head
+    (causal-lm, seq-cls, seq2seq, token-cls, qa; default: what the config implies);
+    ``labels`` is the classifier's label count or names (``3`` or ``"neg,neu,pos"``) —
+    alone it means a sequence-classification head. Raises :class:`PeftMagicError` with
+    one line on any failure.
     """
     t0 = time.perf_counter()
     if bits not in (None, 4, 8):
@@ -129,9 +177,8 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
     task_type = _task_type(task, labels, src, config)
     dev = pick_device(device)
     dt = pick_dtype(dtype, dev)
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dt), "trust_remote_code": trust_remote_code}
-    if labels is not None:
-        kwargs["num_labels"] = labels
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dt), "trust_remote_code": trust_remote_code,
+                              **label_settings(labels)}
     if bits:
         kwargs["quantization_config"] = bnb_config(bits, dev)
         kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": dev}
@@ -140,7 +187,7 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
         with _heavy.no_hf_progress(), _heavy.quiet(streams=False):
             model = auto.from_pretrained(src.path, **kwargs)
     except Exception as e:
-        raise PeftMagicError(f"could not load '{source}' as {auto.__name__}: {first_line(e)}") from None
+        raise _head_error(auto, task_type, config, source, e) from None
     if not bits and dev != "cpu":
         model = model.to(dev)
     if bits == 4 and dev == "cpu":

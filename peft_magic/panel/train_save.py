@@ -70,16 +70,21 @@ class TrainSection:
                                            style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
         self.batch = widgets.BoundedIntText(value=4, min=1, max=4096, description="batch",
                                             style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.eval = widgets.BoundedFloatText(value=0.0, min=0.0, max=0.5, step=0.05, description="eval",
+                                             tooltip="hold out this fraction for the task's metrics (0: none)",
+                                             style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.task_info = widgets.HTML()
+        self.task_info.add_class("pm-task")
         self.button = widgets.Button(description="Train", button_style="success", icon="play")
         self.button.add_class("pm-train")
         self.reason = widgets.HTML()
         self.progress = widgets.VBox()
         self.progress.add_class("pm-progress")
-        self.box = widgets.VBox([widgets.HBox([self.data, self.reload]),
-                                 widgets.HBox([self.steps, self.lr, self.batch]),
+        self.box = widgets.VBox([self.task_info, widgets.HBox([self.data, self.reload]),
+                                 widgets.HBox([self.steps, self.lr, self.batch, self.eval]),
                                  widgets.HBox([self.button, self.reason]), self.progress])
         self.refresh_data()
-        for w in (self.data, self.steps, self.lr, self.batch):
+        for w in (self.data, self.steps, self.lr, self.batch, self.eval):
             w.observe(lambda _c: self._changed(), "value")
         self.reload.on_click(lambda _b: self.refresh_data())
         self.button.on_click(lambda _b: panel.guard(self.do_train))
@@ -102,6 +107,8 @@ class TrainSection:
         if self.data.value:
             out["data"] = self.data.value
         out.update(steps=int(self.steps.value), lr=float(self.lr.value), batch=int(self.batch.value))
+        if self.eval.value > 0:
+            out["eval"] = round(float(self.eval.value), 4)
         return out
 
     def line(self) -> str:
@@ -117,7 +124,21 @@ class TrainSection:
                     "datasets.Dataset, then press ↻")
         return None
 
+    def _show_task(self) -> None:
+        """Which task the model trains for, and the data shape that takes."""
+        from ..model.facts import infer_task
+        from ..tasks.families import FAMILIES
+
+        try:
+            fam = FAMILIES.get(infer_task(self.panel.model()) or "CAUSAL_LM")
+        except PeftMagicError:
+            fam = None
+        self.task_info.value = "" if fam is None else (
+            f"<span style='{_DIM}'>task: <b>{html.escape(fam.title)}</b> · data: {html.escape(fam.shapes)} · "
+            f"metrics with eval: {html.escape(', '.join(fam.metrics))}</span>")
+
     def update(self) -> None:
+        self._show_task()
         reason = self.why_not()
         self.button.disabled = reason is not None
         self.button.tooltip = reason or "train the active adapter"
@@ -142,8 +163,8 @@ class TrainSection:
         line = self.line()
         renderer = panel_renderer()
         self.progress.children = [renderer.box] if renderer is not None else []
-        run = train(model, self.panel.ns[name], tokenizer=tokenizer, display=renderer or None,
-                    steps=int(self.steps.value), lr=float(self.lr.value), batch=int(self.batch.value))
+        settings = {k: v for k, v in self.settings().items() if k != "data"}
+        run = train(model, self.panel.ns[name], tokenizer=tokenizer, display=renderer or None, **settings)
         text = f"training {run.status}: {run.steps_done} steps"
         if run.final_loss is not None:
             text += f", final loss {run.final_loss:.4f}"

@@ -38,9 +38,11 @@ class Quirk:
     can_merge: bool | None = None  # None: read from peft's layer classes
     kbit: bool | None = None  # None: read from peft (a bnb module for the method)
     required: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting → (what it is, example)
+    virtual_tokens: bool = False  # puts trainable tokens into the input sequence (every real label is predicted)
+    task_ids: bool = False  # its forward needs task_ids (one per example; a single task is id 0)
 
 
-def _q(description: str, **kw: Any) -> Quirk:
+def _q(description: str = "", **kw: Any) -> Quirk:
     return Quirk(description, **kw)
 
 
@@ -69,14 +71,17 @@ QUIRKS: dict[str, Quirk] = {
     "MISS": _q("Matrix shard sharing: a cheap structured update shared within each weight.", family=LORA_FAMILY),
     "PEANUT": _q("Weight-aware LoRA-like adapter whose update depends on the frozen weight.", family=LORA_FAMILY),
     "DEFT": _q("Decompositional efficient fine-tuning of the weight matrices.", family=LORA_FAMILY),
-    "PROMPT_TUNING": _q("Learns virtual token embeddings prepended to every input (soft prompt).",
+    "PROMPT_TUNING": _q("Learns virtual token embeddings prepended to every input (soft prompt).", virtual_tokens=True,
                         lr=_LR_SOFT_PROMPT),
-    "MULTITASK_PROMPT_TUNING": _q("One shared soft prompt plus a low-rank per-task component.", lr=_LR_SOFT_PROMPT),
-    "P_TUNING": _q("Soft prompt produced by a small trainable encoder (MLP or LSTM).", lr=_LR_SOFT_PROMPT),
+    "MULTITASK_PROMPT_TUNING": _q("One shared soft prompt plus a low-rank per-task component.", lr=_LR_SOFT_PROMPT,
+                                  virtual_tokens=True, task_ids=True),
+    "P_TUNING": _q("Soft prompt produced by a small trainable encoder (MLP or LSTM).", lr=_LR_SOFT_PROMPT,
+                   virtual_tokens=True),
     "PREFIX_TUNING": _q("Learns key/value vectors prepended at every attention layer.", lr=_LR_PREFIX),
     "ADAPTION_PROMPT": _q("LLaMA-Adapter: gated prompts added to the top attention layers.", family=PROMPT_BASED,
                           lr=_LR_PREFIX, can_merge=False),
     "CPT": _q("Context-aware prompt tuning for few-shot in-context examples.", family=PROMPT_BASED, lr=_LR_PREFIX,
+              virtual_tokens=True,
               required={"cpt_token_ids": ("the token ids of the in-context examples (CPT also needs data with an "
                                           "input_type_mask)", "cpt_token_ids=[...]")}),
     "CARTRIDGE": _q("A trained KV-cache prefix (cartridge) that compresses a long context.", family=PROMPT_BASED,
@@ -95,7 +100,8 @@ QUIRKS: dict[str, Quirk] = {
     "ROAD": _q("Rotation adapter: trains 2-D rotations of the weight outputs."),
     "TRAINABLE_TOKENS": _q("Trains only selected rows of the token embedding (e.g. new tokens).",
                            required={"token_indices": ("the ids of the tokens to train", "token_indices=[5,6,7]")}),
-    "POLY": _q("Polytropon: a per-task routed mixture of LoRA modules (needs task ids).", can_merge=False),
+    "POLY": _q("Polytropon: a per-task routed mixture of LoRA modules (needs task ids).", can_merge=False,
+               task_ids=True),
     "SHADOW": _q("A parallel shadow network alongside the frozen layers."),
     "SUPERTUNING": _q("Super-tuning: a small set of supervised tuning parameters."),
     "PSOFT": _q("Orthogonal fine-tuning in the principal subspace of the weights."),
@@ -133,8 +139,18 @@ def default_lr(peft_type: str) -> float:
     return quirk(peft_type).lr or _LR_LOW_RANK
 
 
+#: tasks whose token-level targets peft's prompt-learning models do not shift past the virtual
+#: tokens (token labels, answer start/end positions), so training would learn the wrong positions
+NO_PROMPT_LEARNING = {"TOKEN_CLS": "token classification", "QUESTION_ANS": "extractive question answering"}
+
+
 def check_required(spec: Any, kwargs: dict[str, Any], model_config: Any) -> None:
-    """One line for a setting the method cannot work without, or a model it cannot take."""
+    """One line for a setting the method cannot work without, or a model or task it cannot take."""
+    task = str(getattr(kwargs.get("task_type"), "value", kwargs.get("task_type")) or "")
+    if spec.info.is_prompt_learning and task in NO_PROMPT_LEARNING:
+        raise PeftMagicError(f"peft's {spec.requested} does not support {NO_PROMPT_LEARNING[task]}: its "
+                             "prompt-based models leave token-level targets (tags, answer positions) misaligned",
+                             "use lora, ia3 or bottleneck adapters for this task")
     for key, (what, example) in quirk(spec.info.peft_type).required.items():
         if not kwargs.get(key):
             raise PeftMagicError(f"{spec.requested} needs {key}: {what}", f"e.g. %peft {spec.requested} {example}")

@@ -15,7 +15,7 @@ token_cls     CoNLL-shaped data → word-aligned rows; predicted tags → entiti
 qa            SQuAD-shaped data → windowed rows; start/end logits → answer spans
 seq2seq       source/target pairs → encoder ids + decoder labels; a padding collator
 tiny_t5       a tiny random T5 with a locally trained tokenizer (the ``tiny-t5`` built-in)
-common        :class:`TaskExamples`, the container the tokenizers return
+common        :class:`Examples`, the container the tokenizers return
 ============  ===========================================================================
 
 Nothing here imports torch or transformers at module level: importing the package is
@@ -24,6 +24,6 @@ cheap, and the heavy imports happen inside the functions that need them.
 
 from __future__ import annotations
 
-from .common import TaskExamples
+from .common import Examples
 
-__all__ = ["TaskExamples"]
+__all__ = ["Examples"]

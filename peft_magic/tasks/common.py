@@ -2,7 +2,7 @@
 
 Why: every task tokenizer returns the same thing — the rows the trainer batches plus the
 counts a user should hear about (how many examples were cut to ``max_len``, how many
-were dropped as empty). :class:`TaskExamples` has the same fields and behaviour as the
+were dropped as empty). :class:`Examples` has the same fields and behaviour as the
 causal-LM/classification ``Examples`` (a list of row dicts with ``len``, indexing and
 ``real_tokens``), so the trainer can take either.
 """
@@ -17,7 +17,7 @@ from ..errors import PeftMagicError
 
 
 @dataclass
-class TaskExamples:
+class Examples:
     """Tokenized rows ready for a collator (a list of dicts), with what happened on the way.
 
     ``shape`` names the task: ``"seq2seq"``, ``"token-cls"``, ``"qa"`` (training windows)

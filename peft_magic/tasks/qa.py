@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PeftMagicError
-from .common import TaskExamples, as_list, check_records, need_fast, round_up
+from .common import Examples, as_list, check_records, need_fast, round_up
 
 
 # ----------------------------------------------------------------------------- records
@@ -167,7 +167,7 @@ def _window_row(enc: Any, w: int) -> dict[str, Any]:
 
 
 def tokenize_qa_train(records: Sequence[Any], tokenizer: Any, max_len: int = 384,
-                      stride: int = 128) -> TaskExamples:
+                      stride: int = 128) -> Examples:
     """Training windows ``{"input_ids", "attention_mask", ["token_type_ids"], "start_positions",
     "end_positions"}``: the first answer's token span in the window that holds all of it,
     the CLS position (index of the CLS token, else 0) in every other window and for
@@ -199,11 +199,11 @@ def tokenize_qa_train(records: Sequence[Any], tokenizer: Any, max_len: int = 384
                 end_pos = j + 1
         row["start_positions"], row["end_positions"] = start_pos, end_pos
         rows.append(row)
-    return TaskExamples(rows, "qa", len(examples), None, _split_count(mapping), 0, list(records[0].keys()))
+    return Examples(rows, "qa", len(examples), None, _split_count(mapping), 0, list(records[0].keys()))
 
 
 def tokenize_qa_eval(records: Sequence[Any], tokenizer: Any, max_len: int = 384,
-                     stride: int = 128) -> TaskExamples:
+                     stride: int = 128) -> Examples:
     """Evaluation/prediction windows: the model inputs plus ``example_id`` (the record's
     index), ``offset_mapping`` (character spans, None outside the context, as in the
     transformers QA guide) and ``cls_index``. Records need no answers here."""
@@ -220,7 +220,7 @@ def tokenize_qa_eval(records: Sequence[Any], tokenizer: Any, max_len: int = 384,
                                  for o, s in zip(enc["offset_mapping"][w], seq_ids)]
         row["cls_index"] = _cls_index(row["input_ids"], tokenizer)
         rows.append(row)
-    return TaskExamples(rows, "qa-eval", len(examples), None, _split_count(mapping), 0, list(records[0].keys()))
+    return Examples(rows, "qa-eval", len(examples), None, _split_count(mapping), 0, list(records[0].keys()))
 
 
 # ----------------------------------------------------------------------------- post-processing

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PeftMagicError
-from .common import TaskExamples, check_records, round_up
+from .common import Examples, check_records, round_up
 
 PAIRS: list[tuple[str, str]] = [
     ("prompt", "completion"), ("input", "target"), ("source", "target"), ("document", "summary"),
@@ -74,7 +74,7 @@ def _encode(tokenizer: Any, texts: list[str], max_len: int, target: bool) -> tup
 
 
 def tokenize_seq2seq(records: Sequence[Any], tokenizer: Any, max_len: int = 512,
-                     max_target_len: int | None = None) -> TaskExamples:
+                     max_target_len: int | None = None) -> Examples:
     """Source/target records → rows ``{"input_ids", "labels"}`` for an encoder-decoder.
 
     Sources are cut to ``max_len`` tokens, targets to ``max_target_len`` (default
@@ -93,7 +93,7 @@ def tokenize_seq2seq(records: Sequence[Any], tokenizer: Any, max_len: int = 512,
     tgt_ids, cut_tgt = _encode(tokenizer, [_text(r.get(tgt)) for r in keep], max_target_len or max_len, target=True)
     truncated = len(cut_src | cut_tgt)  # a record cut on both sides counts once
     rows = [{"input_ids": s, "labels": t} for s, t in zip(src_ids, tgt_ids)]
-    return TaskExamples(rows, "seq2seq", len(records), None, truncated, len(records) - len(keep),
+    return Examples(rows, "seq2seq", len(records), None, truncated, len(records) - len(keep),
                         list(records[0].keys()))
 
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PeftMagicError
-from .common import TaskExamples, as_list, check_records, need_fast, round_up
+from .common import Examples, as_list, check_records, need_fast
 
 WORD_KEYS = ("tokens", "words")
 TAG_KEYS = ("ner_tags", "tags", "labels")
@@ -111,7 +111,7 @@ def label_names_for(records: Sequence[Any], given: str | Sequence[str] | None = 
 
 
 def tokenize_token_cls(records: Sequence[Any], tokenizer: Any, max_len: int = 512,
-                       label_names: Sequence[str] | None = None) -> TaskExamples:
+                       label_names: Sequence[str] | None = None) -> Examples:
     """Words → sub-word rows ``{"input_ids", "labels", "word_ids"}`` for a token classifier.
 
     ``labels[j]`` is the label id of word ``word_ids[j]`` when token j is that word's
@@ -169,7 +169,7 @@ def tokenize_token_cls(records: Sequence[Any], tokenizer: Any, max_len: int = 51
         truncated += sum(1 for c in Counter(mapping).values() if c > 1)  # sentences, not windows
     if not rows:
         raise PeftMagicError("no usable examples: every sentence was empty")
-    return TaskExamples(rows, "token-cls", len(words_all), names, truncated, len(words_all) - len(keep), cols)
+    return Examples(rows, "token-cls", len(words_all), names, truncated, len(words_all) - len(keep), cols)
 
 
 def align_predictions(predictions: Any, label_ids: Any,
@@ -320,35 +320,3 @@ def decode_entities(words_or_text: str | Sequence[str], word_ids: Sequence[int |
             close()
     close()
     return entities
-
-
-class TokenClsCollator:
-    """Pad token-classification rows to the longest in the batch (rounded up to a multiple of 8).
-
-    ``input_ids`` pad with ``pad_id`` (``attention_mask`` 0 there), ``labels`` with -100;
-    ``word_ids`` stay behind. ``tokens`` counts the real (non-pad) tokens seen. (The
-    causal-LM collator pads these rows the same way; this one keeps the task self-contained.)
-    """
-
-    def __init__(self, pad_id: int, multiple: int = 8) -> None:
-        if pad_id is None:
-            raise PeftMagicError("the tokenizer has no pad token", "set tokenizer.pad_token")
-        self.pad_id = pad_id
-        self.multiple = multiple
-        self.tokens = 0
-
-    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        n = len(batch)
-        longest = round_up(max(len(b["input_ids"]) for b in batch), self.multiple)
-        input_ids = torch.full((n, longest), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((n, longest), dtype=torch.long)
-        labels = torch.full((n, longest), -100, dtype=torch.long)
-        for i, b in enumerate(batch):
-            m = len(b["input_ids"])
-            input_ids[i, :m] = torch.tensor(b["input_ids"], dtype=torch.long)
-            attention[i, :m] = 1
-            labels[i, :m] = torch.tensor(b["labels"], dtype=torch.long)
-            self.tokens += m
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}

@@ -28,7 +28,7 @@ ALIASES = {
     "optim": "optim", "seed": "seed",
 }
 #: settings that are ours, not TrainingArguments fields
-OWN_KEYS = ("max_len", "eval", "data", "packing_off")
+OWN_KEYS = ("max_len", "eval", "data", "stride")
 DEFAULT_BATCH = 8
 
 
@@ -83,7 +83,7 @@ def planned_steps(args: dict[str, Any], n_examples: int) -> int:
 
 
 def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, model: Any, steps: int,
-                      has_eval: bool) -> Any:
+                      has_eval: bool, label_names: tuple[str, ...] = ("labels",)) -> Any:
     """The ``TrainingArguments`` of a notebook run: our display, logging every step (thinned
     for very long runs), length-grouped batches, no checkpoints unless interrupted."""
     from transformers import TrainingArguments
@@ -91,7 +91,7 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
     targs = dict(
         output_dir=output_dir, report_to="none", disable_tqdm=True, save_strategy="no",
         logging_steps=1 if steps <= 2000 else max(1, steps // 1000), logging_first_step=True,
-        remove_unused_columns=False, label_names=["labels"], train_sampling_strategy="group_by_length",
+        remove_unused_columns=False, label_names=list(label_names), train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, use_cpu=device == "cpu", save_only_model=False,
         **precision(model, device),
     )

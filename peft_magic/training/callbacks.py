@@ -66,8 +66,13 @@ class _TokenRate:
 
 
 def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: str, sampler: PeakSampler,
-                   peft_model: Any, is_adalora: bool) -> list[Any]:
-    """The callbacks for one run (classes built here: transformers is imported lazily)."""
+                   peft_model: Any, is_adalora: bool, evaluator: Any = None) -> list[Any]:
+    """The callbacks for one run (classes built here: transformers is imported lazily).
+
+    ``evaluator(eval_loss)`` gives the task's metrics on the held-out data at each
+    evaluation (``inference.evaluate.task_metrics``); they go into the run record and
+    the ``eval`` event beside the loss.
+    """
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -88,7 +93,8 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             self.rate.reset(collator.tokens)
             events.emit("run_start", run_id=run.run_id, model_id=run.model_id, adapter=run.adapter,
                         method=run.method, total_steps=run.total_steps, settings=dict(run.settings),
-                        resumed_from=self.base_step or None, warnings=list(run.warnings))
+                        resumed_from=self.base_step or None, warnings=list(run.warnings), task=run.task,
+                        data=run.data)
 
         def _payload(self, state) -> dict[str, Any]:
             now = time.perf_counter()
@@ -118,8 +124,18 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             if "learning_rate" in logs:
                 run.last_lr = float(logs["learning_rate"])
             if "eval_loss" in logs:
-                run.eval_losses.append((state.global_step, float(logs["eval_loss"])))
-                events.emit("eval", run_id=run.run_id, step=state.global_step, eval_loss=float(logs["eval_loss"]))
+                self._evaluated(state.global_step, float(logs["eval_loss"]))
+
+        def _evaluated(self, step: int, eval_loss: float) -> None:
+            run.eval_losses.append((step, eval_loss))
+            scores: dict[str, float] = {"loss": eval_loss}
+            if evaluator is not None:
+                try:
+                    scores = evaluator(eval_loss)
+                except Exception as e:  # the metrics must not end the run; say what went wrong
+                    run.warnings.append(f"eval metrics failed at step {step}: {type(e).__name__}: {e}")
+            run.eval_metrics.append((step, scores))
+            events.emit("eval", run_id=run.run_id, step=step, eval_loss=eval_loss, metrics=dict(scores))
 
         def on_step_end(self, args, state, control, **kw):
             if self.throttle.due():  # build the event (memory reading, rates) only when it will be shown

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ..fmt import fmt_bytes, text_table
+from ..fmt import fmt_bytes, fmt_metrics, text_table
 from ..rendering import HtmlRepr
 from ..state import Run, runs
 
-HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "peak memory", "time", "status",
-           "saved to"]
+HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "eval", "peak memory", "time",
+           "status", "saved to"]
 
 
 def run_row(r: Run) -> list[str]:
@@ -19,8 +19,9 @@ def run_row(r: Run) -> list[str]:
     final = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
     settings = " ".join(f"{k}={v}" for k, v in r.settings.items() if k not in ("data", "eval"))
     peak = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
+    evaluated = fmt_metrics(r.eval_metrics[-1][1]) if r.eval_metrics else "–"
     return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
-            first, final, peak, f"{r.seconds:.1f} s", r.status, ", ".join(r.saved_to)]
+            first, final, evaluated, peak, f"{r.seconds:.1f} s", r.status, ", ".join(r.saved_to)]
 
 
 class RunsReport(HtmlRepr):

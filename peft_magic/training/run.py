@@ -36,9 +36,11 @@ from .. import _heavy, events, peft_view
 from ..errors import PeftMagicError
 from ..memory import PeakSampler, device_of, reading
 from ..model.builtins import cache_dir
+from ..model.facts import label_names
 from ..model.quantized import disable_cpu_4bit_repacking
-from ..peft_methods.quirks import default_lr
+from ..peft_methods.quirks import default_lr, quirk
 from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
+from ..tasks.families import collator_for, describe, family
 from . import data as data_mod
 from .args import DEFAULT_BATCH, normalize_args, planned_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
@@ -59,9 +61,13 @@ class _Job:
     task: str
     args: dict[str, Any]
     examples: Any
-    eval_examples: Any
+    eval_set: Any  # inference.evaluate.EvalSet, or None without eval=
     tokenizer: Any
     resume_from: str | None = None
+
+    @property
+    def eval_examples(self) -> Any:
+        return self.eval_set.examples if self.eval_set is not None else None
 
 
 def _find_peft(model: Any) -> Any:
@@ -79,38 +85,86 @@ def _runs_dir() -> Path:
 
 def _label_names(peft_model: Any, task: str) -> list[str] | None:
     """A classifier's own label names (not transformers' placeholder LABEL_0 …)."""
-    base_cfg = getattr(peft_model.get_base_model(), "config", None)
-    if task != "SEQ_CLS" or base_cfg is None or not getattr(base_cfg, "id2label", None):
-        return None
-    names = [base_cfg.id2label[i] for i in sorted(base_cfg.id2label)]
-    return None if all(n.startswith("LABEL_") for n in names) else names
+    return label_names(peft_model) if task in ("SEQ_CLS", "TOKEN_CLS") else None
+
+
+def _name_labels(peft_model: Any, task: str, examples: Any) -> None:
+    """A head with placeholder names (LABEL_0 …) takes the data's label names, so evaluation
+    and prediction speak in them ("PER", not "LABEL_1")."""
+    names = examples.label_names
+    cfg = getattr(peft_model.get_base_model(), "config", None)
+    if _label_names(peft_model, task) or not names or cfg is None or \
+            int(getattr(cfg, "num_labels", 0) or 0) != len(names):
+        return
+    cfg.id2label = dict(enumerate(names))
+    cfg.label2id = {n: i for i, n in enumerate(names)}
+
+
+def _check_labels(peft_model: Any, task: str, examples: Any) -> None:
+    """A classifier head must have room for every label the data has."""
+    if task not in ("SEQ_CLS", "TOKEN_CLS"):
+        return
+    n = int(getattr(getattr(peft_model.get_base_model(), "config", None), "num_labels", 0) or 0)
+    names = examples.label_names
+    if names is None:
+        ids = [r["labels"] for r in examples.rows] if task == "SEQ_CLS" else \
+            [x for r in examples.rows for x in r["labels"] if x != -100]
+        need = max(ids, default=-1) + 1
+    else:
+        need = len(names)
+    if n and need > n:
+        shown = f" ({', '.join(names)})" if names else ""
+        flag = ",".join(names) if names else str(need)
+        head = "token-cls" if task == "TOKEN_CLS" else "seq-cls"
+        raise PeftMagicError(f"the model's head has {n} labels but the data has {need}{shown}",
+                             f"load it with --task {head} --labels {flag}")
+
+
+def _data_and_eval(data: Any, eval_spec: Any, task: str) -> tuple[list[Any], str, list[Any] | None, str | None]:
+    """Training records and held-out records (a fraction of the data, or other data)."""
+    records, fp = data_mod.to_records(data)
+    if isinstance(eval_spec, float) and not isinstance(eval_spec, bool):
+        train, held = data_mod.split_records(records, eval_spec)
+        return train, f"{fp}:train:{eval_spec}", held, f"{fp}:eval:{eval_spec}"
+    if eval_spec is not None:
+        held, efp = data_mod.to_records(eval_spec, "validation")
+        return records, fp, held, efp
+    return records, fp, None, None
 
 
 def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, method: str, data: Any,
              tokenizer: Any, output_dir: str | None, settings: dict[str, Any]) -> _Job:
+    from ..inference.evaluate import build_eval_set
+
     args = normalize_args(settings)
     if data is None:
         raise PeftMagicError("which data?", "data=VARIABLE or a .jsonl/.json/.csv/.txt path")
+    if tokenizer is None:
+        raise PeftMagicError("training needs a tokenizer and none was found",
+                             "load the model with %peft load, or pass --tokenizer VAR")
+    family(task)
     max_len = int(args.pop("max_len", DEFAULT_MAX_LEN))
-    eval_spec = args.pop("eval", None)
+    stride = args.pop("stride", None)
+    records, fp, held, held_fp = _data_and_eval(data, args.pop("eval", None), task)
     args.pop("data", None)
-    examples = data_mod.tokenize(data, tokenizer, max_len=max_len, task=task,
-                                 label_names=_label_names(peft_model, task))
-    eval_examples = None
-    if isinstance(eval_spec, float) and not isinstance(eval_spec, bool):
-        examples, eval_examples = data_mod.split_eval(examples, eval_spec)
-    elif eval_spec is not None:
-        eval_examples = data_mod.tokenize(eval_spec, tokenizer, max_len=max_len, task=task, split="validation",
-                                          label_names=examples.label_names)
+    names = _label_names(peft_model, task) or data_mod.class_label_names(data, task)
+    examples = data_mod.tokenize_records(records, fp, tokenizer, max_len=max_len, task=task, label_names=names,
+                                         stride=stride)
+    _check_labels(peft_model, task, examples)
+    _name_labels(peft_model, task, examples)
+    eval_set = None if held is None else build_eval_set(held, held_fp, tokenizer, task, max_len=max_len,
+                                                        label_names=examples.label_names, stride=stride)
     args.setdefault("learning_rate", default_lr(peft_type))
     args.setdefault("per_device_train_batch_size", DEFAULT_BATCH)
     if "max_steps" not in args and "num_train_epochs" not in args:
         args["num_train_epochs"] = 1.0
     run = Run(run_id=next_run_id(), model_id=st.model_id, adapter=adapter, method=method, settings=dict(settings),
-              total_steps=0, started_at=time.time())
+              total_steps=0, started_at=time.time(), task=task, data=describe(examples))
+    if eval_set is not None:
+        run.data += f" · eval on {len(held):,} held-out examples"
     run.output_dir = output_dir or str(_runs_dir() / f"run-{run.run_id}-{time.strftime('%Y%m%d-%H%M%S')}")
     add_run(run)
-    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_examples, tokenizer)
+    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_set, tokenizer)
 
 
 def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, data: Any,
@@ -123,7 +177,7 @@ def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: s
         raise PeftMagicError("--resume continues the interrupted run as it was: give no data or settings")
     saved = resume_record(prev.run_id)
     return _Job(peft_model, st, prev, adapter, peft_type, task, dict(saved["args"]), saved["examples"],
-                saved["eval"], saved["tokenizer"], saved["checkpoint"])
+                saved["eval_set"], saved["tokenizer"], saved["checkpoint"])
 
 
 def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str | None = None,
@@ -179,9 +233,9 @@ def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[
                           callbacks=callbacks)
     for cb in (PrinterCallback, ProgressCallback):  # we own the display
         trainer.remove_callback(cb)
-    if (peft_view.is_prompt_learning(job.peft_model.peft_config[job.adapter]) and job.task == "CAUSAL_LM"
-            and hasattr(trainer, "_loss_shifts_labels")):
-        # Virtual tokens come first, so every real label is a prediction target.
+    if quirk(job.peft_type).virtual_tokens and job.task == "CAUSAL_LM" and hasattr(trainer, "_loss_shifts_labels"):
+        # Virtual tokens come first, so every real label is a prediction target (prefix tuning
+        # puts its vectors into the attention instead: the shift still applies there).
         trainer._loss_shifts_labels = False
     return trainer
 
@@ -193,22 +247,21 @@ def _run_trainer(job: _Job) -> Run:
     device = device_of(pm)
     if device == "cpu":
         disable_cpu_4bit_repacking(pm)  # a no-op unless a 4-bit model ran inference first
-    tok = job.tokenizer
-    collator = data_mod.Collator(tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0),
-                                 classify=(job.task == "SEQ_CLS"))
+    collator = collator_for(job.task, job.tokenizer, task_ids=quirk(job.peft_type).task_ids)
     steps = planned_steps(job.args, len(job.examples))
     is_adalora = job.peft_type == "ADALORA"
     if is_adalora:
         _prepare_adalora(job, steps)
     training_args = trainer_arguments(job.args, output_dir=run.output_dir, device=device, model=pm, steps=steps,
-                                      has_eval=job.eval_examples is not None)
+                                      has_eval=job.eval_set is not None, label_names=family(job.task).label_keys)
     interrupt = InterruptToStop()
     run.status, run.message = "running", None
     if job.resume_from is None:
         _warn_if_too_big(pm, job.st, run, job.args, job.examples)
     sampler = PeakSampler(device, interval=0.1)
     trainer = _make_trainer(job, training_args, collator,
-                            make_callbacks(run, interrupt, collator, device, sampler, pm, is_adalora))
+                            make_callbacks(run, interrupt, collator, device, sampler, pm, is_adalora,
+                                           _evaluator(pm, job.eval_set)))
     was_training = pm.training
     error = _train_guarded(trainer, job, sampler, interrupt)
     run.steps_done = trainer.state.global_step
@@ -220,6 +273,15 @@ def _run_trainer(job: _Job) -> Run:
     if error is not None:
         raise PeftMagicError(run.message or "training failed")
     return run
+
+
+def _evaluator(model: Any, eval_set: Any) -> Any:
+    """The task's metrics on the held-out data, given the Trainer's eval loss (or None)."""
+    if eval_set is None:
+        return None
+    from ..inference.evaluate import task_metrics
+
+    return lambda eval_loss: task_metrics(model, eval_set, eval_loss=eval_loss)
 
 
 def _train_guarded(trainer: Any, job: _Job, sampler: PeakSampler,
@@ -263,7 +325,7 @@ def _finish(job: _Job, device: str, sampler: PeakSampler, error: tuple[str, str]
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if run.status == "interrupted" and checkpoint:
-        set_resume(run.run_id, {"args": job.args, "examples": job.examples, "eval": job.eval_examples,
+        set_resume(run.run_id, {"args": job.args, "examples": job.examples, "eval_set": job.eval_set,
                                 "tokenizer": job.tokenizer, "checkpoint": checkpoint})
     elif run.status == "completed":
         set_resume(run.run_id, None)

@@ -1,0 +1,50 @@
+"""Running a model over many inputs without changing it: eval mode, no gradients, batches.
+
+Shared by generation, evaluation and prediction: each puts the model in eval mode for
+the call (dropout off) and puts every module's own mode back afterwards, runs without
+gradients, and pads its rows with the task's collator in batches on the model's device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .. import peft_view
+from ..peft_methods.quirks import quirk
+from ..state import peft_model_for
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Dropout off while running; each module's own mode is put back afterwards."""
+    training = [m for m in model.modules() if m.training]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m in training:
+            m.training = True
+
+
+def device_of(model: Any) -> Any:
+    """The device of the model's first parameter (CPU for a model without parameters)."""
+    for p in model.parameters():
+        return p.device
+    return "cpu"
+
+
+def batches(rows: Sequence[dict[str, Any]], collator: Any, size: int, device: Any) -> Iterator[tuple[int, dict]]:
+    """(offset, padded batch on ``device``) for consecutive slices of ``rows``."""
+    for lo in range(0, len(rows), size):
+        batch = collator(list(rows[lo:lo + size]))
+        yield lo, {k: v.to(device) for k, v in batch.items()}
+
+
+def needs_task_ids(model: Any) -> bool:
+    """Whether the model's active adapter needs ``task_ids`` in every batch."""
+    pm = peft_model_for(model)
+    if pm is None or not peft_view.configs(pm):
+        return False
+    return quirk(peft_view.peft_type(pm.active_peft_config)).task_ids

@@ -1,0 +1,100 @@
+"""Task commands: ``%peft evaluate`` (the task's metrics) and ``%peft predict`` (its answers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import PeftMagicError
+from .cmd_train import resolve_data
+from .registry import Context, command
+
+_EVAL_KEYS = ("batch", "max_len", "stride")
+_PREDICT_KEYS = ("batch", "max_len", "max_new_tokens")
+
+
+def _ints(ctx: Context, keys: tuple[str, ...], what: str) -> dict[str, int]:
+    out = {}
+    for k, v in ctx.settings.items():
+        if k not in keys:
+            raise PeftMagicError(f"unknown {what} setting '{k}'", "settings are " + ", ".join(f"{x}=" for x in keys))
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise PeftMagicError(f"{k} must be a whole number ≥ 1, got {v!r}")
+        out[k] = v
+    return out
+
+
+@command("evaluate", args="data=VAR|PATH [batch=] [max_len=]",
+         summary="the task's own metrics on held-out data; --compare: base model beside the adapter",
+         flags=(("--compare", "also evaluate the base model (adapters off)"), "--model VAR", "--tokenizer VAR"),
+         aliases=("eval",), group="training")
+def cmd_evaluate(ctx: Context) -> Any:
+    """Evaluate the model (its active adapter) on held-out data with the metrics of its task:
+
+    ==========================  =============================================
+    causal LM                   loss, perplexity
+    sequence classification     loss, accuracy, macro-F1
+    token classification (NER)  loss, entity precision / recall / F1 (seqeval), token accuracy
+    extractive QA               loss, exact match, F1 (official SQuAD normalisation)
+    seq2seq                     loss, exact match, ROUGE-L (greedy generation)
+    ==========================  =============================================
+
+    ``data`` is a notebook variable or a file, in the shape training takes for the task.
+    ``--compare`` adds the base model (the same model with adapters switched off for the
+    call) beside it. Returns an ``EvalResult``; ``.metrics`` is a dict.
+
+    Examples::
+
+        %peft evaluate data=dev
+        %peft evaluate data=dev.jsonl --compare
+    """
+    from ..inference.evaluate import evaluate
+
+    settings = dict(ctx.settings)
+    if "data" not in settings:
+        raise PeftMagicError("which data?", "e.g. %peft evaluate data=dev")
+    data = resolve_data(ctx, settings.pop("data"), "data")
+    ctx.settings = settings
+    var, model = ctx.model()
+    return evaluate(model, data, tokenizer=ctx.tokenizer(var), compare=bool(ctx.args.flag("--compare")),
+                    **_ints(ctx, _EVAL_KEYS, "evaluate"))
+
+
+@command("predict", args='"TEXT" | VAR | question="…" context="…" [max_new_tokens=]',
+         summary="the task's answer: label, entities, answer span or generated text",
+         flags=("--model VAR", "--tokenizer VAR"), cell="none", group="training")
+def cmd_predict(ctx: Context) -> Any:
+    """Predict with the model's task head and show the natural answer:
+
+    * classification — the label and its probability;
+    * token classification — the entities: text, type, character span (B-/I- tags merged);
+    * extractive QA — the answer text, its span in the context and a score
+      (``question="…" context="…"``);
+    * seq2seq and causal LM — the generated text (greedy).
+
+    The input is a quoted text, or a notebook variable: a string, a dict (QA), or a list
+    of them (predicted in batches). Returns ``Predictions`` (``p[0]`` is the first answer).
+
+    Examples::
+
+        %peft predict "Alice moved to Paris last year"
+        %peft predict question="What color is Anna's car?" context="Anna has a red car."
+        %peft predict reviews
+    """
+    from ..inference.predict import predict
+
+    settings = dict(ctx.settings)
+    inputs: Any
+    if "question" in settings or "context" in settings:
+        if ctx.args.positionals:
+            raise PeftMagicError("give either a text or question=… context=…, not both")
+        inputs = {"question": str(settings.pop("question", "")), "context": str(settings.pop("context", ""))}
+    elif len(ctx.args.positionals) == 1:
+        word = ctx.args.positionals[0]
+        inputs = ctx.ns[word] if word.isidentifier() and word in ctx.ns else word
+    elif not ctx.args.positionals:
+        raise PeftMagicError("predict what?", 'e.g. %peft predict "some text", or a variable holding texts')
+    else:
+        raise PeftMagicError("predict takes one input", 'quote a text with spaces: %peft predict "two words"')
+    ctx.settings = settings
+    var, model = ctx.model()
+    return predict(model, inputs, tokenizer=ctx.tokenizer(var), **_ints(ctx, _PREDICT_KEYS, "predict"))

@@ -1,0 +1,139 @@
+"""The five task families: what data each takes, how it is tokenized and batched, and
+which metrics the field reports for it.
+
+One table, keyed by peft's task type, is what training, ``%peft evaluate``,
+``%peft predict`` and the panel consult, so a task is added in one place. The shapes of
+causal LM and classification data live in ``causal_lm`` and ``seq_cls``; the other
+three in ``seq2seq``, ``token_cls`` and ``qa``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import PeftMagicError
+from . import causal_lm, qa, seq2seq, seq_cls, token_cls
+from .common import Examples
+
+
+@dataclass(frozen=True)
+class Family:
+    """One task family as the rest of the package sees it."""
+
+    task: str  # peft TaskType value: "SEQ_2_SEQ_LM"
+    title: str  # "sequence-to-sequence"
+    shapes: str  # the data it accepts, for errors and help
+    metrics: tuple[str, ...]  # what evaluation reports
+    label_keys: tuple[str, ...] = ("labels",)  # what the Trainer treats as the labels
+
+
+FAMILIES: dict[str, Family] = {f.task: f for f in [
+    Family("CAUSAL_LM", "causal language modelling", causal_lm.SHAPES, ("loss", "perplexity")),
+    Family("SEQ_CLS", "sequence classification", seq_cls.SHAPES, ("loss", "accuracy", "f1")),
+    Family("SEQ_2_SEQ_LM", "sequence-to-sequence", "source → target pairs: " + ", ".join(
+        f"{a}/{b}" for a, b in seq2seq.PAIRS), ("loss", "exact_match", "rougeL")),
+    Family("TOKEN_CLS", "token classification", "tokens (a list of words) + tags / ner_tags / labels",
+           ("loss", "precision", "recall", "f1", "accuracy")),
+    Family("QUESTION_ANS", "extractive question answering", "question + context + answers {text, answer_start} "
+           "(SQuAD) or answer", ("loss", "exact_match", "f1"), ("start_positions", "end_positions")),
+]}
+
+
+def family(task: str | None) -> Family:
+    """The family of a task type; one line for a task that cannot be trained."""
+    fam = FAMILIES.get(task or "CAUSAL_LM")
+    if fam is None:
+        raise PeftMagicError(f"a {task} model has no head to train",
+                             "load it with a task head: --task causal-lm, seq-cls, seq2seq, token-cls or qa")
+    return fam
+
+
+def tokenize_records(records: Sequence[Any], tokenizer: Any, task: str, *, max_len: int = 512,
+                     label_names: list[str] | None = None, stride: int | None = None) -> Examples:
+    """Records → training rows for ``task``; the shape is detected (one line when it does not fit)."""
+    if task == "SEQ_2_SEQ_LM":
+        return seq2seq.tokenize_seq2seq(records, tokenizer, max_len=max_len)
+    if task == "TOKEN_CLS":
+        return token_cls.tokenize_token_cls(records, tokenizer, max_len=max_len, label_names=label_names)
+    if task == "QUESTION_ANS":
+        return qa.tokenize_qa_train(records, tokenizer, max_len=max_len, stride=stride or max_len // 4)
+    family(task)
+    if not records:
+        raise PeftMagicError("the training data is empty")
+    classify = seq_cls.detect_classify(records)
+    if task == "SEQ_CLS":
+        if not classify:
+            shape, cols = causal_lm.detect_causal(records)
+            raise PeftMagicError(f"a classification model needs text+label data; this data is "
+                                 f"'{shape or 'unknown'}' (columns {cols})", "add a label column")
+        return seq_cls.tokenize_classify(records, tokenizer, max_len=max_len, label_names=label_names)
+    if classify:
+        raise PeftMagicError("this data has text+label (classification) but the model is not a classifier",
+                             "load it with %peft load … --labels N")
+    shape, cols = causal_lm.detect_causal(records)
+    if not shape:
+        raise PeftMagicError(f"cannot tell what to train on: the data has columns {cols}",
+                             f"accepted: {causal_lm.SHAPES} | text+label (classifier)")
+    return causal_lm.tokenize_causal(records, tokenizer, shape, cols, max_len=max_len)
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id batches are padded with (the eos token where a tokenizer has no pad token)."""
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return tokenizer.eos_token_id or 0
+
+
+class WithTaskIds:
+    """Adds ``task_ids`` to every batch (multi-task methods): a row's ``task_id``, else 0."""
+
+    def __init__(self, collator: Any) -> None:
+        self.collator = collator
+
+    @property
+    def tokens(self) -> int:
+        return self.collator.tokens
+
+    def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        out = self.collator(batch)
+        out["task_ids"] = torch.tensor([int(b.get("task_id", 0)) for b in batch], dtype=torch.long)
+        return out
+
+
+def collator_for(task: str, tokenizer: Any, task_ids: bool = False) -> Any:
+    """The padding collator of a task; each counts the real tokens it has seen (``tokens``).
+    ``task_ids``: the method's forward needs them (multitask prompt tuning, Poly)."""
+    pid = pad_id(tokenizer)
+    if task == "SEQ_2_SEQ_LM":
+        coll: Any = seq2seq.Seq2SeqCollator(pid)
+    elif task == "QUESTION_ANS":
+        coll = qa.QACollator(pid)
+    else:
+        coll = causal_lm.Collator(pid, classify=(task == "SEQ_CLS"))
+    return WithTaskIds(coll) if task_ids else coll
+
+
+_SHAPE_TEXT = {"text": "text (loss on every token)", "completion": "prompt → completion (loss on the completion)",
+               "chat": "chat messages (loss on the assistant turns)", "classify": "text → label",
+               "seq2seq": "source → target", "token-cls": "words → tags", "qa": "question + context → answer span"}
+
+
+def describe(examples: Examples) -> str:
+    """``120 examples · prompt → completion (loss on the completion) · 3 cut to max_len`` —
+    what the training display prints about the data."""
+    parts = [f"{examples.n_raw:,} examples", _SHAPE_TEXT.get(examples.shape, examples.shape)]
+    if examples.shape == "qa":
+        parts.append(f"{len(examples):,} windows of max_len" + (
+            f" ({examples.truncated:,} contexts split)" if examples.truncated else ""))
+    if examples.label_names:
+        shown = ", ".join(examples.label_names[:8]) + (" …" if len(examples.label_names) > 8 else "")
+        parts.append(f"labels {shown}")
+    if examples.truncated and examples.shape != "qa":
+        parts.append(f"{examples.truncated:,} cut to max_len")
+    if examples.skipped:
+        parts.append(f"{examples.skipped:,} skipped (nothing to learn)")
+    return " · ".join(parts)
