@@ -1,0 +1,434 @@
+"""The kernel's side of a multi-process run: spawn, listen, relay, stop, clean up.
+
+``run_job`` is called by ``training.run.train`` with a prepared job (data tokenized, run
+recorded) and a checked :class:`~.strategies.LaunchSpec`. It
+
+1. writes the handoff folder (``handoff``) and listens on a local socket (``channel``);
+2. starts ``torchrun`` (``python -m torch.distributed.run``, static rendezvous on a port
+   picked free for this launch) in a process group of its own — so the notebook's stop
+   button, which signals the kernel's group, never reaches the workers directly, and the
+   whole tree can be ended with one ``killpg``;
+3. relays rank 0's events to the kernel's own event stream (``relay``) while watching for
+   the ways a run ends:
+
+   * every rank says ``done`` → the trained adapter is loaded into the notebook's model
+     (all or nothing) and the run is ``completed``;
+   * the stop button (first SIGINT) → ``stop`` to every worker; they agree at the next step
+     boundary, checkpoint, and rank 0 writes the adapter, which is loaded back: the run is
+     ``interrupted`` and ``--resume`` continues it with the same processes. A second stop
+     ends them at once (the model stays as it was before the cell);
+   * a rank that fails (``oom`` / ``error``) or disappears (killed, crashed) → the other
+     workers are stopped, torchrun's report names the root-cause rank and its exit code,
+     and one line gives the rank, the code and the end of its stderr;
+   * no sign of life from a rank for ``stall_s`` seconds → reported and stopped;
+   * the rendezvous port taken between picking and binding (torchrun fails at once with
+     EADDRINUSE before any worker starts) → launched again on a new port;
+4. always ends the process group (SIGTERM, then SIGKILL after a grace period), checks that
+   no process of the launch is left, and removes the folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ... import events
+from ...errors import PeftMagicError, first_line
+from ...state import Run, resume_record, set_resume, state_for
+from ..args import DEFAULT_BATCH, planned_steps
+from ..callbacks import InterruptToStop
+from . import handoff
+from .channel import Listener, new_token
+from .relay import Relay
+from .strategies import LaunchSpec, machine_problem, request, threads_per_process, trainer_overrides
+
+WORKER_MODULE = "peft_magic.training.distributed.worker"
+POLL_S = 0.1
+PORT_TRIES = 3
+FAULT_GRACE_S = 10.0  # after a fault, how long torchrun gets to stop the others and write its report
+DONE_EXIT_S = 60.0  # after every rank is done, how long the processes get to exit by themselves
+TERM_GRACE_S = 3.0  # SIGTERM → SIGKILL
+STDERR_LINES = 3
+_LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+               "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS")
+
+
+@dataclass
+class Outcome:
+    """How a launch ended, before the kernel's model and run record are updated."""
+
+    status: str  # completed | interrupted | oom | error | port_busy
+    message: str | None = None
+    checkpoint: str | None = None
+    load_back: bool = False  # the workers wrote an adapter to load into the notebook's model
+
+
+# ----------------------------------------------------------------------------- the request
+
+
+def request_for(peft_model: Any, **kwargs: Any) -> LaunchSpec | None:
+    """The checked launch for ``%peft train --processes / --gpus …`` (None: in this process)."""
+    st = state_for(peft_model)
+    return request(bits=st.bits if st is not None else None, **kwargs)
+
+
+def resumed_spec(run_id: int, spec: LaunchSpec | None, bits: int | None = None) -> LaunchSpec | None:
+    """``--resume`` continues with the processes the interrupted run had."""
+    recorded = (resume_record(run_id) or {}).get("launch")
+    if recorded is None:
+        if spec is not None:
+            raise PeftMagicError("the interrupted run trained in the notebook's own process",
+                                 "resume it without --processes / --gpus")
+        return None
+    rec = LaunchSpec.from_dict(recorded)
+    if spec is not None:
+        if not spec.same_shape(rec):
+            raise PeftMagicError(f"the interrupted run used {rec.describe()}; --resume continues with the same",
+                                 "leave out --processes / --gpus / --strategy")
+        rec.stall_s = spec.stall_s
+    problem = machine_problem(rec, bits)
+    if problem:
+        raise PeftMagicError(f"cannot resume: {problem}")
+    return rec
+
+
+def global_batch(args: dict[str, Any], spec: LaunchSpec) -> tuple[int, int, int]:
+    """(per-process batch, accumulation, global batch = batch × processes × accumulation)."""
+    batch = int(args.get("per_device_train_batch_size", DEFAULT_BATCH))
+    accum = int(args.get("gradient_accumulation_steps", 1))
+    return batch, accum, batch * spec.processes * accum
+
+
+def launch_info(args: dict[str, Any], spec: LaunchSpec) -> dict[str, Any]:
+    """What ``run_start`` carries about the launch (the display's title shows it)."""
+    batch, accum, total = global_batch(args, spec)
+    return {"processes": spec.processes, "device": spec.device, "backend": spec.backend, "strategy": spec.strategy,
+            "zero": spec.zero, "describe": spec.describe(), "batch": batch, "grad_accum": accum,
+            "global_batch": total}
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_command(spec: LaunchSpec, port: int | str, folder: Path | str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={spec.processes}",
+            "--master-addr=127.0.0.1", f"--master-port={port}", "--max-restarts=0", "-m", WORKER_MODULE, str(folder)]
+
+
+def worker_env(spec: LaunchSpec) -> dict[str, str]:
+    """The kernel's environment for the workers: this peft_magic first on the path, the
+    cores shared out, CPU workers kept off any GPU, no stale torchrun variables."""
+    import peft_magic
+
+    env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
+    root = str(Path(peft_magic.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["OMP_NUM_THREADS"] = str(threads_per_process(spec))
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    env["PYTHONUNBUFFERED"] = "1"
+    if spec.device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+def _tail(path: Path, lines: int = STDERR_LINES) -> str:
+    """The last non-empty lines of a log, joined into one line."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    kept = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(("W1", "I1"))]
+    return " | ".join(kept[-lines:])
+
+
+_ROOT = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def root_cause(launcher_log: str) -> tuple[int | None, int | None]:
+    """(rank, exit code) of the first failure torchrun observed, from its report."""
+    m = _ROOT.search(launcher_log)
+    return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def _code_text(code: int | None) -> str:
+    if code is None:
+        return "an unknown code"
+    if code < 0:
+        try:
+            return f"{code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return str(code)
+    return str(code)
+
+
+class Supervisor:
+    """One launch: the torchrun process group, the socket, and the loop that watches them."""
+
+    def __init__(self, spec: LaunchSpec, run: Run, folder: Path, listener: Listener, launch: dict[str, Any],
+                 interrupt: InterruptToStop, port: int | None = None) -> None:
+        self.spec, self.run, self.folder, self.listener = spec, run, folder, listener
+        self.launch, self.interrupt, self.first_port = launch, interrupt, port
+        self.proc: subprocess.Popen | None = None
+        self.relay = Relay(run, spec.processes, launch)
+        self.notes: list[str] = []
+        self.spawned_at: float | None = None  # time.monotonic()
+
+    # -- processes
+
+    def spawn(self, port: int) -> None:
+        log = open(self.folder / "launcher.log", "ab")  # noqa: SIM115 — handed to the child
+        try:
+            self.proc = subprocess.Popen(launch_command(self.spec, port, self.folder), stdin=subprocess.DEVNULL,
+                                         stdout=log, stderr=subprocess.STDOUT, env=worker_env(self.spec),
+                                         cwd=str(self.folder), start_new_session=True)
+        finally:
+            log.close()
+        self.spawned_at = time.monotonic()
+
+    def _group(self) -> list[Any]:
+        """Every live process of this launch: torchrun's group, and anything run from our folder."""
+        import psutil
+
+        out = []
+        for p in psutil.process_iter(["pid", "cmdline"]):
+            try:
+                if p.pid == os.getpid():
+                    continue
+                in_group = self.proc is not None and os.getpgid(p.pid) == self.proc.pid
+                ours = str(self.folder) in " ".join(p.info["cmdline"] or [])
+                if (in_group or ours) and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return out
+
+    def reap(self) -> None:
+        """End the launch's processes, whatever state they are in; leave none behind."""
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, grace in ((signal.SIGTERM, TERM_GRACE_S), (signal.SIGKILL, 5.0)):
+            if not self._group() and self.proc.poll() is not None:
+                break
+            try:
+                os.killpg(pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+            if sig == signal.SIGTERM:
+                for p in self._group():  # a stopped process only acts on SIGTERM once continued
+                    try:
+                        p.resume()
+                    except Exception:  # noqa: BLE001
+                        pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and (self._group() or self.proc.poll() is None):
+                time.sleep(0.05)
+        for p in self._group():  # outside the group (it should not happen): by name of our folder
+            try:
+                p.kill()
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    # -- the watch loop
+
+    def supervise(self) -> Outcome:
+        for attempt in range(PORT_TRIES):
+            port = self.first_port if (attempt == 0 and self.first_port) else free_port()
+            self.spawn(port)
+            outcome = self._watch()
+            if outcome.status != "port_busy":
+                return outcome
+            self.reap()
+            self.notes.append(f"the rendezvous port {port} was taken; launched again on another")
+            self.relay = Relay(self.run, self.spec.processes, self.launch)
+        return Outcome("error", f"no free rendezvous port after {PORT_TRIES} tries")
+
+    def _drain(self, timeout: float) -> None:
+        for rank, msg in self.listener.poll(timeout):
+            self.relay.handle(rank, msg)
+
+    def _watch(self) -> Outcome:
+        relay, stop_sent = self.relay, False
+        try:
+            while True:
+                self._drain(POLL_S)
+                if self.interrupt.requested and not stop_sent:
+                    stop_sent = True
+                    if not relay.started_training:
+                        return Outcome("interrupted", "stopped before the first step: nothing was learned; the model "
+                                                      "is as it was before this cell")
+                    self.listener.broadcast({"t": "stop"})
+                if relay.faults():
+                    return self._fault()
+                if relay.all_done:
+                    return self._finished()
+                code = self.proc.poll()
+                if code is not None:
+                    self._drain(0.5)
+                    if relay.all_done:
+                        return self._finished()
+                    log = (self.folder / "launcher.log").read_text(errors="replace")
+                    if relay.hellos == 0 and ("EADDRINUSE" in log or "address already in use" in log.lower()):
+                        return Outcome("port_busy")
+                    if relay.faults() or root_cause(log)[0] is not None:
+                        return self._fault()
+                    return Outcome("error", f"the launcher exited with code {code} before the workers finished: "
+                                            f"{_tail(self.folder / 'launcher.log') or 'no output'}")
+                stalled = self._stalled()
+                if stalled is not None:
+                    return stalled
+        except KeyboardInterrupt:
+            return Outcome("interrupted", f"stopped immediately at step {self.run.steps_done}/{self.run.total_steps} "
+                                          "(second interrupt); the model is as it was before this cell")
+
+    def _finished(self) -> Outcome:
+        deadline = time.monotonic() + DONE_EXIT_S
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._drain(POLL_S)
+        done = self.relay.ranks[0].done or {}
+        status = done.get("status") or "completed"
+        message = done.get("message") if status != "completed" else None
+        return Outcome(status, message, checkpoint=done.get("checkpoint"), load_back=True)
+
+    def _fault(self) -> Outcome:
+        """A rank failed or vanished: let torchrun stop the rest and name the root cause, then say it in one line."""
+        deadline = time.monotonic() + FAULT_GRACE_S
+        try:
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                self._drain(POLL_S)
+        except KeyboardInterrupt:
+            pass
+        relay = self.relay
+        rank, code = root_cause((self.folder / "launcher.log").read_text(errors="replace"))
+        faults = relay.faults()
+        if rank is None or rank not in relay.ranks:
+            silent = [s for s in faults if s.failed is None]
+            ooms = [s for s in faults if (s.failed or {}).get("status") == "oom"]
+            chosen = silent[0] if silent else (ooms[0] if ooms else faults[0])
+        else:
+            chosen = relay.ranks[rank]
+        others = self.spec.processes - 1
+        stopped = f"the other {others} worker{'s were' if others != 1 else ' was'} stopped" if others else ""
+        if chosen.failed is not None:
+            status = chosen.failed.get("status") or "error"
+            text = f"rank {chosen.rank}: {chosen.failed.get('message')}"
+            return Outcome(status, "; ".join(x for x in (text, stopped) if x) +
+                           ("" if status == "oom" else "; the model is as it was before this cell"))
+        err = _tail(self.folder / f"rank{chosen.rank}.log")
+        where = (f"at step {max(chosen.step, self.run.steps_done)}/{self.run.total_steps}" if chosen.training
+                 else f"while {chosen.phase}")
+        text = (f"rank {chosen.rank} exited with code {_code_text(code if rank == chosen.rank else None)} {where}"
+                + (f"; its stderr ended: {err}" if err else "; nothing on its stderr"))
+        return Outcome("error", "; ".join(x for x in (text, stopped) if x) + "; the model is as it was before this cell")
+
+    def _stalled(self) -> Outcome | None:
+        now = time.monotonic()
+        quiet = [s for s in self.relay.ranks.values() if not s.ended and now - s.last_seen > self.spec.stall_s]
+        if not quiet:
+            return None
+        import psutil
+
+        states = []
+        for s in quiet:
+            try:
+                st = psutil.Process(s.pid).status() if s.pid else None
+            except psutil.Error:
+                st = None
+            states.append(f"rank {s.rank}" + (f" (process {st})" if st in ("stopped", "tracing-stop", "zombie",
+                                                                              "disk-sleep") else ""))
+        s0 = quiet[0]
+        where = (f"after step {max(s.step for s in quiet)}/{self.run.total_steps}" if s0.training
+                 else f"while {s0.phase}")
+        return Outcome("error", f"no progress for {self.spec.stall_s:g} s from {', '.join(states)} {where}: "
+                                f"stalled, so every worker was stopped; the model is as it was before this cell")
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def run_job(job: Any, spec: LaunchSpec, port: int | None = None) -> Run:
+    """Train ``job`` in worker processes as ``spec`` says; the notebook's model gets the result."""
+    run = job.run
+    batch_n = dict(job.args, per_device_train_batch_size=global_batch(job.args, spec)[0] * spec.processes)
+    steps = planned_steps(batch_n, len(job.examples))
+    run.total_steps = run.total_steps or steps
+    key = "processes" if spec.device == "cpu" else "gpus"
+    run.settings.setdefault(key, spec.processes)
+    if spec.strategy != "ddp":
+        run.settings.setdefault("strategy", spec.strategy if spec.strategy != "deepspeed" else f"zero{spec.zero}")
+    run.status, run.message = "running", None
+    folder = Path(tempfile.mkdtemp(prefix="peft_magic_dist_"))
+    listener = Listener(new_token())
+    interrupt = InterruptToStop()
+    launch = launch_info(job.args, spec)
+    sup = Supervisor(spec, run, folder, listener, launch, interrupt, port)
+    outcome = Outcome("error", "the launch did not start")
+    try:
+        with interrupt:
+            try:
+                overrides = trainer_overrides(spec, job.peft_model, bool(job.args.get("gradient_checkpointing")))
+                notes = handoff.write(job, folder, launch=spec.as_dict(), overrides=overrides, steps=steps,
+                                      port=listener.port, token=listener.token)
+                run.warnings.extend(n for n in notes if n not in run.warnings)
+                if interrupt.requested:
+                    outcome = Outcome("interrupted", "stopped before the workers started: nothing was learned")
+                else:
+                    outcome = sup.supervise()
+            except KeyboardInterrupt:
+                outcome = Outcome("interrupted", "stopped before the first step (second interrupt): nothing was "
+                                                 "learned; the model is as it was before this cell")
+            except PeftMagicError as e:
+                outcome = Outcome("error", str(e))
+            except Exception as e:  # noqa: BLE001 — recorded on the run and raised as one line below
+                outcome = Outcome("error", f"the launch failed: {type(e).__name__}: {first_line(e)}")
+    finally:
+        sup.reap()
+        listener.close()
+    run.warnings.extend(n for n in sup.notes if n not in run.warnings)
+    if outcome.load_back:
+        try:
+            handoff.load_result(job.peft_model, job.adapter, folder / "result")
+        except PeftMagicError as e:
+            outcome = Outcome("error", str(e))
+    shutil.rmtree(folder, ignore_errors=True)
+    return _finish(job, spec, sup.relay, outcome)
+
+
+def _finish(job: Any, spec: LaunchSpec, relay: Relay, outcome: Outcome) -> Run:
+    """Record the outcome (as ``run._finish`` does for one process), keep what ``--resume`` needs."""
+    run = job.run
+    run.status, run.message = outcome.status, outcome.message
+    run.peak_memory, run.memory_kind = relay.peak()
+    run.final_loss = run.losses[-1][1] if run.losses else None
+    if run.status == "interrupted" and outcome.checkpoint:
+        set_resume(run.run_id, {"args": job.args, "examples": job.examples, "eval": job.eval_examples,
+                                "tokenizer": job.tokenizer, "checkpoint": outcome.checkpoint, "launch": spec.as_dict()})
+    elif run.status == "completed":
+        set_resume(run.run_id, None)
+    events.emit("run_end", run_id=run.run_id, model_id=run.model_id, adapter=run.adapter, status=run.status,
+                step=run.steps_done, total_steps=run.total_steps, loss=run.final_loss, elapsed_s=run.seconds,
+                peak_memory=run.peak_memory, message=run.message)
+    if run.status in ("oom", "error"):
+        raise PeftMagicError(run.message or "training failed")
+    return run
