@@ -135,10 +135,8 @@ def launch_command(spec: LaunchSpec, port: int | str, folder: Path | str) -> lis
 def worker_env(spec: LaunchSpec) -> dict[str, str]:
     """The kernel's environment for the workers: this peft_magic first on the path, the
     cores shared out, CPU workers kept off any GPU, no stale torchrun variables."""
-    import peft_magic
-
     env = {k: v for k, v in os.environ.items() if k not in _LAUNCH_ENV}
-    root = str(Path(peft_magic.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[3])  # the folder that holds this peft_magic
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["OMP_NUM_THREADS"] = str(threads_per_process(spec))
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
