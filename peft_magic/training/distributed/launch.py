@@ -50,7 +50,8 @@ from ..callbacks import InterruptToStop
 from . import handoff
 from .channel import Listener, new_token
 from .relay import Relay
-from .strategies import LaunchSpec, machine_problem, request, threads_per_process, trainer_overrides
+from .strategies import (DEFAULT_STALL_S, LaunchSpec, machine_problem, request, threads_per_process,
+                         trainer_overrides)
 
 WORKER_MODULE = "peft_magic.training.distributed.worker"
 POLL_S = 0.1
@@ -157,12 +158,18 @@ def _tail(path: Path, lines: int = STDERR_LINES) -> str:
 
 
 _ROOT = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+_FAILURE = re.compile(r"rank\s*:\s*(\d+)[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
 
 
 def root_cause(launcher_log: str) -> tuple[int | None, int | None]:
     """(rank, exit code) of the first failure torchrun observed, from its report."""
     m = _ROOT.search(launcher_log)
     return (int(m.group(1)), int(m.group(2))) if m else (None, None)
+
+
+def exit_codes(launcher_log: str) -> dict[int, int]:
+    """Every failed rank's exit code in torchrun's report."""
+    return {int(r): int(c) for r, c in _FAILURE.findall(launcher_log)}
 
 
 def _code_text(code: int | None) -> str:
@@ -318,14 +325,20 @@ class Supervisor:
         except KeyboardInterrupt:
             pass
         relay = self.relay
-        rank, code = root_cause((self.folder / "launcher.log").read_text(errors="replace"))
+        log = (self.folder / "launcher.log").read_text(errors="replace")
+        root, _ = root_cause(log)
+        codes = exit_codes(log)
+        # The cause, most telling first: a rank out of memory; a rank that vanished without a word
+        # (killed, crashed) — the others then only report a broken connection; torchrun's root cause.
         faults = relay.faults()
-        if rank is None or rank not in relay.ranks:
-            silent = [s for s in faults if s.failed is None]
-            ooms = [s for s in faults if (s.failed or {}).get("status") == "oom"]
-            chosen = silent[0] if silent else (ooms[0] if ooms else faults[0])
+        ooms = [s for s in faults if (s.failed or {}).get("status") == "oom"]
+        silent = sorted((s for s in faults if s.failed is None), key=lambda s: (s.closed_at, s.rank != root))
+        if ooms or silent:
+            chosen = (ooms or silent)[0]
+        elif root is not None and root in relay.ranks:
+            chosen = relay.ranks[root]
         else:
-            chosen = relay.ranks[rank]
+            chosen = faults[0] if faults else relay.quietest()
         others = self.spec.processes - 1
         stopped = f"the other {others} worker{'s were' if others != 1 else ' was'} stopped" if others else ""
         if chosen.failed is not None:
@@ -336,13 +349,17 @@ class Supervisor:
         err = _tail(self.folder / f"rank{chosen.rank}.log")
         where = (f"at step {max(chosen.step, self.run.steps_done)}/{self.run.total_steps}" if chosen.training
                  else f"while {chosen.phase}")
-        text = (f"rank {chosen.rank} exited with code {_code_text(code if rank == chosen.rank else None)} {where}"
+        text = (f"rank {chosen.rank} exited with code {_code_text(codes.get(chosen.rank))} {where}"
                 + (f"; its stderr ended: {err}" if err else "; nothing on its stderr"))
         return Outcome("error", "; ".join(x for x in (text, stopped) if x) + "; the model is as it was before this cell")
 
     def _stalled(self) -> Outcome | None:
+        """A rank with no sign of life for ``stall_s`` in training; before training (importing,
+        loading the model) each phase may take up to the default limit, whatever ``--stall`` says."""
         now = time.monotonic()
-        quiet = [s for s in self.relay.ranks.values() if not s.ended and now - s.last_seen > self.spec.stall_s]
+        limit = {s.rank: self.spec.stall_s if s.training else max(self.spec.stall_s, DEFAULT_STALL_S)
+                 for s in self.relay.ranks.values()}
+        quiet = [s for s in self.relay.ranks.values() if not s.ended and now - s.last_seen > limit[s.rank]]
         if not quiet:
             return None
         import psutil
@@ -358,7 +375,7 @@ class Supervisor:
         s0 = quiet[0]
         where = (f"after step {max(s.step for s in quiet)}/{self.run.total_steps}" if s0.training
                  else f"while {s0.phase}")
-        return Outcome("error", f"no progress for {self.spec.stall_s:g} s from {', '.join(states)} {where}: "
+        return Outcome("error", f"no progress for {limit[s0.rank]:g} s from {', '.join(states)} {where}: "
                                 f"stalled, so every worker was stopped; the model is as it was before this cell")
 
 

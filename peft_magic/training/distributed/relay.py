@@ -43,6 +43,7 @@ class RankState:
     done: dict[str, Any] | None = None  # the "done" message
     failed: dict[str, Any] | None = None  # the "failed" message
     closed: bool = False  # its connection to the kernel closed
+    closed_at: float = 0.0  # when (time.monotonic()): the first to go is the likeliest cause
     training: bool = False  # reached the training loop
 
     @property
@@ -90,7 +91,7 @@ class Relay:
             return
         kind = msg.get("t")
         if kind == "closed":
-            st.closed = True
+            st.closed, st.closed_at = True, time.monotonic()
             return
         st.last_seen = time.monotonic()
         if kind == "hello":
