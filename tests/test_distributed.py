@@ -96,10 +96,10 @@ def test_more_gpus_than_exist_and_sharding_4bit_are_refused(monkeypatch):
 
 
 def test_fsdp_config_is_full_shard_per_transformer_block_and_accepted_by_transformers():
-    import peft_magic as pm
     from accelerate.utils import FullyShardedDataParallelPlugin
     from transformers import TrainingArguments
 
+    import peft_magic as pm
     from peft_magic.training.distributed.strategies import LaunchSpec, trainer_overrides
 
     for name, block in (("tiny-llama", "LlamaDecoderLayer"), ("tiny-gpt2", "GPT2Block")):
@@ -119,7 +119,11 @@ def test_fsdp_config_is_full_shard_per_transformer_block_and_accepted_by_transfo
 
 
 def test_deepspeed_zero_configs_as_data():
-    from peft_magic.training.distributed.strategies import LaunchSpec, deepspeed_config, trainer_overrides
+    from peft_magic.training.distributed.strategies import (
+        LaunchSpec,
+        deepspeed_config,
+        trainer_overrides,
+    )
 
     two, three = deepspeed_config(2), deepspeed_config(3)
     assert two["zero_optimization"]["stage"] == 2 and three["zero_optimization"]["stage"] == 3
@@ -283,14 +287,59 @@ def test_channel_needs_the_token_and_reports_a_closed_worker():
     listener.close()
 
 
-def test_busy_launcher_log_is_read_for_the_root_cause():
-    from peft_magic.training.distributed.launch import root_cause
+TORCHRUN_REPORT = ("Failures:\n[1]:\n  time      : now\n  host      : localhost\n  rank      : 0 (local_rank: 0)\n"
+                   "  exitcode  : 1 (pid: 11)\n  error_file: <N/A>\n"
+                   "Root Cause (first observed failure):\n[0]:\n  time      : now\n  host      : localhost\n"
+                   "  rank      : 0 (local_rank: 0)\n  exitcode  : 1 (pid: 11)\n--\n"
+                   "[2]:\n  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 12)\n")
 
-    log = ("Failures:\n[1]:\n  rank      : 0 (local_rank: 0)\n  exitcode  : -15 (pid: 11)\n"
-           "Root Cause (first observed failure):\n[0]:\n  time      : now\n  host      : localhost\n"
-           "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 12)\n")
-    assert root_cause(log) == (1, -9)
-    assert root_cause("nothing") == (None, None)
+
+def test_torchrun_report_is_read_for_exit_codes():
+    from peft_magic.training.distributed.supervisor import exit_codes, root_cause
+
+    assert root_cause(TORCHRUN_REPORT) == (0, 1)
+    assert exit_codes(TORCHRUN_REPORT) == {0: 1, 1: -9}
+    assert root_cause("nothing") == (None, None) and exit_codes("nothing") == {}
+
+
+def _relay(processes=2):
+    from peft_magic.state import Run
+    from peft_magic.training.distributed.relay import Relay
+
+    run = Run(run_id=1, model_id="m", adapter="default", method="lora", settings={}, total_steps=100, steps_done=7)
+    relay = Relay(run, processes, {})
+    for r in range(processes):
+        relay.handle(r, {"t": "hello", "pid": 100 + r})
+        relay.handle(r, {"t": "event", "kind": "run_start", "data": {}, "run": {}})
+    return relay, run
+
+
+def test_the_fault_line_names_the_cause_not_the_ranks_that_lost_their_peer(tmp_path):
+    """A rank killed without a word is the cause, even when torchrun saw the survivor's error exit first;
+    a rank out of memory is the cause over a broken connection; exit codes come from torchrun."""
+    from peft_magic.training.distributed.supervisor import diagnose
+
+    relay, run = _relay()
+    relay.handle(0, {"t": "failed", "status": "error", "message": "RuntimeError: Connection reset by peer"})
+    relay.handle(1, {"t": "closed"})
+    (tmp_path / "rank1.log").write_text("W1130 noise\nsome warning\nlast words\n")
+    out = diagnose(relay, TORCHRUN_REPORT, tmp_path, run)
+    assert out.status == "error"
+    assert out.message.startswith("rank 1 exited with code -9 (SIGKILL) at step 7/100; its stderr ended: "
+                                  "some warning | last words; the other 1 worker was stopped")
+    relay, run = _relay()
+    relay.handle(0, {"t": "failed", "status": "error", "message": "RuntimeError: Connection reset by peer"})
+    relay.handle(1, {"t": "failed", "status": "oom", "message": "out of memory at step 7/100; try batch=2"})
+    relay.handle(1, {"t": "closed"})
+    out = diagnose(relay, "", tmp_path, run)
+    assert out.status == "oom" and out.message == ("rank 1: out of memory at step 7/100; try batch=2; "
+                                                   "the other 1 worker was stopped")
+    relay, run = _relay(3)
+    relay.handle(2, {"t": "closed"})
+    time.sleep(0.01)
+    relay.handle(0, {"t": "closed"})  # went later: stopped by torchrun after rank 2 died
+    out = diagnose(relay, "", tmp_path, run)
+    assert out.message.startswith("rank 2 exited (exit code unknown) at step 7/100") and "other 2 workers were" in out.message
 
 
 # ----------------------------------------------------------------------------- plan per GPU

@@ -13,7 +13,6 @@ What a multi-process run must do, checked from the notebook's side:
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import threading

@@ -20,8 +20,9 @@ from ...rendering import HtmlRepr
 from ...state import state_for
 from ..args import normalize_args
 from .handoff import describe_source
-from .launch import global_batch, launch_command, worker_env
+from .launch import global_batch
 from .strategies import LaunchSpec, request, strategy_config, trainer_overrides
+from .supervisor import launch_command, worker_env
 
 SHOWN_ENV = ("OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TOKENIZERS_PARALLELISM")
 

@@ -153,10 +153,9 @@ def write_examples(examples: Any, folder: Path) -> None:
 def read_examples(folder: Path) -> Any:
     """The worker's side of :func:`write_examples`: the same ``Examples`` the kernel had."""
     from datasets import load_from_disk
+    from datasets.utils import logging as ds_logging
 
     from ..data import Examples
-
-    from datasets.utils import logging as ds_logging
 
     ds_logging.disable_progress_bar()
     meta = json.loads((folder / "peft_magic.json").read_text())

@@ -98,6 +98,8 @@ def deepspeed_installed() -> bool:
 
 def machine_problem(spec: LaunchSpec, bits: int | None = None) -> str | None:
     """Why this machine (or this model) cannot run ``spec``; ``None`` when it can."""
+    if os.name != "posix":
+        return "multi-process training runs on Linux and macOS (process groups, torchrun's gloo / nccl)"
     if spec.strategy == "deepspeed" and not deepspeed_installed():
         return ("--strategy deepspeed: deepspeed is not installed (pip install deepspeed); nothing else is "
                 "used in its place")

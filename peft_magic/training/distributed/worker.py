@@ -148,7 +148,13 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     from .. import data as data_mod
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
-    from ..run import _Job, _latest_checkpoint, _make_trainer, _prepare_adalora, _train_guarded
+    from ..run import (
+        _Job,
+        _latest_checkpoint,
+        _make_trainer,
+        _prepare_adalora,
+        _train_guarded,
+    )
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
