@@ -253,6 +253,42 @@ def test_the_result_is_loaded_back_all_or_nothing(lora, tmp_path):
     peft_view.set_adapter_state(model, before, "default")
 
 
+@pytest.mark.parametrize("method,settings", [("lora", dict(r=4, target="all-linear")), ("prefix", dict(tokens=4)),
+                                             ("adalora", dict(init_r=6, target_r=2, tinit=1, tfinal=1))])
+def test_the_adapter_crosses_as_its_module_tensors_and_lands_trainable(tmp_path, method, settings):
+    """kernel → worker: peft's config + the raw tensors onto a freshly loaded base, exactly; and
+    back: a file that does not match is refused with the model untouched."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import peft_magic as pm
+    from peft_magic.training.distributed import handoff
+
+    kernel = pm.attach(pm.load("tiny-llama").model, method, **settings).model
+    with torch.no_grad():  # make the tensors non-default, as after some training
+        for t in handoff.adapter_tensors(kernel, "default").values():
+            if t.is_floating_point():
+                t.add_(torch.randn_like(t) * 0.01)
+    handoff.write_adapter(kernel, "default", tmp_path / "adapter")
+    assert sorted(p.name for p in (tmp_path / "adapter").iterdir()) == ["adapter_config.json",
+                                                                       handoff.TENSORS_FILE]
+    worker = handoff.attach_from(pm.load("tiny-llama").model, tmp_path / "adapter", "default")
+    mine, theirs = handoff.adapter_tensors(kernel, "default"), handoff.adapter_tensors(worker, "default")
+    assert mine.keys() == theirs.keys() and len(mine) > 0
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+    trainable = {n for n, p in worker.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, p in kernel.named_parameters() if p.requires_grad} and trainable
+    state = load_file(str(tmp_path / "adapter" / handoff.TENSORS_FILE))
+    first = next(iter(state))
+    state[first] = torch.zeros(1)
+    (tmp_path / "bad").mkdir()
+    save_file(state, str(tmp_path / "bad" / handoff.TENSORS_FILE))
+    before = {k: v.clone() for k, v in mine.items()}
+    with pytest.raises(PeftMagicError, match="1 of another shape"):
+        handoff.load_result(kernel, "default", tmp_path / "bad")
+    assert all(torch.equal(handoff.adapter_tensors(kernel, "default")[k], before[k]) for k in before)
+
+
 # ----------------------------------------------------------------------------- channel
 
 

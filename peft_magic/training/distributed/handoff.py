@@ -3,10 +3,11 @@
 Each launch gets a fresh temporary folder::
 
     settings.json            the training settings, the model's source, the run's identity (JSON)
-    adapter/                 the adapter's config and its *current* weights (peft's files, safetensors),
+    adapter/                 the adapter's config (peft's JSON) and its *current* tensors (safetensors),
                              so training continues from the kernel's state
     train/  eval/            the tokenized examples (Arrow, written by ``datasets``)
-    result/                  written by rank 0 at the end: the trained adapter (safetensors)
+    result/                  written by rank 0 at the end: the trained adapter, the same way (with
+                             sharded strategies: peft's saved form, gathered by the Trainer)
     rank0.log, launcher.log  each worker's stderr and torchrun's output (for the one-line fault report)
 
 The base model is *not* copied when the workers can load it themselves: a built-in name,
@@ -35,7 +36,9 @@ from ...model.facts import is_checkpointing, main_dtype, quantized_bits
 from ...state import state_for
 
 SETTINGS = "settings.json"
-ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_FILE = "adapter_model.safetensors"  # peft's saved form (sharded strategies: the Trainer's save_model)
+TENSORS_FILE = "adapter_tensors.safetensors"  # the adapter's module tensors, as they are in the model
+TRAINED_CONFIG_FIELDS = ("rank_pattern",)  # config fields training changes (AdaLoRA's rank allocation)
 _WRITTEN: dict[tuple[str, tuple[str, ...]], Path] = {}  # (model_id, merged adapters) → folder written once
 
 
@@ -184,7 +187,7 @@ def write(job: Any, folder: Path, *, launch: dict[str, Any], overrides: dict[str
     source, note = model_source(job.peft_model, job.task)
     if note:
         notes.append(note)
-    peft_view.write_adapter(job.peft_model, job.adapter, folder / "adapter")
+    write_adapter(job.peft_model, job.adapter, folder / "adapter")
     write_examples(job.examples, folder / "train")
     if job.eval_examples is not None:
         write_examples(job.eval_examples, folder / "eval")
@@ -208,31 +211,105 @@ def read_settings(folder: Path) -> dict[str, Any]:
     return json.loads((folder / SETTINGS).read_text())
 
 
-# ----------------------------------------------------------------------------- the adapter back
+# ----------------------------------------------------------------------------- the adapter, both ways
 
 
-def result_file(folder: Path, name: str) -> Path | None:
-    """The adapter weights rank 0 wrote (peft nests a non-default adapter in a subfolder)."""
+def adapter_tensors(peft_model: Any, name: str) -> dict[str, Any]:
+    """The module tensors of adapter ``name``, under the model's own names (live views, not copies).
+
+    peft keys every adapter's parameters and buffers by its name (``lora_A.default.weight``,
+    ``lora_E.default``, ``prompt_encoder.default.embedding.weight``,
+    ``classifier.modules_to_save.default.weight``), so the name as a path segment picks
+    exactly them. Raw module tensors — not peft's saved form — because peft saves some
+    methods resized (AdaLoRA by its rank pattern), which would not fit back.
+    """
+    return {k: v for k, v in peft_model.state_dict().items() if name in k.split(".")}
+
+
+def write_adapter(peft_model: Any, name: str, folder: Path) -> None:
+    """The adapter's config (peft's JSON) and its current tensors (safetensors)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with _heavy.quiet():
+        peft_model.peft_config[name].save_pretrained(str(folder))
+    save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in adapter_tensors(peft_model, name).items()},
+              str(folder / TENSORS_FILE))
+
+
+def attach_from(base: Any, folder: Path, name: str) -> Any:
+    """The worker's side: peft's own ``get_peft_model`` with the kernel's config, then its tensors."""
+    from peft import PeftConfig, get_peft_model
+
+    with _heavy.quiet():
+        config = PeftConfig.from_pretrained(str(folder))
+        config.inference_mode = False
+        peft_model = get_peft_model(base, config, adapter_name=name)
+    load_tensors(peft_model, name, folder / TENSORS_FILE, "the notebook's adapter")
+    return peft_model
+
+
+def load_tensors(peft_model: Any, name: str, path: Path, what: str = "the workers' adapter") -> int:
+    """Copy a file of adapter tensors in, only if every name and shape matches; the number copied."""
+    import torch
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 — one line, the model untouched
+        raise PeftMagicError(f"{what} cannot be read ({first_line(e)}); the model is as it was before this cell") from None
+    want = adapter_tensors(peft_model, name)
+    missing = sorted(k for k in want if k not in state)
+    wrong = sorted(k for k in want if k in state and tuple(state[k].shape) != tuple(want[k].shape))
+    extra = sorted(k for k in state if k not in want)
+    if missing or wrong or extra:
+        example = (missing or wrong or extra)[0]
+        raise PeftMagicError(f"{what} does not match ({len(missing)} missing, {len(wrong)} of another shape, "
+                             f"{len(extra)} unknown, e.g. {example}); the model is as it was before this cell")
+    with torch.no_grad():
+        for k, target in want.items():
+            target.copy_(state[k])
+    return len(want)
+
+
+def _peft_format_file(folder: Path, name: str) -> Path | None:
+    """peft's saved weights (what the Trainer's ``save_model`` writes after gathering shards)."""
     for candidate in (folder / ADAPTER_FILE, folder / name / ADAPTER_FILE):
         if candidate.is_file():
             return candidate
     return None
 
 
+def _trained_config(peft_model: Any, name: str, folder: Path) -> None:
+    """What training changes in a config (AdaLoRA's rank pattern) comes back with the tensors."""
+    path = folder / "adapter_config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    config = peft_model.peft_config[name]
+    for key in TRAINED_CONFIG_FIELDS:
+        if saved.get(key) is not None and hasattr(config, key):
+            setattr(config, key, saved[key])
+
+
 def load_result(peft_model: Any, name: str, folder: Path) -> int:
     """Copy the workers' trained adapter into the kernel's, only if every tensor matches.
 
     Returns the number of tensors copied; raises :class:`PeftMagicError` (model untouched)
-    when the file is missing, unreadable, or its names / shapes differ from the adapter's.
+    when nothing was written, or what was written is unreadable or does not match.
     """
-    from safetensors.torch import load_file
-
-    path = result_file(folder, name)
+    if (folder / TENSORS_FILE).is_file():
+        n = load_tensors(peft_model, name, folder / TENSORS_FILE)
+        _trained_config(peft_model, name, folder)
+        return n
+    path = _peft_format_file(folder, name)
     if path is None:
         raise PeftMagicError("the workers wrote no adapter; the model is as it was before this cell")
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(path))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 — one line, the model untouched
         raise PeftMagicError(f"the workers' adapter cannot be read ({first_line(e)}); the model is as it was "
                              "before this cell") from None
     want = peft_view.saved_shapes(peft_model, name)

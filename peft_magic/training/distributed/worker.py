@@ -8,7 +8,8 @@ MASTER_PORT), one per process or GPU. Each worker:
    nccl on GPUs) and, under DeepSpeed ZeRO-3, must precede building the model;
 3. loads the base model the way the kernel has it (``model.load`` with the same dtype and
    4-bit / 8-bit setting, or the folder the kernel wrote) and puts the kernel's adapter on
-   it with its current weights (``PeftModel.from_pretrained`` of the handed-off folder);
+   it with its current weights (peft's ``get_peft_model`` with the kernel's config, then
+   the tensors: ``handoff.attach_from``);
 4. trains with the single-process engine's own pieces — ``run._make_trainer`` (the prompt
    loss fix), ``run._train_guarded`` (cache off, failures classified), ``callbacks`` (the
    progress events, AdaLoRA) — plus two callbacks of its own: ``StopSync``, which makes
@@ -120,9 +121,6 @@ def _precision_probe(dtype: str) -> Any:
 
 def _load_model(src: dict[str, Any], folder: Path, adapter: str, device: str) -> Any:
     """The base model as the kernel has it, with the kernel's adapter (current weights), trainable."""
-    from peft import PeftModel
-
-    from ... import _heavy
     from ...adapter_ops.rollback import prepare_kbit
     from ...model.load import load
     from ...state import state_for
@@ -136,8 +134,7 @@ def _load_model(src: dict[str, Any], folder: Path, adapter: str, device: str) ->
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if hasattr(base, "enable_input_require_grads"):
             base.enable_input_require_grads()
-    with _heavy.quiet():
-        return PeftModel.from_pretrained(base, str(folder / "adapter"), adapter_name=adapter, is_trainable=True)
+    return handoff.attach_from(base, folder / "adapter", adapter)
 
 
 def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, client: Client,
@@ -215,9 +212,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     result = folder / "result"
     if spec.strategy == "ddp":
         if rank == 0:
-            from ... import peft_view
-
-            peft_view.write_adapter(pm, ad["name"], result)
+            handoff.write_adapter(pm, ad["name"], result)
     else:  # sharded weights: every rank takes part in gathering them
         trainer.save_model(str(result))
     checkpoint = _latest_checkpoint(run.output_dir) if (status == "interrupted" and rank == 0) else None
