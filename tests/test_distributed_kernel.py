@@ -275,35 +275,31 @@ def test_a_strategy_this_machine_cannot_run_is_refused_in_one_line(kernel, kpid)
 
 
 @pytest.mark.timeout(600)
-def test_two_process_smollm2_lora_saves_and_reloads_with_identical_logits(tmp_path):
+def test_two_process_smollm2_lora_saves_and_reloads_with_identical_logits(kernel, kpid, tmp_path):
     from kernel import Kernel
 
-    k = Kernel(cwd=tmp_path)
-    fresh = None
+    kernel.ok("%peft load smollm2 --as sm")
+    kernel.ok("%peft lora r=8 --model sm")
+    kernel.ok("from safetensors.torch import save_file\n"
+              "sm_texts = ['The capital of France is Paris.', 'A spider has eight legs.', "
+              "'LoRA adds low-rank matrices to a model.', 'Good morning! How are you today?'] * 4\n"
+              "_x = sm_tokenizer(['Question: what is LoRA? Answer:'], return_tensors='pt')\n"
+              "def _logits():\n"
+              "    sm.eval()\n"
+              "    with torch.no_grad():\n"
+              "        return sm(**_x).logits.float()\n"
+              "_l0 = _logits()")
+    t0 = time.time()
+    res = kernel.ok("run = %peft train data=sm_texts steps=3 batch=2 max_len=64 lr=1e-3 --processes 2 "
+                    "--model sm --display text")
+    print(f"\nsmollm2, 2 processes, 3 steps: {time.time() - t0:.1f} s for the cell")
+    assert "completed 3/3" in res.text and "2 processes on CPU" in res.text, res.text
+    _assert_nothing_left(kpid)
+    kernel.ok(f"_l1 = _logits(); save_file({{'logits': _l1}}, r'{tmp_path / 'logits.safetensors'}')")
+    assert kernel.eval("(_l1 - _l0).abs().max().item()") > 1e-4  # training changed the model
+    kernel.ok(f"%peft save {tmp_path / 'adapter'} --model sm")
+    fresh = Kernel(cwd=tmp_path)
     try:
-        k.ok("%load_ext peft_magic")
-        k.ok("%peft load smollm2")
-        k.ok("%peft lora r=8")
-        pid = k.eval("__import__('os').getpid()")
-        k.ok("import torch\nfrom safetensors.torch import save_file\n"
-             "texts = ['The capital of France is Paris.', 'A spider has eight legs.', "
-             "'LoRA adds low-rank matrices to a model.', 'Good morning! How are you today?'] * 4\n"
-             "_x = tokenizer(['Question: what is LoRA? Answer:'], return_tensors='pt')\n"
-             "def _logits():\n"
-             "    model.eval()\n"
-             "    with torch.no_grad():\n"
-             "        return model(**_x).logits.float()\n"
-             "_l0 = _logits()")
-        t0 = time.time()
-        res = k.ok("run = %peft train data=texts steps=3 batch=2 max_len=64 lr=1e-3 --processes 2 --display text")
-        took = time.time() - t0
-        print(f"\nsmollm2, 2 processes, 3 steps: {took:.1f} s for the cell")
-        assert "completed 3/3" in res.text and "2 processes on CPU" in res.text, res.text
-        _assert_nothing_left(pid)
-        k.ok(f"_l1 = _logits(); save_file({{'logits': _l1}}, r'{tmp_path / 'logits.safetensors'}')")
-        assert k.eval("(_l1 - _l0).abs().max().item()") > 1e-4  # training changed the model
-        k.ok(f"%peft save {tmp_path / 'adapter'}")
-        fresh = Kernel(cwd=tmp_path)
         fresh.ok("%load_ext peft_magic")
         fresh.ok("%peft load smollm2")
         fresh.ok(f"%peft load-adapter {tmp_path / 'adapter'}")
@@ -314,6 +310,4 @@ def test_two_process_smollm2_lora_saves_and_reloads_with_identical_logits(tmp_pa
             "(__import__('torch'), __import__('safetensors.torch', fromlist=['load_file']).load_file)")
         assert same is True
     finally:
-        k.shutdown()
-        if fresh is not None:
-            fresh.shutdown()
+        fresh.shutdown()
