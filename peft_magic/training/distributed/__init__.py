@@ -19,9 +19,12 @@ module             what it does
                    weights (safetensors), the tokenized data (Arrow, ``datasets``), the
                    settings (JSON); and loading the trained adapter back, all or nothing
 ``channel``        the local socket between the kernel and the workers: JSON lines, a token
-``launch``         the kernel side: free port, spawn ``torchrun`` in its own process group,
-                   relay rank 0's progress events, stall / fault handling, cleanup
+``launch``         the kernel side of a run: hand off, supervise, load the result back (all or
+                   nothing), record the run as a single-process run does, keep what ``--resume`` needs
+``supervisor``     one launch's processes: free port, ``torchrun`` in its own process group, the
+                   watch loop (done / stop button / failed or vanished rank / stall), cleanup
 ``relay``          rank messages → the same ``events.emit`` calls a single-process run makes
 ``worker``         the worker entry point (``python -m peft_magic.training.distributed.worker``)
+``dryrun``         ``--dry-run``: the launch command, the global batch, the generated config
 =================  ===========================================================================
 """
