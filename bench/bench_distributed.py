@@ -97,8 +97,9 @@ def bench_case(name: str, b: int, steps: int, max_len: int, n: int) -> dict:
             weights[key] = peft_view.adapter_state(model, "default")
     loss_diff = max(abs(x - y) for x, y in zip(rows["1p"][-1]["losses"], rows["2p"][-1]["losses"]))
     weight_diff = max((weights["1p"][k] - weights["2p"][k]).abs().max().item() for k in init)
+    moved = max((weights["1p"][k] - init[k]).abs().max().item() for k in init)
     out = {k: {m: median([r[m] for r in rows[k]]) for m in ("first", "per_step", "wall")} for k in rows}
-    out.update(loss_diff=loss_diff, weight_diff=weight_diff, n=n, b=b, steps=steps, max_len=max_len,
+    out.update(loss_diff=loss_diff, weight_diff=weight_diff, moved=moved, n=n, b=b, steps=steps, max_len=max_len,
                threads=default_threads)
     return out
 
@@ -113,14 +114,15 @@ def main() -> None:
              "torch's default threads and with 1 thread; two processes with 1 thread each (what the launcher "
              "gives them on 2 cores).", "",
              "| model | global batch × seq | per step: 1 process | 1 process, 1 thread | 2 processes | "
-             "to first step: 1 process | 2 processes | max loss diff | max weight diff |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "to first step: 1 process | 1 process, 1 thread | 2 processes | max loss diff | "
+             "max weight diff (max weight change) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         one, lone, two = r["1p"], r["1p1t"], r["2p"]
         lines.append(f"| {name} (n={r['n']}, {r['steps']} steps) | {2 * r['b']} × ≤{r['max_len']} | "
                      f"{one['per_step'] * 1000:.0f} ms ({r['threads']} threads) | {lone['per_step'] * 1000:.0f} ms | "
-                     f"{two['per_step'] * 1000:.0f} ms | {one['first']:.1f} s | {two['first']:.1f} s | "
-                     f"{r['loss_diff']:.2g} | {r['weight_diff']:.2g} |")
+                     f"{two['per_step'] * 1000:.0f} ms | {one['first']:.1f} s | {lone['first']:.1f} s | "
+                     f"{two['first']:.1f} s | {r['loss_diff']:.2g} | {r['weight_diff']:.2g} ({r['moved']:.2g}) |")
     lines += ["", f"{psutil.cpu_count()} cores; load average {load:.1f} when it finished (the machine is shared "
               "with other jobs). Compare 2 processes with 1 process at 1 thread: the same work is split in "
               "two halves on two cores, plus a gloo all-reduce of the gradients every step, so at best ~2× and "
