@@ -24,7 +24,6 @@ notebook's model exactly as it was before the cell.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -321,7 +320,3 @@ def load_result(peft_model: Any, name: str, folder: Path) -> int:
                              f"{len(wrong)} of another shape, e.g. {example}); the model is as it was before this cell")
     peft_view.set_adapter_state(peft_model, {k: state[k] for k in want}, name)
     return len(want)
-
-
-def folder_size(folder: Path) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(folder) for f in fs)
