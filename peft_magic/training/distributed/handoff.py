@@ -23,7 +23,9 @@ notebook's model exactly as it was before the cell.
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,7 @@ def _write_model(peft_model: Any, st: Any) -> tuple[Path, str]:
         raise PeftMagicError("a quantized model that %peft load did not load cannot be handed to worker processes",
                              "load it with %peft load … --4bit, then attach the adapter")
     folder = Path(tempfile.mkdtemp(prefix="peft_magic_model_"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # reused while the kernel lives, then gone
     state = _clean_state_dict(base)
     try:
         with _heavy.quiet():
