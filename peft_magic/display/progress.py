@@ -280,6 +280,10 @@ class ProgressDisplay:
             self.run_id = rid
             if e.data.get("method") and e.data.get("adapter"):
                 r.title = f"Training {e.data['method']} adapter '{e.data['adapter']}'"
+            launch = e.data.get("launch")  # a multi-process run (training/distributed)
+            if launch:
+                r.title += (f" · {launch['describe']} · global batch {launch['batch']} × {launch['processes']} × "
+                            f"{launch['grad_accum']} = {launch['global_batch']}")
             r.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
                        "status": "training"}
             record = next((x for x in reversed(runs()) if x.run_id == rid), None)

@@ -27,7 +27,10 @@ def _is_method(word: str) -> bool:
                 ("--gpu NAME_OR_SIZE", "plan for a GPU: T4, L4, A10G, A100-80GB, H100, RTX-4090, … or a size like 24GB"),
                 "--task TASK", ("--dtype D", "the training dtype: bf16, fp16 or fp32"),
                 ("--checkpointing", "with gradient checkpointing"),
-                ("--measure", "also run two real training steps on the model and compare")),
+                ("--measure", "also run two real training steps on the model and compare"),
+                ("--gpus N", "each GPU's share of a run on N GPUs (a count or all)"),
+                ("--strategy S", "with --gpus: ddp (default), fsdp or deepspeed"),
+                ("--zero N", "DeepSpeed's ZeRO stage: 2 (default) or 3")),
          group="training")
 def cmd_plan(ctx: Context) -> Any:
     """Estimate the memory a fine-tune needs — by part, for each method — and say whether
@@ -52,6 +55,9 @@ def cmd_plan(ctx: Context) -> Any:
     eager), ``goal=`` (auto, quality, memory, prompts, reuse), ``--checkpointing`` (gradient
     checkpointing for every method), ``--measure`` (run two real training steps on the
     model in the notebook, at a small batch and seq, and compare with the estimate).
+    ``--gpus N --strategy ddp|fsdp|deepspeed`` (``--zero 3``) gives what *each* GPU needs
+    on N GPUs: ddp keeps the full model on every GPU; fsdp and ZeRO-3 shard weights,
+    gradients and optimizer states by N; ZeRO-2 shards optimizer states and gradients.
 
     Examples::
 
@@ -60,6 +66,7 @@ def cmd_plan(ctx: Context) -> Any:
         %peft plan meta-llama/Llama-2-7b-hf lora qlora r=16 batch=8 seq=1024 --gpu A100-80GB
         %peft plan lora r=16 batch=8 seq=512           # the model in the notebook
         %peft plan --measure                           # compare with two real steps
+        %peft plan ./Llama-2-13b-hf lora --gpu A100-40GB --gpus 4 --strategy fsdp
         p = %peft plan smollm2 --gpu 24GB
         p["qlora"].parts.activations
     """
@@ -85,7 +92,8 @@ def cmd_plan(ctx: Context) -> Any:
             raise PeftMagicError("which model? give a name, a folder or a hub id, or load one first",
                                  "e.g. %peft plan smollm2, or %peft plan ./my-model --gpu T4")
         _, source = ctx.model()
-    for flag, key in (("--gpu", "gpu"), ("--task", "task"), ("--dtype", "dtype")):
+    for flag, key in (("--gpu", "gpu"), ("--task", "task"), ("--dtype", "dtype"), ("--gpus", "gpus"),
+                      ("--strategy", "strategy"), ("--zero", "zero")):
         if ctx.args.flag(flag):
             if key in opts:
                 raise PeftMagicError(f"{key} is given both as {flag} and as {key}=")

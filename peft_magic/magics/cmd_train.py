@@ -8,6 +8,28 @@ from typing import Any
 from ..errors import PeftMagicError
 from .registry import Context, command
 
+#: multi-process training (``training/distributed``): flag → ``train`` keyword
+LAUNCH_FLAGS = (("--processes N", "train in N worker processes on this machine's CPU (torchrun, gloo)"),
+                ("--gpus N", "one worker process per GPU: a count or all (torchrun, nccl)"),
+                ("--strategy S", "with --processes / --gpus: ddp (default), fsdp (FULL_SHARD per block) or deepspeed"),
+                ("--zero N", "DeepSpeed's ZeRO stage: 2 (default) or 3"),
+                ("--stall SECONDS", "stop the workers when one shows no progress for this long (default 600)"),
+                ("--dry-run", "show the launch command, the global batch and the generated config; start nothing"))
+LAUNCH_KEYS = ("processes", "gpus", "strategy", "zero", "stall")
+
+
+def _launch_options(ctx: Context, settings: dict[str, Any]) -> dict[str, Any]:
+    """``--processes 2`` or ``processes=2`` (a ``%%peft train`` body line) → ``train`` keywords."""
+    out = {}
+    for key in LAUNCH_KEYS:
+        flag = ctx.args.flag(f"--{key}")
+        if flag is not None and key in settings:
+            raise PeftMagicError(f"{key} is given both as --{key} and as {key}=")
+        value = flag if flag is not None else settings.pop(key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
 
 def resolve_data(ctx: Context, value: Any, what: str) -> Any:
     """A ``data=`` value: a notebook variable name, a file path, or a literal."""
@@ -31,7 +53,8 @@ def resolve_data(ctx: Context, value: Any, what: str) -> Any:
          flags=("--model VAR", ("--out DIR", "where checkpoints go (default: the cache's runs/ folder)"),
                 "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
                 ("--display MODE", "auto, widget, text or none"),
-                ("--resume", "continue the last interrupted run of this adapter")),
+                ("--resume", "continue the last interrupted run of this adapter"),
+                *LAUNCH_FLAGS),
          group="training")
 def cmd_train(ctx: Context) -> Any:
     """Train the active adapter of the model on a dataset, with a live progress display.
@@ -48,6 +71,15 @@ def cmd_train(ctx: Context) -> Any:
     ``transformers.TrainingArguments`` field (``warmup_steps=10``, ``optim=adamw_torch`` …).
     Batches are padded dynamically and grouped by length; bf16/fp16 are used where the
     GPU supports them; a 4-bit model trains with gradient checkpointing.
+
+    Beyond one process: ``--processes N`` trains data-parallel in N worker processes on
+    CPU (gloo), ``--gpus N`` or ``--gpus all`` in one process per GPU (nccl), started with
+    torchrun; ``--strategy fsdp`` shards with FSDP (FULL_SHARD, one unit per transformer
+    block), ``--strategy deepspeed`` with ZeRO-2 (``--zero 3`` for ZeRO-3). ``batch`` is
+    per process: the global batch is batch × processes × grad_accum. The display, the
+    status bar and ``%peft runs`` work as for one process; the trained adapter comes back
+    into the model. What this machine cannot run is refused before anything starts;
+    ``--dry-run`` shows the launch command and the generated config instead.
 
     The stop button stops at the next step boundary and keeps what was learned;
     ``%peft train --resume`` continues that run. Out of memory is caught: the model
@@ -66,6 +98,9 @@ def cmd_train(ctx: Context) -> Any:
         eval: 0.1
 
         %peft train --resume
+
+        %peft train data=texts steps=100 batch=4 --processes 2
+        %peft train data=texts epochs=1 --gpus all --strategy fsdp --dry-run
     """
     from ..api import train
     from ..state import is_peft_model
@@ -75,6 +110,13 @@ def cmd_train(ctx: Context) -> Any:
     var, model = ctx.model()
     settings = dict(ctx.settings)
     resume = bool(ctx.args.flag("--resume"))
+    launch = _launch_options(ctx, settings)
+    if ctx.args.flag("--dry-run"):
+        from ..training.distributed.dryrun import dry_run
+
+        for key in ("data", "eval"):
+            settings.pop(key, None)
+        return dry_run(model, adapter=ctx.args.flag("--adapter"), **launch, **settings)
     data = None
     if "data" in settings:
         data = resolve_data(ctx, settings.pop("data"), "data")
@@ -93,6 +135,7 @@ def cmd_train(ctx: Context) -> Any:
                              "load the model with %peft load, or pass --tokenizer VAR")
     if ctx.args.flag("--adapter"):
         settings["adapter"] = ctx.args.flag("--adapter")
+    settings.update(launch)
     return train(model, data, tokenizer=tokenizer, display=ctx.args.flag("--display", "auto"), resume=resume,
                  output_dir=ctx.args.flag("--out"), **settings)
 

@@ -34,7 +34,7 @@ from ..fmt import fmt_bytes
 from ..model.facts import count_params
 from ..state import is_peft_model, state_for
 from . import measure as measuring
-from . import search
+from . import search, sharding
 from .estimate import Estimator, parts_of
 from .fit import check_fit, positive, resident_bytes
 from .recommend import GOAL_ALIASES, GOALS, recommend
@@ -126,7 +126,8 @@ def _check_choices(goal: str, attn: str | None) -> str:
 def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = None, *, batch: int = 4,
          seq: int = 512, grad_accum: int = 1, gpu: str | None = None, checkpointing: bool = False,
          optim: str = "adamw", dtype: str | None = None, task: str | None = None, attn: str | None = None,
-         goal: str = "auto", measure: bool = False, limits: bool = True, **settings: Any) -> Plan:
+         goal: str = "auto", measure: bool = False, limits: bool = True, gpus: Any = None,
+         strategy: str | None = None, zero: Any = None, **settings: Any) -> Plan:
     """Memory needed to train ``model`` with each method, a verdict and a recommendation.
 
     ``model`` is a model in the kernel, a transformers config (or a dict with
@@ -137,6 +138,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     device the kernel (or ``model``) uses. ``measure`` runs two real training steps on a
     live model and compares. ``limits=False`` skips what costs extra traces: the largest
     batch and seq that fit, and each method's total with checkpointing the other way.
+    ``gpus`` (a count or ``"all"``) with ``strategy`` ``"ddp"`` / ``"fsdp"`` / ``"deepspeed"``
+    (``zero`` 2 or 3) gives each GPU's share of a multi-GPU run (``sharding``).
     """
     t0 = time.perf_counter()
     _heavy.ensure()
@@ -170,6 +173,13 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
             estimators[req.method] = (est, account)
             params = params or (account.total_params - (account.trainable_params if req.spec is not None else 0))
     notes = []
+    shared = None
+    if gpus is not None or strategy is not None or zero is not None:
+        if gpus is None:
+            raise PeftMagicError("--strategy / --zero plan a multi-GPU run", "add --gpus N")
+        n, key = sharding.resolve(gpus, strategy, zero)
+        notes += sharding.shard_rows(rows, n, key, layer_count(subject.config), target)
+        shared = f"per GPU of {n} with {sharding.LABELS[key]}"
     if target.kind == "cpu" and subject.live is None and not gpu:
         notes.append("no GPU in this kernel: planned for CPU RAM in fp32 (pass gpu='T4', '24GB', … to plan for a GPU)")
     plan_obj = Plan(
@@ -178,6 +188,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         layers=layer_count(subject.config), batch=batch, seq=seq, grad_accum=grad_accum, optim=opt.name,
         dtype=target.dtype, target=target, rows=rows, checkpointing=checkpointing, notes=notes,
         recommendation=_recommendation(rows, goal_key, target, estimators, opt, batch, seq, limits),
+        sharding=shared,
     )
     if measure:
         plan_obj.measurement = measuring.measure(subject.live, batch=min(batch, 2), seq=min(seq, 64),

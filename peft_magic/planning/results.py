@@ -203,6 +203,7 @@ class Plan(HtmlRepr):
     measurement: Measurement | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    sharding: str | None = None  # "per GPU of 4 with FSDP FULL_SHARD" (%peft plan --gpus N --strategy S)
 
     def __getitem__(self, method: str) -> MethodPlan:
         key = method.lower()
@@ -224,7 +225,7 @@ class Plan(HtmlRepr):
         ga = f" (×{self.grad_accum} accumulation = {self.batch * self.grad_accum})" if self.grad_accum > 1 else ""
         return (f"Memory plan for {self.model} ({self.model_type}, {fmt_params(self.params)} params{layers}) · "
                 f"batch {self.batch}{ga} × seq {self.seq} · {self.optim} · {short_dtype(self.dtype)}{ck} · "
-                f"on {self.target.label}")
+                f"on {self.target.label}" + (f" · {self.sharding}" if self.sharding else ""))
 
     def lines(self) -> list[str]:
         out = [self.headline()]
@@ -270,7 +271,7 @@ class Plan(HtmlRepr):
         return {
             "model": self.model, "params": self.params, "batch": self.batch, "seq": self.seq,
             "grad_accum": self.grad_accum, "optim": self.optim, "dtype": self.dtype, "target": self.target.label,
-            "available": self.target.available,
+            "available": self.target.available, "sharding": self.sharding,
             "methods": {r.method: {"label": r.label, "verdict": r.verdict, "trainable": r.trainable,
                                    **(r.parts.as_dict() if r.parts else {"error": r.error})} for r in self.rows},
             "recommendation": {"method": self.recommendation.method, "reason": self.recommendation.reason,

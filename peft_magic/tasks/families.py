@@ -107,7 +107,11 @@ class WithTaskIds:
 def collator_for(task: str, tokenizer: Any, task_ids: bool = False) -> Any:
     """The padding collator of a task; each counts the real tokens it has seen (``tokens``).
     ``task_ids``: the method's forward needs them (multitask prompt tuning, Poly)."""
-    pid = pad_id(tokenizer)
+    return collator_with_pad(task, pad_id(tokenizer), task_ids)
+
+
+def collator_with_pad(task: str, pid: int, task_ids: bool = False) -> Any:
+    """:func:`collator_for` given the pad id itself (training workers have no tokenizer)."""
     if task == "SEQ_2_SEQ_LM":
         coll: Any = seq2seq.Seq2SeqCollator(pid)
     elif task == "QUESTION_ANS":

@@ -181,7 +181,9 @@ def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: s
 
 
 def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str | None = None,
-          resume: bool = False, output_dir: str | None = None, **settings: Any) -> Run:
+          resume: bool = False, output_dir: str | None = None, processes: Any = None, gpus: Any = None,
+          strategy: str | None = None, zero: Any = None, stall: Any = None, rdzv_port: int | None = None,
+          **settings: Any) -> Run:
     """Train the active adapter of ``model`` on ``data``; returns the :class:`~peft_magic.state.Run`.
 
     ``data``: a list of str or dicts, a DataFrame, a ``datasets.Dataset``/``DatasetDict``,
@@ -189,6 +191,12 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     ``settings``: ``steps``, ``epochs``, ``lr``, ``batch``, ``grad_accum``, ``max_len``,
     ``eval`` (data or a fraction to hold out) and any ``TrainingArguments`` field.
     ``resume=True`` continues this model's last interrupted run from its checkpoint.
+
+    ``processes=N`` (CPU, gloo) or ``gpus=N|"all"`` (nccl) train in worker processes
+    started with torchrun, ``strategy`` ``"ddp"`` (default), ``"fsdp"`` or ``"deepspeed"``
+    (``zero`` 2 or 3), ``stall`` seconds without progress before the workers are stopped;
+    see ``training/distributed``. What this machine cannot run is refused before anything
+    starts; the trained adapter comes back into ``model``.
 
     Training errors that the user can act on (bad data, out of memory) raise
     :class:`PeftMagicError` after the model has been made usable again; an interrupt does
@@ -207,10 +215,19 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     task = peft_view.task_type(config) or "CAUSAL_LM"
     record = st.adapters.get(name)
     method = record.method if record else peft_type.lower()
+    spec = None
+    if resume or any(v is not None for v in (processes, gpus, strategy, zero, stall)):
+        from .distributed import launch  # the multi-process engine; refuses before anything starts
+
+        spec = launch.request_for(peft_model, processes=processes, gpus=gpus, strategy=strategy, zero=zero,
+                                  stall=stall)
     if resume:
         job = _resumed_job(peft_model, st, name, peft_type, task, data, settings)
+        spec = launch.resumed_spec(job.run.run_id, spec, st.bits)
     else:
         job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings)
+    if spec is not None:
+        return launch.run_job(job, spec, rdzv_port)
     return _run_trainer(job)
 
 
