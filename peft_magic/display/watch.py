@@ -1,12 +1,15 @@
 """The live one-line memory readout of ``%%peft watch`` (an HTML widget in a kernel).
 
 It draws the engine's ``memory`` events (already throttled by ``memory.Watch``) while
-the cell runs, and is replaced by the final report when the cell ends. Outside a kernel
-it shows nothing live; the report is still displayed.
+the cell runs, and is replaced by the final report when the cell ends: the same output
+then holds the report's HTML and text alone and the widget is closed, so a saved or
+converted notebook (nbconvert, VS Code, GitHub) shows the report, not an empty widget
+view. Outside a kernel it shows nothing live; the report is still displayed.
 """
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from .. import events
@@ -21,6 +24,7 @@ class LiveMemory:
     def __init__(self) -> None:
         self.widget = None
         self._unsub = None
+        self.display_id = uuid.uuid4().hex
         if in_kernel():
             try:
                 import ipywidgets as w
@@ -39,7 +43,10 @@ class LiveMemory:
         if self.widget is not None:
             from IPython.display import display
 
-            display(self.widget)
+            from .widgets import view_bundle
+
+            display(view_bundle(self.widget, wrap("<span class='pm-dim'>watching memory…</span>"), "watching memory…"),
+                    raw=True, display_id=self.display_id)
             self._unsub = events.subscribe(self._on)
         return self
 
@@ -49,8 +56,16 @@ class LiveMemory:
             self._unsub = None
 
     def close(self, report: Any) -> None:
-        from IPython.display import display
+        """Show ``report``: in place of the live readout in a kernel, as a new output elsewhere."""
+        from IPython.display import display, update_display
 
-        if self.widget is not None:
-            self.widget.value = wrap(f"<span>{escape(repr(report))}</span>")
-        display(report)
+        if self.widget is None:
+            display(report)
+            return
+        from IPython import get_ipython
+
+        self.widget.value = wrap(f"<span>{escape(repr(report))}</span>")
+        shell = get_ipython()
+        data = shell.display_formatter.format(report)[0] if shell is not None else {"text/plain": repr(report)}
+        update_display(data, raw=True, display_id=self.display_id)
+        self.widget.close()
