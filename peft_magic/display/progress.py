@@ -91,8 +91,8 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     Without a width every readout is there. With one, the step count always, then the
     readouts in order of use — loss, ETA, tokens/s, memory, elapsed, then lr and epoch —
     each that fits in its shortest form, then their longer forms where there is room
-    (memory, loss and tokens/s have shorter ones); the bar keeps a sixth of the width
-    (10–20 characters) and takes what room is left, up to 24.
+    (memory, loss and tokens/s have shorter ones); the bar is a sixth of the width
+    (10–24 characters), the same at every update.
     """
     total = p.get("total_steps") or 0
     step = p.get("step", 0)
@@ -124,7 +124,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
         items = [parts[k] for k in fields if k in parts]
         return (bar + 1 if bar else 0) + len(count) + sum(len(x) + 3 for x in items)
 
-    min_bar = max(10, min(20, width // 6)) if width >= 40 else 0
+    min_bar = max(10, min(24, width // 6)) if width >= 40 else 0
     for group in groups:
         for key in group:  # first each readout of the group that fits in its shortest form …
             if length({**chosen, key: fields[key][-1]}, min_bar) <= width:
@@ -134,8 +134,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
                 if length({**chosen, key: form}, min_bar) <= width:
                     chosen[key] = form
                     break
-    bar = min(24, width - length(chosen, 0) - 1) if min_bar else 0
-    bar = bar if bar >= min_bar else 0
+    bar = min_bar  # a steady bar: its width does not follow the readouts' lengths
     items = [chosen[k] for k in fields if k in chosen]
     line = (f"{bar_of(bar)} " if bar else "") + count + "".join(" · " + x for x in items)
     return line[:width]
