@@ -147,11 +147,12 @@ def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str
     step = p.get("step", 0)
     pct = 100.0 * step / total if total else 0.0
     color = STATUS_COLOR.get(status, "#2563eb")
-    bar = (f"<div style='width:420px;height:10px;background:rgba(127,127,127,.2);border-radius:3px;margin:4px 0'>"
-           f"<div style='width:{pct:.1f}%;height:10px;background:{color};border-radius:3px'></div></div>")
+    bar = (f"<div class='pm-run-bar' style='width:420px;height:10px;background:rgba(127,127,127,.2);"
+           f"border-radius:3px;margin:4px 0'><div class='pm-run-bar-fill' style='width:{pct:.1f}%;height:10px;"
+           f"background:{color};border-radius:3px'></div></div>")
     cells = "".join(f"<td class='pm-dim'>{escape(k)}</td><td>{escape(v)}</td>" for k, v in stats(p))
-    rows = "<table><tr>" + cells[: cells.find("<td class='pm-dim'>lr")] + "</tr><tr>" + \
-        cells[cells.find("<td class='pm-dim'>lr"):] + "</tr></table>"
+    half = cells.find("<td class='pm-dim'>tokens/s")  # two rows of four readouts: one grid
+    rows = f"<table class='pm-readouts'><tr>{cells[:half]}</tr><tr>{cells[half:]}</tr></table>"
     series = [("loss", losses)]
     chart = line_chart(series, x_max=total or None)
     if eval_losses:
