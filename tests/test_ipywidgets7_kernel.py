@@ -142,3 +142,8 @@ def test_watch_on_ipywidgets_7(kernel7):
     assert seen[1][0] == "update_display_data" and WIDGET_VIEW not in seen[1][1], seen
     report = [o for o in res.outputs if o.get("output_type") == "display_data"]
     assert len(report) == 1 and WIDGET_VIEW not in report[0]["data"] and "peak" in report[0]["data"]["text/html"]
+    # a cell that raises stays the user's error, and leaves no live widget behind either
+    res = kernel7.run("%%peft watch\nraise ValueError('boom')")
+    assert res.error is not None and res.error["ename"] == "ValueError"
+    assert not any(WIDGET_VIEW in o.get("data", {}) for o in res.outputs), res.outputs
+    assert any("the cell raised" in o.get("data", {}).get("text/plain", "") for o in res.outputs), res.outputs

@@ -50,10 +50,17 @@ class LiveMemory:
             self._unsub = events.subscribe(self._on)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
         if self._unsub is not None:
             self._unsub()
             self._unsub = None
+        if exc_type is not None and self.widget is not None:  # the cell raised: no report follows
+            from IPython.display import update_display
+
+            note = "memory watch stopped: the cell raised"
+            update_display({"text/html": wrap(f"<span class='pm-dim'>{escape(note)}</span>"), "text/plain": note},
+                           raw=True, display_id=self.display_id)
+            self.widget.close()
 
     def close(self, report: Any) -> None:
         """Show ``report``: in place of the live readout in a kernel, as a new output elsewhere."""
