@@ -66,6 +66,9 @@ def test_panel_and_training_in_notebook_7():
             cell = page.locator(".jp-NotebookPanel .jp-CodeCell").nth(3)
             cell.locator(".jp-InputPrompt").click()
             page.keyboard.press("Shift+Enter")
+            page.wait_for_function(  # the cell started (or already ran): [*] or its number
+                "() => /[*\\d]/.test(document.querySelectorAll('.jp-NotebookPanel .jp-CodeCell .jp-InputPrompt')[3]"
+                ".textContent)", timeout=60_000)
             shot = False
             while not nb.cells_done():
                 bar = cell.locator(".jp-OutputArea-output div.widget-label")

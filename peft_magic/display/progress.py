@@ -150,9 +150,10 @@ def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str
     bar = (f"<div class='pm-run-bar' style='width:420px;height:10px;background:rgba(127,127,127,.2);"
            f"border-radius:3px;margin:4px 0'><div class='pm-run-bar-fill' style='width:{pct:.1f}%;height:10px;"
            f"background:{color};border-radius:3px'></div></div>")
-    cells = "".join(f"<td class='pm-dim'>{escape(k)}</td><td>{escape(v)}</td>" for k, v in stats(p))
-    half = cells.find("<td class='pm-dim'>tokens/s")  # two rows of four readouts: one grid
-    rows = f"<table class='pm-readouts'><tr>{cells[:half]}</tr><tr>{cells[half:]}</tr></table>"
+    # the readouts as the live widget shows them: label · value pairs in one wrapping line (not a
+    # table, whose cells each front end's own CSS aligns differently)
+    rows = "<div class='pm-readouts'>" + " &nbsp; ".join(
+        f"<span class='pm-dim'>{escape(k)}</span>&nbsp;{escape(v)}" for k, v in stats(p)) + "</div>"
     series = [("loss", losses)]
     chart = line_chart(series, x_max=total or None)
     if eval_losses:
