@@ -8,11 +8,13 @@ loss chart. The renderers only draw the engine's (already throttled, ≤ 4 per s
 Saved notebooks: while the run goes, the live widget is displayed in one output whose
 mime bundle also has ``text/html``; a front end with a widget manager (JupyterLab,
 Notebook 7, VS Code, Colab) draws the widget. When the run ends, that output is replaced
-by the final static HTML *alone* — bar, readouts and loss chart — and the widgets are
-closed: a finished run has nothing left to update, and a widget view left in the output
-would win over the HTML in nbconvert / VS Code's export (which draw widgets only with a
-widget manager loaded from the network) and show nothing offline. Nothing grows with the
-run's length: each update replaces the widget's state, unlike HTML tables re-sent per step.
+by the final static HTML *alone* — bar, readouts and loss chart: a finished run has
+nothing left to update, and a widget view left in the output would win over the HTML in
+nbconvert / VS Code's export (which draw widgets only with a widget manager loaded from
+the network) and show nothing offline. (The widgets are not closed: a kernel-sent
+``comm_close`` is one more message every front end and client has to expect.) Nothing
+grows with the run's length: each update replaces the widget's state, unlike HTML tables
+re-sent per step.
 
 Terminals: one line rewritten in place (``\r``) that fits the terminal's width — fields
 are dropped (least useful first) and shortened until it does, so it never wraps.
@@ -321,11 +323,9 @@ class WidgetRenderer(_Base):
                              "; ".join(x for x in (message, notes) if x) or None, self.eval_losses)
         steps = f"{self.state.get('step', 0)}/{self.state.get('total_steps') or '?'}"
         text = f"{self.title}: {status} {steps}" + (f" — {message}" if message else "")
-        # The finished run: static HTML alone (see the module's docstring), then the
-        # widgets go — their last state was sent first, so a saved notebook keeps it.
+        # the finished run: static HTML alone (see the module's docstring)
         update_display({"text/html": html, "text/plain": text + "\n" + text_line(self.state)}, raw=True,
                        display_id=self.display_id)
-        self._compat.close_tree(self.box)
 
 
 def in_kernel() -> bool:

@@ -2,8 +2,7 @@
 
 It draws the engine's ``memory`` events (already throttled by ``memory.Watch``) while
 the cell runs, and is replaced by the final report when the cell ends: the same output
-then holds the report's HTML and text alone and the widget is closed, so a saved or
-converted notebook (nbconvert, VS Code, GitHub) shows the report, not an empty widget
+then holds the report's HTML and text alone, so a saved or converted notebook (nbconvert, VS Code, GitHub) shows the report, not an empty widget
 view. Outside a kernel it shows nothing live; the report is still displayed.
 """
 
@@ -60,7 +59,6 @@ class LiveMemory:
             note = "memory watch stopped: the cell raised"
             update_display({"text/html": wrap(f"<span class='pm-dim'>{escape(note)}</span>"), "text/plain": note},
                            raw=True, display_id=self.display_id)
-            self.widget.close()
 
     def close(self, report: Any) -> None:
         """Show ``report``: in place of the live readout in a kernel, as a new output elsewhere."""
@@ -75,4 +73,3 @@ class LiveMemory:
         shell = get_ipython()
         data = shell.display_formatter.format(report)[0] if shell is not None else {"text/plain": repr(report)}
         update_display(data, raw=True, display_id=self.display_id)
-        self.widget.close()

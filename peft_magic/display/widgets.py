@@ -93,12 +93,3 @@ def view_bundle(widget: Any, html: str, text: str) -> dict[str, Any]:
         "text/plain": text,
     }
 
-
-def close_tree(widget: Any) -> None:
-    """Close ``widget`` and every widget inside it (its comms end; the kernel forgets them).
-
-    Not ``Widget.close_all``, which closes every widget of the kernel.
-    """
-    for child in list(getattr(widget, "children", ()) or ()):
-        close_tree(child)
-    widget.close()
