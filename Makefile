@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench labextension browser-deps clean
+.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 screenshots clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,11 +33,36 @@ venv: $(STAMP)
 demo: venv
 	$(PY) scripts/demo.py
 
-test: venv browser-deps
+test: venv browser-deps ipywidgets7
 	$(PY) -m pytest
 
-test-fast: venv
+test-fast: venv ipywidgets7
 	$(PY) -m pytest -m "not browser"
+
+# Colab's ipywidgets 7.7 for tests/test_ipywidgets7_kernel.py: a second environment that sees
+# every package of $(VENV) through a .pth file (site.addsitedir, so its editable install and
+# .pth files count too) and has ipywidgets 7.7.1 — with its own widgetsnbextension pin and
+# ipython_genutils — in its own site-packages, which come first and so shadow ipywidgets 8.
+# --no-deps --target: nothing of $(VENV) is touched.
+IPYW7 ?= .venv-ipyw7
+IPYW7_STAMP := $(IPYW7)/.installed
+
+$(IPYW7_STAMP): $(STAMP)
+	rm -rf $(IPYW7)
+	$(PY) -m venv --without-pip $(IPYW7)
+	site=$$($(IPYW7)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	main=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	echo "import site; site.addsitedir('$$main')" > "$$site/_peft_magic_main_venv.pth" && \
+	$(PIP) install -q --no-deps --target "$$site" ipywidgets==7.7.1 "widgetsnbextension~=3.6.0" "ipython_genutils~=0.2.0"
+	$(IPYW7)/bin/python -c "import ipywidgets, peft_magic; assert ipywidgets.__version__ == '7.7.1'"
+	@touch $@
+
+ipywidgets7: $(IPYW7_STAMP)
+
+# The README's pictures (docs/images/*.png), taken by the browser tests from the current code.
+screenshots: venv browser-deps
+	PEFT_MAGIC_SCREENSHOTS=$(abspath docs/images) $(PY) -m pytest tests/test_panel_browser.py \
+	  tests/test_training_browser.py tests/test_labextension_browser.py
 
 bench: venv
 	$(PY) bench/run_all.py
@@ -56,4 +81,4 @@ browser-deps:
 	  else echo "browser tests need Chromium: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi; }
 
 clean:
-	rm -rf $(VENV) build dist .cache test-artifacts
+	rm -rf $(VENV) $(IPYW7) build dist .cache test-artifacts

@@ -69,7 +69,7 @@ class JupyterLab:
     """
 
     def __init__(self, root: str | Path | None = None, env: dict[str, str] | None = None,
-                 startup_timeout: float = 90) -> None:
+                 startup_timeout: float = 90, app: str = "lab") -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="peft_magic-lab-")
         tmp = Path(self._tmp.name)
         self.root = Path(root) if root else tmp / "root"
@@ -82,6 +82,7 @@ class JupyterLab:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **(env or {})}
         self.startup_timeout = startup_timeout
+        self.app = app  # "lab": JupyterLab; "notebook": Jupyter Notebook 7 (same server, its own UI)
         self.proc: subprocess.Popen | None = None
 
     def _write_settings(self) -> None:
@@ -93,12 +94,13 @@ class JupyterLab:
 
     def start(self) -> JupyterLab:
         self._write_settings()
+        module, app = ("notebook", "JupyterNotebookApp") if self.app == "notebook" else ("jupyterlab", "LabApp")
         cmd = [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            sys.executable, "-m", module, "--no-browser", "--allow-root",
             "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
-            f"--LabApp.user_settings_dir={self.settings_dir}", f"--LabApp.workspaces_dir={self.workspaces_dir}",
-            "--LabApp.expose_app_in_browser=True",
+            f"--{app}.user_settings_dir={self.settings_dir}", f"--{app}.workspaces_dir={self.workspaces_dir}",
+            f"--{app}.expose_app_in_browser=True",
         ]
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
@@ -165,6 +167,9 @@ class JupyterLab:
         return path
 
     def lab_url(self, path: str = "") -> str:
+        """The page of notebook ``path`` (JupyterLab's ``/lab/tree/…``, Notebook 7's ``/notebooks/…``)."""
+        if self.app == "notebook":
+            return f"{self.url}/notebooks/{path}?token={self.token}" if path else f"{self.url}/tree?token={self.token}"
         return f"{self.url}/lab/tree/{path}?token={self.token}" if path else f"{self.url}/lab?token={self.token}"
 
 
@@ -236,7 +241,8 @@ class NotebookPage:
 
     def wait_for_idle(self, timeout: float = 120) -> None:
         """Wait for "Idle" in the bottom status bar (the toolbar says idle too early), with
-        this notebook's kernel really there.
+        this notebook's kernel really there. (Notebook 7 has no status bar: there the
+        kernel's own status decides.)
 
         A busy machine can make JupyterLab's first kernel start fail over to its "Select
         Kernel" dialog; it is accepted (the notebook's own kernel is preselected), as a user
@@ -247,7 +253,7 @@ class NotebookPage:
         while True:
             if dialog.count() and dialog.first.is_visible():
                 dialog.first.locator("button.jp-mod-accept").click()
-            elif status.count() and self.page.evaluate(
+            elif (self.lab.app == "notebook" or status.count()) and self.page.evaluate(
                     """p => { const app = window.jupyterapp;
                         const w = [...app.shell.widgets('main')].find(w => w.context && w.context.path === p);
                         const k = w && w.sessionContext.session && w.sessionContext.session.kernel;
@@ -323,9 +329,23 @@ class NotebookPage:
 
     # ------------------------------------------------------------------ artifacts
 
-    def screenshot(self, name: str, locator: Any = None) -> Path:
-        """Save a PNG to ``test-artifacts/NAME.png`` (the whole page, or one element)."""
-        ARTIFACTS.mkdir(exist_ok=True)
-        path = ARTIFACTS / f"{name}.png"
-        (locator or self.page).screenshot(path=str(path))
-        return path
+    def screenshot(self, name: str, locator: Any = None, readme: str | None = None, **options: Any) -> Path:
+        """Save a PNG to ``test-artifacts/NAME.png`` (the whole page, or one element).
+
+        ``readme``: this picture is one of the README's; when ``$PEFT_MAGIC_SCREENSHOTS``
+        names a folder (``make screenshots``: docs/images) it is copied there as
+        ``README.png``. ``options`` go to Playwright (e.g. ``clip``)."""
+        return save_screenshot(locator or self.page, name, readme, **options)
+
+
+def save_screenshot(target: Any, name: str, readme: str | None = None, **options: Any) -> Path:
+    """``target.screenshot`` (a Playwright page or locator) into test-artifacts/, and into
+    ``$PEFT_MAGIC_SCREENSHOTS`` as ``README.png`` when it is set and ``readme`` is given."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    target.screenshot(path=str(path), **options)
+    folder = os.environ.get("PEFT_MAGIC_SCREENSHOTS")
+    if readme and folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(folder) / f"{readme}.png")
+    return path

@@ -85,12 +85,12 @@ class CellResult:
 class Kernel:
     """Start a kernel; ``run(code)`` executes one cell and returns its outputs."""
 
-    def __init__(self, timeout: int = 600, cwd: str | Path | None = None) -> None:
+    def __init__(self, timeout: int = 600, cwd: str | Path | None = None, kernel_name: str = "python3") -> None:
         self.nb = nbformat.v4.new_notebook()
-        self.nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        self.nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
         resources = {"metadata": {"path": str(cwd)}} if cwd else {}
         self._replies: dict[int, dict] = {}
-        self.client = NotebookClient(self.nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+        self.client = NotebookClient(self.nb, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
                                      resources=resources, store_widget_state=True,
                                      on_cell_executed=self._on_executed)
         self.client.km = self.client.create_kernel_manager()

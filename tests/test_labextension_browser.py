@@ -5,7 +5,8 @@ to the tiny Llama and trains; the status bar item must then show the final step 
 and a loss, with this kernel's memory; its popup the details; and switching to another
 notebook must switch the item to that notebook's kernel. Screenshots are kept in
 test-artifacts/ (labextension-training.png while it trains, labextension-statusbar.png at
-the end, labextension-popup.png, labextension-switch.png).
+the end, labextension-popup.png, labextension-switch.png; the README's docs/images/statusbar.png
+and statusbar-popup.png are crops of the end and the popup, with ``make screenshots``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ def lab():
 def _item_text(nb: NotebookPage) -> str:
     loc = nb.page.locator(ITEM)
     return loc.inner_text() if loc.count() and loc.is_visible() else ""
+
+
+def _around(nb: NotebookPage, *locators, left: int = 0, margin: int = 8) -> dict:
+    """A screenshot clip: the union of these elements' boxes, ``margin`` around, ``left`` more on the left."""
+    boxes = [loc.bounding_box() for loc in locators]
+    size = nb.page.viewport_size
+    x0 = max(0, min(b["x"] for b in boxes) - margin - left)
+    y0 = max(0, min(b["y"] for b in boxes) - margin)
+    x1 = min(size["width"], max(b["x"] + b["width"] for b in boxes) + margin)
+    y1 = min(size["height"], max(b["y"] + b["height"] for b in boxes) + margin)
+    return {"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0}
 
 
 def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
@@ -67,6 +79,8 @@ def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
             assert text.startswith("PEFT · default (lora)"), text
             assert re.search(r"RAM \d+(\.\d)? [MG]B / \d+(\.\d)? GB \(peak \d+(\.\d)? [MG]B\)", text), text
             nb.screenshot("labextension-statusbar")
+            nb.screenshot("labextension-statusbar-item", readme="statusbar",
+                          clip=_around(nb, item, left=320, margin=12))
 
             # the popup: method, trainable params, peak memory, recent loss
             item.click()
@@ -78,6 +92,8 @@ def test_status_bar_shows_training_and_memory_per_kernel(lab: JupyterLab):
                 assert expected in body, (expected, body)
             assert details.locator("svg polyline").count() == 1  # the loss sparkline
             nb.screenshot("labextension-popup")
+            nb.screenshot("labextension-popup-item", readme="statusbar-popup",
+                          clip=_around(nb, details, item, margin=12))
             item.click()  # a second click closes it
             details.wait_for(state="detached", timeout=10_000)
 

@@ -111,8 +111,8 @@ def test_a_generated_form_exists_for_every_method(panel):
         if any(f.common for f in info.fields.values() if f.name in form.fields):
             assert common == {n for n in form.fields if info.fields[n].common}, pt
         assert [r for r in form.main.children] == [f.row for f in form.common]
-        assert list(form.advanced.children[0].children) == [f.row for f in form.rest]
-        assert form.advanced.selected_index is None  # collapsed
+        assert list(form.advanced.body.children) == [f.row for f in form.rest]
+        assert not form.advanced.expanded and form.advanced.body.layout.display == "none"  # collapsed
         assert ("target_modules" in info.fields) == (panel.targets.box in panel.settings_box.children)
         word, settings, name, task = panel.request()
         assert settings == {} and name == "default" and task is None, (pt, settings)

@@ -4,7 +4,8 @@ A user's path: load the tiny Llama, ``%peft panel``, choose LoRA in the method p
 type r = 16, press Attach. The panel must then show the attach summary with the right
 trainable count (r=16 on q_proj and v_proj of 2 layers: 7,168), the equivalent
 ``%peft lora r=16`` line, and ``%peft show`` in the next cell must see the same adapter.
-Screenshots: test-artifacts/panel-form.png (before Attach), panel-attached.png (after).
+Screenshots: test-artifacts/panel-form.png (before Attach), panel-attached.png (after; README:
+docs/images/panel.png with ``make screenshots``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def test_attach_lora_from_the_panel(artifacts):
             status = panel.locator(".pm-status").inner_text()
             assert status.startswith("✓ attached lora adapter 'default'") and "same as %peft lora r=16" in status
             panel.locator("button.pm-attach", has_text="Replace").wait_for(timeout=30_000)
-            nb.screenshot("panel-attached", panel)
+            nb.screenshot("panel-attached", panel, readme="panel")
             nb.screenshot("panel-page")
 
             # one state: the next cell's %peft show sees the panel's adapter

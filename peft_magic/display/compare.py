@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from typing import Any
 
 from .. import events
@@ -18,7 +17,7 @@ from ..fmt import fmt_bytes, fmt_duration, fmt_metric, fmt_params
 from ..state import runs
 from ..svg import line_chart
 from .html import Raw, escape, table, wrap
-from .progress import in_kernel
+from .live import LiveOutput
 
 _LOWER_BETTER = {"trainable", "final loss", "loss", "perplexity", "peak memory", "time"}
 _STATUS_COLOR = {"done": "#16a34a", "training": "#2563eb", "failed": "#dc2626", "stopped": "#d97706",
@@ -72,25 +71,16 @@ def comparison_html(c: Any) -> str:
                 + _curves({r.label: r.run_id for r in c.rows}))
 
 
-class LiveCompare:
+class LiveCompare(LiveOutput):
     """The live table, subscribed while ``with`` is active (a widget in a kernel, lines elsewhere)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.rows: list[dict[str, Any]] = []
         self.steps = 0
         self.current: int | None = None
         self.progress: dict[str, Any] = {}
-        self.widget = None
-        self._unsub = None
         self._drawn = 0.0
-        self.display_id = uuid.uuid4().hex
-        if in_kernel():
-            try:
-                import ipywidgets as w
-
-                self.widget = w.HTML()
-            except ImportError:
-                self.widget = None
 
     def _html(self) -> str:
         cells = []
@@ -122,7 +112,7 @@ class LiveCompare:
         self._drawn = now
         self.widget.value = self._html()
 
-    def _on(self, e: events.Event) -> None:
+    def on_event(self, e: events.Event) -> None:
         d = e.data
         if e.kind == "compare_start":
             self.rows = [{"label": lab, "status": "waiting"} for lab in d.get("labels", [])]
@@ -141,25 +131,12 @@ class LiveCompare:
             self._draw()
 
     def __enter__(self) -> LiveCompare:
-        if self.widget is not None:
-            from IPython.display import display
-
-            view = {"model_id": self.widget.model_id, "version_major": 2, "version_minor": 0}
-            display({"application/vnd.jupyter.widget-view+json": view, "text/plain": "compare: starting",
-                     "text/html": wrap("<div class='pm-dim'>compare: starting</div>")}, raw=True,
-                    display_id=self.display_id)
-        self._unsub = events.subscribe(self._on)
+        self.start("compare: starting", subscribe_without_widget=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._unsub is not None:
-            self._unsub()
-            self._unsub = None
+        self.stop()
         if self.widget is not None:
-            from IPython.display import update_display
-
             done = sum(1 for r in self.rows if r["status"] == "done")
-            text = f"compare: {done} of {len(self.rows)} candidates trained — the table is below"
             # the live view ends as one static line: the result below is the table, in saved notebooks too
-            update_display({"text/plain": text, "text/html": wrap(f"<div class='pm-dim'>{escape(text)}</div>")},
-                           raw=True, display_id=self.display_id)
+            self.replace_text(f"compare: {done} of {len(self.rows)} candidates trained — the table is below")

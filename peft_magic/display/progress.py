@@ -5,16 +5,26 @@ rate, tokens/s, elapsed and ETA, memory now / peak / device total with its kind,
 loss chart. The renderers only draw the engine's (already throttled, ≤ 4 per second)
 ``progress`` events, so the display costs the training loop nothing measurable.
 
-Saved notebooks: the live widget is displayed in one output whose mime bundle also has
-``text/html``; when the run ends that output is updated with the final static HTML. A
-front end with a widget manager (JupyterLab, VS Code, Colab) draws the widget; GitHub,
-nbviewer and nbconvert draw the HTML. Nothing grows with the run's length: each update
-replaces the widget's state, unlike HTML tables re-sent per step.
+Saved notebooks: while the run goes, the live widget is displayed in one output whose
+mime bundle also has ``text/html``; a front end with a widget manager (JupyterLab,
+Notebook 7, VS Code, Colab) draws the widget. When the run ends, that output is replaced
+by the final static HTML *alone* — bar, readouts and loss chart: a finished run has
+nothing left to update, and a widget view left in the output would win over the HTML in
+nbconvert / VS Code's export (which draw widgets only with a widget manager loaded from
+the network) and show nothing offline. (The widgets are not closed: a kernel-sent
+``comm_close`` is one more message every front end and client has to expect.) Nothing
+grows with the run's length: each update replaces the widget's state, unlike HTML tables
+re-sent per step.
+
+Terminals: one line rewritten in place (``\r``) that fits the terminal's width — fields
+are dropped (least useful first) and shortened until it does, so it never wraps.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import textwrap
 import time
 import uuid
 from typing import Any
@@ -61,14 +71,78 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
     ] + ([("eval", p["eval"])] if p.get("eval") else [])
 
 
-def text_line(p: dict[str, Any]) -> str:
+def _memory_variants(mem: dict[str, Any]) -> list[str]:
+    """The memory readout for a terminal line, longest first."""
+    if not mem:
+        return []
+    label = mem.get("label", mem.get("kind", "")) or "memory"
+    short_label = "RAM" if "RAM" in label else label.split()[0]
+    used = fmt_bytes(mem.get("used"))
+    peak = f" (peak {fmt_bytes(mem.get('peak'))})" if mem.get("peak") is not None else ""
+    total = f" / {fmt_bytes(mem.get('total'))}" if mem.get("total") else ""
+    return [f"{label} {used}{total}{peak}", f"{short_label} {used}{peak}", f"{short_label} {used}"]
+
+
+#: which readouts get their longer form first when a terminal line has room to spare
+EXPAND_FIRST = ("memory", "tokens/s", "loss", "ETA", "elapsed", "lr", "epoch", "eval")
+
+
+def text_line(p: dict[str, Any], width: int | None = None) -> str:
+    """The run's state as one line; with ``width``, at most ``width`` characters.
+
+    Without a width every readout is there. With one, the step count always, then the
+    readouts in order of use — loss, ETA, tokens/s, memory, elapsed, then lr and epoch —
+    each that fits in its shortest form, then their longer forms where there is room
+    (memory, loss and tokens/s have shorter ones); the bar is a sixth of the width
+    (10–24 characters), the same at every update.
+    """
     total = p.get("total_steps") or 0
     step = p.get("step", 0)
-    width = 24
-    filled = int(width * step / total) if total else 0
-    bar = "█" * filled + "░" * (width - filled)
-    parts = [f"{label} {value}" for label, value in stats(p) if label not in ("step",)]
-    return f"{bar} {step}/{total or '?'} · " + " · ".join(parts)
+    count = f"{step}/{total or '?'}"
+    training = p.get("status", "training") == "training"
+    loss = _num(p.get("loss"), ".4f")
+    smooth = p.get("loss_smooth")
+    fields: dict[str, list[str]] = {  # display order; each value: forms, longest first
+        "epoch": [f"epoch {_num(p.get('epoch'), '.2f')}"],
+        "loss": ([f"loss {loss} (smoothed {smooth:.4f})", f"loss {loss} ({smooth:.4f})"] if smooth is not None
+                 else []) + [f"loss {loss}"],
+        "lr": [f"lr {_num(p.get('lr'), '.2e')}"],
+        "tokens/s": [f"tokens/s {_num(p.get('tokens_per_s'), ',.0f')}", f"{_num(p.get('tokens_per_s'), ',.0f')} tok/s"],
+        "elapsed": [f"elapsed {fmt_duration(p.get('elapsed_s'))}"],
+        "ETA": [f"ETA {fmt_duration(p.get('eta_s')) if training else '–'}"],
+        "memory": _memory_variants(p.get("memory") or {}) or ["memory –"],
+    }
+    if p.get("eval"):
+        fields["eval"] = [f"eval {p['eval']}"]
+
+    def bar_of(n: int) -> str:
+        filled = int(n * step / total) if total else 0
+        return "█" * filled + "░" * (n - filled)
+
+    if width is None:
+        return f"{bar_of(24)} {count} · " + " · ".join(v[0] for v in fields.values())
+    groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), ("lr", "epoch"), tuple(k for k in ("eval",)
+                                                                                    if k in fields))
+    chosen: dict[str, str] = {}
+
+    def length(parts: dict[str, str], bar: int) -> int:
+        items = [parts[k] for k in fields if k in parts]
+        return (bar + 1 if bar else 0) + len(count) + sum(len(x) + 3 for x in items)
+
+    min_bar = max(10, min(24, width // 6)) if width >= 40 else 0
+    for group in groups:
+        for key in group:  # first each readout of the group that fits in its shortest form …
+            if length({**chosen, key: fields[key][-1]}, min_bar) <= width:
+                chosen[key] = fields[key][-1]
+        for key in sorted(group, key=EXPAND_FIRST.index):  # … then longer forms, where there is room
+            for form in fields[key][:-1] if key in chosen else ():
+                if length({**chosen, key: form}, min_bar) <= width:
+                    chosen[key] = form
+                    break
+    bar = min_bar  # a steady bar: its width does not follow the readouts' lengths
+    items = [chosen[k] for k in fields if k in chosen]
+    line = (f"{bar_of(bar)} " if bar else "") + count + "".join(" · " + x for x in items)
+    return line[:width]
 
 
 def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str, status: str,
@@ -79,11 +153,13 @@ def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str
     step = p.get("step", 0)
     pct = 100.0 * step / total if total else 0.0
     color = STATUS_COLOR.get(status, "#2563eb")
-    bar = (f"<div style='width:420px;height:10px;background:rgba(127,127,127,.2);border-radius:3px;margin:4px 0'>"
-           f"<div style='width:{pct:.1f}%;height:10px;background:{color};border-radius:3px'></div></div>")
-    cells = "".join(f"<td class='pm-dim'>{escape(k)}</td><td>{escape(v)}</td>" for k, v in stats(p))
-    rows = "<table><tr>" + cells[: cells.find("<td class='pm-dim'>lr")] + "</tr><tr>" + \
-        cells[cells.find("<td class='pm-dim'>lr"):] + "</tr></table>"
+    bar = (f"<div class='pm-run-bar' style='width:420px;height:10px;background:rgba(127,127,127,.2);"
+           f"border-radius:3px;margin:4px 0'><div class='pm-run-bar-fill' style='width:{pct:.1f}%;height:10px;"
+           f"background:{color};border-radius:3px'></div></div>")
+    # the readouts as the live widget shows them: label · value pairs in one wrapping line (not a
+    # table, whose cells each front end's own CSS aligns differently)
+    rows = "<div class='pm-readouts'>" + " &nbsp; ".join(
+        f"<span class='pm-dim'>{escape(k)}</span>&nbsp;{escape(v)}" for k, v in stats(p)) + "</div>"
     series = [("loss", losses)]
     chart = line_chart(series, x_max=total or None)
     if eval_losses:
@@ -114,23 +190,50 @@ class _Base:
 
 
 class TextRenderer(_Base):
-    """One line, rewritten in place (``\\r``), for terminal IPython and scripts."""
+    """One line, rewritten in place (``\\r``), for terminal IPython and scripts.
 
-    def __init__(self, stream: Any = None) -> None:
+    On a terminal the line fits its width (read at each update, so a resize is
+    followed), one column spare: a line that wraps cannot be rewritten with ``\\r``
+    and would leave a row behind per update.
+    """
+
+    def __init__(self, stream: Any = None, width: int | None = None) -> None:
         super().__init__()
         self.stream = stream or sys.stdout
+        self.width = width  # fixed width (tests); None: the terminal's, if the stream is one
         self._last = 0
+
+    def columns(self) -> int | None:
+        """The room for one line: ``width``, else ``$COLUMNS``, else the terminal's; None in a pipe."""
+        if self.width:
+            return self.width
+        env = os.environ.get("COLUMNS", "")
+        if env.isdigit() and int(env) > 0:
+            return int(env) - 1
+        try:
+            if self.stream.isatty():
+                return os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (AttributeError, OSError, ValueError):
+            pass
+        return None
+
+    def _wrapped(self, text: str) -> str:
+        cols = self.columns()
+        return textwrap.fill(text, cols, subsequent_indent="  ") if cols and cols >= 20 else text
 
     def warn(self) -> None:
         if self.data:
             self.stream.write(f"data: {self.data}\n")
         for w in self.warnings:
-            self.stream.write(f"warning: {w}\n")
+            self.stream.write(self._wrapped(f"warning: {w}") + "\n")
         self.stream.flush()
 
     def update(self) -> None:
-        line = text_line(self.state)
+        cols = self.columns()
+        line = text_line(self.state, cols)
         pad = max(0, self._last - len(line))
+        if cols:
+            pad = min(pad, cols - len(line))
         self.stream.write("\r" + line + " " * pad)
         self.stream.flush()
         self._last = len(line)
@@ -138,7 +241,8 @@ class TextRenderer(_Base):
     def finish(self, status: str, message: str | None) -> None:
         self.update()
         steps = f"{self.state.get('step', 0)}/{self.state.get('total_steps') or '?'}"
-        self.stream.write("\n" + f"{self.title}: {status} {steps}" + (f" — {message}" if message else "") + "\n")
+        summary = f"{self.title}: {status} {steps}" + (f" — {message}" if message else "")
+        self.stream.write("\n" + self._wrapped(summary) + "\n")
         self.stream.flush()
 
 
@@ -155,7 +259,10 @@ class WidgetRenderer(_Base):
         super().__init__()
         import ipywidgets as w
 
+        from . import widgets as compat
+
         self.w = w
+        self._compat = compat
         self.header = w.HTML()
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="info",
                                  layout=w.Layout(width="420px"))
@@ -169,12 +276,8 @@ class WidgetRenderer(_Base):
         self.display_id = uuid.uuid4().hex
 
     def _bundle(self, html: str) -> dict[str, Any]:
-        return {
-            "application/vnd.jupyter.widget-view+json": {"model_id": self.box.model_id, "version_major": 2,
-                                                         "version_minor": 0},
-            "text/html": html,
-            "text/plain": text_line(self.state) if self.state else self.title,
-        }
+        """The live output: the widget, with static HTML beside it for viewers without widgets."""
+        return self._compat.view_bundle(self.box, html, text_line(self.state) if self.state else self.title)
 
     def start(self) -> None:
         from IPython.display import display
@@ -227,7 +330,11 @@ class WidgetRenderer(_Base):
         notes = "; ".join(f"warning: {w}" for w in self.warnings)
         html = snapshot_html(self.state, self.losses, self.title, status,
                              "; ".join(x for x in (message, notes) if x) or None, self.eval_losses, self.data)
-        update_display(self._bundle(html), raw=True, display_id=self.display_id)
+        steps = f"{self.state.get('step', 0)}/{self.state.get('total_steps') or '?'}"
+        text = f"{self.title}: {status} {steps}" + (f" — {message}" if message else "")
+        # the finished run: static HTML alone (see the module's docstring)
+        update_display({"text/html": html, "text/plain": text + "\n" + text_line(self.state)}, raw=True,
+                       display_id=self.display_id)
 
 
 def in_kernel() -> bool:

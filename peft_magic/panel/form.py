@@ -3,8 +3,9 @@
 Why generated: peft has ~45 methods and adds more every release; each config dataclass
 already declares its fields' types, defaults and help (``method_registry.FieldInfo``).
 One widget per field, chosen by the field's kind, keeps the form right for methods that
-did not exist when this was written. Common fields come first; the rest sit under an
-"advanced" accordion so LoRA's 30-odd fields do not bury ``r`` and ``alpha``.
+did not exist when this was written. Common fields come first; the rest sit in a
+collapsed "advanced" section (a toggle, not an ``Accordion``, which Colab's widget manager
+breaks) so LoRA's 30-odd fields do not bury ``r`` and ``alpha``.
 
 A field counts as *set* only when its value differs from the default the model would
 get anyway (peft's default, or the engine's adaptive default for this model), so an
@@ -22,6 +23,7 @@ import ipywidgets as widgets
 from ..errors import PeftMagicError
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import FieldInfo
+from ..display.widgets import Collapsible, set_tooltip
 from ..syntax.write import read_text_value
 
 DESCRIPTION_WIDTH = "170px"
@@ -66,7 +68,7 @@ class FieldWidget:
         self.pinned = False  # shown from an adapter's explicit settings: counts as set even at the default
         self.widget = self._make()
         tip = info.help or info.name
-        self.widget.tooltip = tip
+        set_tooltip(self.widget, tip)
         short = tip if len(tip) <= HELP_CHARS else tip[: HELP_CHARS - 1].rsplit(" ", 1)[0] + " …"
         self.help = widgets.HTML(
             f"<div class='pm-help' title='{html.escape(tip, quote=True)}' style='font-size:11px;"
@@ -174,7 +176,7 @@ class FieldWidget:
 
 
 class SettingsForm:
-    """The generated form for one method: ``rows`` (common) and ``advanced`` (accordion)."""
+    """The generated form for one method: ``main`` (common fields) and ``advanced`` (collapsed)."""
 
     def __init__(self, method: str, fields: dict[str, FieldInfo], defaults: dict[str, Any] | None = None,
                  skip: tuple[str, ...] = ()) -> None:
@@ -192,9 +194,8 @@ class SettingsForm:
         self.common = common
         self.rest = rest
         self.main = widgets.VBox([f.row for f in common])
-        self.advanced = widgets.Accordion(children=[widgets.VBox([f.row for f in rest])],
-                                          titles=(f"advanced ({len(rest)} more settings)",))
-        self.advanced.selected_index = None
+        self.advanced = Collapsible(f"advanced ({len(rest)} more settings)", [f.row for f in rest])
+        self.advanced.add_class("pm-advanced")
         self.advanced.layout.display = "" if rest else "none"
         self.box = widgets.VBox([self.main, self.advanced])
 

@@ -36,6 +36,7 @@ from .. import events, notebook
 from ..adapter_ops.attach import attach, detach
 from ..adapter_ops.preview import preview
 from ..adapter_ops.summary import summarize
+from ..display.widgets import set_tooltip, tab, view_bundle
 from ..errors import PeftMagicError, first_line
 from ..fmt import group_names
 from ..model.facts import infer_task, quantization_of
@@ -107,11 +108,10 @@ class PeftPanel(widgets.VBox):
         ])
         self.trainer = TrainSection(self)
         self.saver = SaveSection(self)
-        self.tabs = widgets.Tab(children=[adapter_tab, self.trainer.box, self.saver.box],
-                                titles=("Adapter", "Train", "Save"))
+        self.tabs = tab([adapter_tab, self.trainer.box, self.saver.box], ("Adapter", "Train", "Save"))
         self.line = widgets.Text(value="", description="as a magic", style={"description_width": "80px"},
-                                 layout=widgets.Layout(width="100%"),
-                                 tooltip="the same as a %peft line: copy it into a cell")
+                                 layout=widgets.Layout(width="100%"))
+        set_tooltip(self.line, "the same as a %peft line: copy it into a cell")
         self.line.add_class("pm-line")
         self.status = widgets.HTML()
         self.status.add_class("pm-status")
@@ -519,12 +519,14 @@ class PeftPanel(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget, plus static HTML for viewers without widgets (GitHub, nbviewer)."""
-        bundle = super()._repr_mimebundle_(**kwargs)
-        if isinstance(bundle, dict):
-            line = html.escape(self._adapter_line or "")
-            bundle["text/html"] = (f"{self.header.value}<div style='{_DIM}'>(the interactive panel needs a "
-                                   f"notebook with widgets) — as a magic: <code>{line}</code></div>")
-        return bundle
+        line = html.escape(self._adapter_line or "")
+        static = (f"{self.header.value}<div style='{_DIM}'>(the interactive panel needs a "
+                  f"notebook with widgets) — as a magic: <code>{line}</code></div>")
+        return view_bundle(self, static, repr(self))
+
+    # ipywidgets 7 displays a widget through this hook (widget view only, no HTML beside
+    # it); without it IPython asks _repr_mimebundle_, as on ipywidgets 8.
+    _ipython_display_ = None
 
     def __repr__(self) -> str:
         return (f"peft_magic panel for '{self.var}' (a widget: it shows in a notebook front end; "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..display.widgets import set_tooltip
 from ..errors import PeftMagicError
 from ..syntax.write import command_line
 
@@ -266,10 +267,10 @@ class SaveSection:
             if self.merged.value:
                 self.merged.value = False
             self.merged.disabled = True
-            self.merged.tooltip = merge_reason
+            set_tooltip(self.merged, merge_reason)
         else:
             self.merged.disabled = False
-            self.merged.tooltip = "save the base model with the adapter merged in (loads without peft)"
+            set_tooltip(self.merged, "save the base model with the adapter merged in (loads without peft)")
         reason = self.why_not()
         self.button.disabled = reason is not None
         self.button.tooltip = reason or "save"
