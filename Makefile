@@ -62,7 +62,7 @@ ipywidgets7: $(IPYW7_STAMP)
 # The README's pictures (docs/images/*.png), taken by the browser tests from the current code.
 screenshots: venv browser-deps
 	PEFT_MAGIC_SCREENSHOTS=$(abspath docs/images) $(PY) -m pytest tests/test_panel_browser.py \
-	  tests/test_training_browser.py tests/test_labextension_browser.py
+	  tests/test_training_browser.py tests/test_labextension_browser.py tests/test_compare_browser.py
 
 bench: venv
 	$(PY) bench/run_all.py
