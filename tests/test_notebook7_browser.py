@@ -18,7 +18,7 @@ from browser import JupyterLab, NotebookPage, chromium
 
 pytestmark = pytest.mark.browser
 
-STEPS = 40
+STEPS = 300  # long enough to be seen counting up on a fast machine (updates come ≤ 4 a second)
 PANEL = ".peft-magic-panel"
 CELLS = [
     "%load_ext peft_magic\n%peft load tiny-llama",
