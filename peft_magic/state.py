@@ -148,6 +148,12 @@ class Run(HtmlRepr):
     output_dir: str | None = None  # trainer checkpoints (for --resume)
     last_lr: float | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
+    # speed (training/speed.py): the profile (--profile), compile=True's cost, checkpointing's
+    profile: Any = None  # training.profiling.Profile
+    steady_tokens_per_s: float | None = None  # after the first step, without compiling steps
+    compile_seconds: float | None = None  # compile=True: time the compiling steps took beyond the steady pace
+    compile_steps: int = 0
+    checkpointing: Any = None  # training.checkpointing.CheckpointingCost with checkpointing=True
 
     def __repr__(self) -> str:
         first = self.losses[0][1] if self.losses else None
@@ -155,7 +161,17 @@ class Run(HtmlRepr):
         peak = f" · peak {fmt_bytes(self.peak_memory)} {self.memory_kind or ''}".rstrip() if self.peak_memory else ""
         msg = f" — {self.message}" if self.message and self.status != "completed" else ""
         return (f"Run {self.run_id} · {self.method} '{self.adapter}' · {self.status} {self.steps_done}/"
-                f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{msg}")
+                f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{self.speed_text()}{msg}")
+
+    def speed_text(self) -> str:
+        """`` · compiled in 41.2 s, steady 1,234 tokens/s · checkpointing: …`` (empty for a plain run)."""
+        out = ""
+        if self.compile_seconds is not None:
+            rate = f", steady {self.steady_tokens_per_s:,.0f} tokens/s" if self.steady_tokens_per_s else ""
+            out += f" · compiled in {self.compile_seconds:.1f} s{rate}"
+        if self.checkpointing is not None:
+            out += f" · checkpointing: {self.checkpointing}"
+        return out
 
 
 _runs: list[Run] = []

@@ -1,9 +1,15 @@
 """Undo a failed change to a model: what an attach may alter, recorded and put back.
 
 Why: peft modifies the user's model in place, and an attach that fails halfway (a method
-without 4-bit support, a layer type it cannot wrap) leaves wrapped layers, changed
-``requires_grad`` flags and dtypes behind. A snapshot taken before, restored on failure,
-keeps the promise that a failed command changes nothing.
+without 4-bit support, a layer type it cannot wrap, ``r=0``, a target that matches
+nothing) leaves wrapped layers, changed ``requires_grad`` flags, dtypes and hooks behind.
+A snapshot taken before, restored on failure, keeps the promise that a failed command
+changes nothing.
+
+The snapshot is structural: every module's children, parameters, buffers and hooks, as
+the dicts ``torch.nn.Module`` keeps them in (about 2 ms for a 135M model). Restoring those
+dicts puts back the very module objects the model had, whatever peft replaced, so a fresh
+attach needs no dry run first (which cost as much as the attach itself).
 """
 
 from __future__ import annotations
@@ -17,15 +23,42 @@ from ..model.quantized import disable_cpu_4bit_repacking
 from ..state import ModelState
 
 
+#: the per-module dicts torch keeps a model's structure and hooks in
+_TREE = ("_modules", "_parameters", "_buffers")
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+          "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
 def snapshot(base: Any) -> dict[str, Any]:
     """What a failed attach might change on the base model, to put back."""
+    params = list(base.named_parameters())
+    modules = list(base.modules())
     return {
-        "requires_grad": {n: p.requires_grad for n, p in base.named_parameters()},
-        "dtype": {n: p.dtype for n, p in base.named_parameters()},
+        "requires_grad": {n: p.requires_grad for n, p in params},
+        "dtype": {n: p.dtype for n, p in params},
         "had_peft_config": "peft_config" in base.__dict__,
         "peft_config": base.__dict__.get("peft_config"),
         "gc": is_checkpointing(base),
+        "tree": [(m, [dict(m.__dict__[d]) for d in _TREE]) for m in modules],
+        "hooks": [(m, [set(m.__dict__[h]) if h in m.__dict__ else None for h in _HOOKS]) for m in modules],
     }
+
+
+def _restore_tree(snap: dict[str, Any]) -> None:
+    """Every module's children, parameters and buffers back to the objects they were; hooks
+    added since the snapshot removed."""
+    for module, saved in snap.get("tree", ()):
+        for d, before in zip(_TREE, saved):
+            now = module.__dict__[d]
+            if now != before or list(now) != list(before):
+                now.clear()
+                now.update(before)
+    for module, saved in snap.get("hooks", ()):
+        for h, before in zip(_HOOKS, saved):
+            now = module.__dict__.get(h)
+            if before is not None and now is not None and now.keys() != before:
+                for key in [k for k in now if k not in before]:
+                    del now[key]
 
 
 def restore_grads(base: Any, snap: dict[str, Any]) -> None:
@@ -36,7 +69,9 @@ def restore_grads(base: Any, snap: dict[str, Any]) -> None:
 
 
 def restore(base: Any, snap: dict[str, Any]) -> None:
-    """Take every peft wrapper off ``base`` and put flags, dtypes and checkpointing back."""
+    """Take every peft wrapper off ``base`` and put structure, hooks, flags, dtypes and
+    checkpointing back."""
+    _restore_tree(snap)
     peft_view.strip_tuner_layers(base)
     for n, p in base.named_parameters():
         if n in snap["dtype"] and p.dtype != snap["dtype"][n] and not is_quantized_param(p):

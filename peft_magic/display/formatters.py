@@ -77,6 +77,12 @@ def _generation(g: Any) -> str:
     return generation_html(g)
 
 
+def _profile(p: Any) -> str:
+    from .profile_html import profile_html
+
+    return profile_html(p)
+
+
 def _plan(p: Any) -> str:
     from .plan_html import plan_html
 
@@ -87,7 +93,7 @@ RENDERERS = {
     "AttachResult": _attach, "ModelSummary": _summary, "TargetReport": _targets, "MethodsReport": _methods,
     "LoadResult": _load, "Run": lambda r: _one_line(r, "pm-dim"), "RunsReport": _runs,
     "WatchReport": _one_line, "LifecycleResult": _lifecycle, "AdaptersTable": _adapters,
-    "GenerationResult": _generation, "Plan": _plan,
+    "GenerationResult": _generation, "Plan": _plan, "Profile": _profile,
 }
 
 

@@ -24,6 +24,7 @@ from ..fmt import fmt_bytes, fmt_duration
 from ..state import runs
 from ..svg import line_chart
 from .html import escape, wrap
+from .profile_html import speed_readouts
 
 STATUS_STYLE = {"completed": "success", "interrupted": "warning", "oom": "danger", "error": "danger",
                 "training": "info", "running": "info"}
@@ -58,7 +59,7 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ]
+    ] + speed_readouts(p.get("speed"))
 
 
 def text_line(p: dict[str, Any]) -> str:
@@ -262,6 +263,8 @@ class ProgressDisplay:
         self.run_id: int | None = None
         self._unsub = None
         self.finished = False
+        self.speed: dict[str, Any] = {}  # the run's compile / checkpointing readouts (``speed`` events)
+        self.verb = title  # "Training" / "Profiling": the title once the run names its adapter
         if renderer is not None:
             renderer.title = title
 
@@ -273,7 +276,7 @@ class ProgressDisplay:
         if e.kind == "run_start" and self.run_id is None:
             self.run_id = rid
             if e.data.get("method") and e.data.get("adapter"):
-                r.title = f"Training {e.data['method']} adapter '{e.data['adapter']}'"
+                r.title = f"{self.verb} {e.data['method']} adapter '{e.data['adapter']}'"
             r.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
                        "status": "training"}
             record = next((x for x in reversed(runs()) if x.run_id == rid), None)
@@ -287,8 +290,12 @@ class ProgressDisplay:
             return
         if rid is None or rid != self.run_id:
             return
-        if e.kind == "progress":
-            r.state = dict(e.data)
+        if e.kind == "speed":
+            self.speed.update({k: v for k, v in e.data.items() if k != "run_id"})
+            r.state["speed"] = dict(self.speed)
+            r.update()
+        elif e.kind == "progress":
+            r.state = dict(e.data, speed=dict(self.speed))
             r.update()
         elif e.kind == "run_end":
             r.state["status"] = e.data.get("status")

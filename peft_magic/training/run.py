@@ -40,6 +40,7 @@ from ..model.quantized import disable_cpu_4bit_repacking
 from ..peft_methods.quirks import default_lr
 from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
 from . import data as data_mod
+from . import speed as speed_mod
 from .args import DEFAULT_BATCH, normalize_args, planned_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
@@ -62,6 +63,8 @@ class _Job:
     eval_examples: Any
     tokenizer: Any
     resume_from: str | None = None
+    profile: Any = None  # a profiling.ProfileRequest: profile a window of steps
+    keep_run: bool = True  # False (%peft profile): the run is not kept in runs(), nor resumable
 
 
 def _find_peft(model: Any) -> Any:
@@ -87,7 +90,7 @@ def _label_names(peft_model: Any, task: str) -> list[str] | None:
 
 
 def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, method: str, data: Any,
-             tokenizer: Any, output_dir: str | None, settings: dict[str, Any]) -> _Job:
+             tokenizer: Any, output_dir: str | None, settings: dict[str, Any], keep_run: bool = True) -> _Job:
     args = normalize_args(settings)
     if data is None:
         raise PeftMagicError("which data?", "data=VARIABLE or a .jsonl/.json/.csv/.txt path")
@@ -109,8 +112,10 @@ def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, 
     run = Run(run_id=next_run_id(), model_id=st.model_id, adapter=adapter, method=method, settings=dict(settings),
               total_steps=0, started_at=time.time())
     run.output_dir = output_dir or str(_runs_dir() / f"run-{run.run_id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    add_run(run)
-    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_examples, tokenizer)
+    if keep_run:
+        add_run(run)
+    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_examples, tokenizer,
+                keep_run=keep_run)
 
 
 def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, data: Any,
@@ -127,7 +132,8 @@ def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: s
 
 
 def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str | None = None,
-          resume: bool = False, output_dir: str | None = None, **settings: Any) -> Run:
+          resume: bool = False, output_dir: str | None = None, profile: Any = False, trace: str | None = None,
+          keep_run: bool = True, **settings: Any) -> Run:
     """Train the active adapter of ``model`` on ``data``; returns the :class:`~peft_magic.state.Run`.
 
     ``data``: a list of str or dicts, a DataFrame, a ``datasets.Dataset``/``DatasetDict``,
@@ -135,6 +141,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     ``settings``: ``steps``, ``epochs``, ``lr``, ``batch``, ``grad_accum``, ``max_len``,
     ``eval`` (data or a fraction to hold out) and any ``TrainingArguments`` field.
     ``resume=True`` continues this model's last interrupted run from its checkpoint.
+    ``profile=True`` (or a ``profiling.ProfileRequest``) profiles a window of steps into
+    ``run.profile``; ``trace=DIR`` also writes its Chrome / Perfetto trace. ``compile=True``
+    and ``checkpointing=True`` are settings (``training/speed.py`` measures what they do).
 
     Training errors that the user can act on (bad data, out of memory) raise
     :class:`PeftMagicError` after the model has been made usable again; an interrupt does
@@ -153,10 +162,12 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     task = peft_view.task_type(config) or "CAUSAL_LM"
     record = st.adapters.get(name)
     method = record.method if record else peft_type.lower()
+    speed_mod.check(peft_type, method, settings)
     if resume:
         job = _resumed_job(peft_model, st, name, peft_type, task, data, settings)
     else:
-        job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings)
+        job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings, keep_run)
+    job.profile = speed_mod.profile_request(profile, trace, job)
     return _run_trainer(job)
 
 
@@ -209,8 +220,10 @@ def _run_trainer(job: _Job) -> Run:
     sampler = PeakSampler(device, interval=0.1)
     trainer = _make_trainer(job, training_args, collator,
                             make_callbacks(run, interrupt, collator, device, sampler, pm, is_adalora))
+    speed = speed_mod.install(job, trainer, collator, device, job.profile)
     was_training = pm.training
     error = _train_guarded(trainer, job, sampler, interrupt)
+    speed.finish()
     run.steps_done = trainer.state.global_step
     run.total_steps = trainer.state.max_steps or run.total_steps
     trainer = None
@@ -262,7 +275,9 @@ def _finish(job: _Job, device: str, sampler: PeakSampler, error: tuple[str, str]
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if run.status == "interrupted" and checkpoint:
+    if not job.keep_run:
+        pass
+    elif run.status == "interrupted" and checkpoint:
         set_resume(run.run_id, {"args": job.args, "examples": job.examples, "eval": job.eval_examples,
                                 "tokenizer": job.tokenizer, "checkpoint": checkpoint})
     elif run.status == "completed":
