@@ -154,6 +154,7 @@ class Run(HtmlRepr):
     compile_seconds: float | None = None  # compile=True: time the compiling steps took beyond the steady pace
     compile_steps: int = 0
     checkpointing: Any = None  # training.checkpointing.CheckpointingCost with checkpointing=True
+    step_times: Any = None  # training.compiling.StepTimes: each step's seconds, tokens, whether it compiled
 
     def __repr__(self) -> str:
         first = self.losses[0][1] if self.losses else None

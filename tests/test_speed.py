@@ -244,6 +244,10 @@ def test_checkpointing_run_shows_what_it_saved_and_cost_and_puts_the_model_back(
     assert not is_checkpointing(base)  # the Trainer turned it on; the run turned it off again
     again = pm.train(model, TEXTS, tokenizer=tok, steps=2, batch=8, display=None)
     assert again.checkpointing is None and "checkpointing" not in repr(again)
+    rows = {r[0]: r for r in pm.runs().rows()}  # %peft runs: the speed column
+    speed = rows[str(run.run_id)][pm.runs().HEADERS.index("speed")]
+    assert "checkpointing −" in speed and "recompute" in speed and "tokens/s" in speed
+    assert "checkpointing" not in rows[str(again.run_id)][pm.runs().HEADERS.index("speed")]
 
 
 # ----------------------------------------------------------------------------- attach

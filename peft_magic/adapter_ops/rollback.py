@@ -25,22 +25,36 @@ from ..state import ModelState
 
 #: the per-module dicts torch keeps a model's structure and hooks in
 _TREE = ("_modules", "_parameters", "_buffers")
+_EMPTY: frozenset = frozenset()
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
           "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
 
 
 def snapshot(base: Any) -> dict[str, Any]:
-    """What a failed attach might change on the base model, to put back."""
-    params = list(base.named_parameters())
-    modules = list(base.modules())
+    """What a failed attach might change on the base model, to put back (one walk of the
+    module tree: it is the cost here)."""
+    requires_grad: dict[str, bool] = {}
+    dtype: dict[str, Any] = {}
+    tree, hooks = [], []
+    seen: set[int] = set()
+    for mname, m in base.named_modules():
+        d = m.__dict__
+        tree.append((m, [dict(d[t]) for t in _TREE]))
+        present = [set(d[h]) if d.get(h) else _EMPTY for h in _HOOKS]
+        hooks.append((m, present))
+        for pname, p in d["_parameters"].items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                name = f"{mname}.{pname}" if mname else pname
+                requires_grad[name], dtype[name] = p.requires_grad, p.dtype
     return {
-        "requires_grad": {n: p.requires_grad for n, p in params},
-        "dtype": {n: p.dtype for n, p in params},
+        "requires_grad": requires_grad,
+        "dtype": dtype,
         "had_peft_config": "peft_config" in base.__dict__,
         "peft_config": base.__dict__.get("peft_config"),
         "gc": is_checkpointing(base),
-        "tree": [(m, [dict(m.__dict__[d]) for d in _TREE]) for m in modules],
-        "hooks": [(m, [set(m.__dict__[h]) if h in m.__dict__ else None for h in _HOOKS]) for m in modules],
+        "tree": tree,
+        "hooks": hooks,
     }
 
 
@@ -56,7 +70,7 @@ def _restore_tree(snap: dict[str, Any]) -> None:
     for module, saved in snap.get("hooks", ()):
         for h, before in zip(_HOOKS, saved):
             now = module.__dict__.get(h)
-            if before is not None and now is not None and now.keys() != before:
+            if now and now.keys() != before:
                 for key in [k for k in now if k not in before]:
                     del now[key]
 

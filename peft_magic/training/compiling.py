@@ -6,9 +6,14 @@
 module — on CPU through inductor's C++ backend (a C++ compiler is needed), on CUDA
 through Triton.
 
-What a user needs to judge it: compiling happens inside the first step(s) — the first
-batch, then once more when a second sequence length makes dynamo generalise the graph
-to dynamic shapes — and takes tens of seconds, after which each step is faster. So
+Our batches are padded dynamically, so a run sees many sequence lengths. Left to its
+defaults, dynamo compiles the first batch for its exact shape, then compiles again with
+dynamic shapes at the second length (plain ``Trainer(torch_compile=True)``); here the
+run compiles with dynamic shapes from the first batch (:func:`dynamic_shapes`): one
+compile instead of two, and on CPU a faster steady state too (``bench/RESULTS.md``).
+
+What a user needs to judge it: compiling happens inside the first step(s) and takes tens
+of seconds (minutes for a 135M model on two CPU cores), after which each step is faster. So
 :class:`StepClock` times every step and notes which ones compiled (dynamo's own
 compilation records grew during the step); the display says "compiling…" until the first
 step without compiling, then how long compiling took (the compiling steps minus what
@@ -35,6 +40,27 @@ _COMPILE_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "tor
 
 def requested(args: dict[str, Any]) -> bool:
     return bool(args.get("torch_compile"))
+
+
+class dynamic_shapes:  # noqa: N801 — used like a context manager, started and stopped by training/speed.py
+    """Compile with dynamic shapes from the first batch (dynamo's ``assume_static_by_default``
+    off) for the length of one run; the setting is put back afterwards."""
+
+    def __init__(self) -> None:
+        self._before: bool | None = None
+
+    def start(self) -> None:
+        import torch._dynamo
+
+        self._before = torch._dynamo.config.assume_static_by_default
+        torch._dynamo.config.assume_static_by_default = False
+
+    def stop(self) -> None:
+        if self._before is not None:
+            import torch._dynamo
+
+            torch._dynamo.config.assume_static_by_default = self._before
+            self._before = None
 
 
 def _compile_events() -> int:
@@ -149,6 +175,7 @@ def step_clock(run: Any, collator: Any, compiling: bool) -> Any:
 
         def on_train_end(self, args, state, control, **kw):
             t = self.times
+            run.step_times = t
             run.steady_tokens_per_s = t.steady_tokens_per_s
             if compiling:
                 run.compile_seconds = t.compile_seconds if t.compile_steps else 0.0

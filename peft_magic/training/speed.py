@@ -6,7 +6,8 @@ modules it combines:
 
 * every run: each step's time and real tokens (``compiling.step_clock``), so the run
   knows its steady-state tokens/s (after the first step);
-* ``compile=True``: which steps compiled and what that cost (``compiling``);
+* ``compile=True``: dynamic shapes from the first batch, which steps compiled and what
+  that cost (``compiling``);
 * ``checkpointing=True``: the activations it saves (planned) and the recompute it costs
   (measured), and the model put back as it was afterwards (``checkpointing``);
 * ``profile=``: the phase split of a window of steps under ``torch.profiler``
@@ -72,6 +73,9 @@ class Speed:
         self.ckpt = checkpointing.requested(args)
         self.clock = compiling.step_clock(run, collator, self.compiling)
         trainer.add_callback(self.clock)
+        self.dynamic = compiling.dynamic_shapes()
+        if self.compiling:
+            self.dynamic.start()
         self.cost: checkpointing.CheckpointingCost | None = None
         self.meter: checkpointing.RecomputeMeter | None = None
         self.restore = checkpointing.Restore(job.peft_model.get_base_model())
@@ -114,6 +118,7 @@ class Speed:
     def finish(self) -> None:
         """Take every instrument off (the model outlives the trainer) and fill in the run."""
         run = self.job.run
+        self.dynamic.stop()
         if self.meter is not None:
             self._update_cost()
             self.meter.uninstall()
