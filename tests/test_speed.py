@@ -256,7 +256,8 @@ def test_checkpointing_run_shows_what_it_saved_and_cost_and_puts_the_model_back(
 def _full_fingerprint(model) -> tuple:
     """Everything a failed attach could leave behind: module objects and types, parameter
     objects, values, flags, dtypes, hooks, peft_config."""
-    mods = tuple((n, id(m), type(m).__name__, len(m._forward_hooks), len(m._forward_pre_hooks))
+    mods = tuple((n, id(m), f"{type(m).__module__}.{type(m).__qualname__}", len(m._forward_hooks),
+                  len(m._forward_pre_hooks))
                  for n, m in model.named_modules())
     params = tuple((n, id(p), p.requires_grad, p.dtype, float(p.detach().double().sum()))
                    for n, p in model.named_parameters())
@@ -266,9 +267,11 @@ def _full_fingerprint(model) -> tuple:
 @pytest.mark.parametrize("method,settings,expected", [
     ("lora", {"r": 0}, "r"),
     ("lora", {"target_modules": ["nope_proj"]}, "not found"),
-    # a partial injection: q_proj of layer 0 is wrapped before the RMSNorm fails
     ("lora", {"target_modules": ["q_proj", "input_layernorm"]}, "cannot attach lora"),
-    ("ia3", {"target_modules": ["k_proj"], "feedforward_modules": ["down_proj"]}, "cannot attach ia3"),
+    # a partial injection: three layers are wrapped (new modules, trainable tensors) before the fourth fails
+    ("lora", {"target_modules": ["q_proj", "v_proj"], "rank_pattern": {"model.layers.1.self_attn.v_proj": 0}},
+     "cannot attach lora"),
+    ("ia3", {"target_modules": ["k_proj", "input_layernorm"], "feedforward_modules": []}, "cannot attach ia3"),
     ("prompt", {"num_virtual_tokens": 0}, "prompt"),
 ])
 def test_a_failed_first_attach_leaves_the_model_exactly_as_it_was(method, settings, expected):
