@@ -176,8 +176,8 @@ def test_a_compilation_error_is_one_line_with_the_fallback(tmp_path):
     lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("ERROR:", "USABLE:", "RUN:"))]
     error = next((ln[6:] for ln in lines if ln.startswith("ERROR:")), None)
     assert error is not None, res.stdout[-2000:] + res.stderr[-3000:]
-    assert "\n" not in error and "torch.compile failed at step 0/2" in error
-    assert error.endswith("train without it with compile=False"), error
+    assert "\n" not in error and "torch.compile failed at step 0/2: InvalidCxxCompiler:" in error
+    assert "needs a C++ compiler" in error and error.endswith("train without it with compile=False"), error
     assert "USABLE: True" in lines and "RUN: error" in lines
 
 

@@ -10,7 +10,7 @@ Our batches are padded dynamically, so a run sees many sequence lengths. Left to
 defaults, dynamo compiles the first batch for its exact shape, then compiles again with
 dynamic shapes at the second length (plain ``Trainer(torch_compile=True)``); here the
 run compiles with dynamic shapes from the first batch (:func:`dynamic_shapes`): one
-compile instead of two, and on CPU a faster steady state too (``bench/RESULTS.md``).
+compile instead of two, for the same steady state (``bench/RESULTS.md``).
 
 What a user needs to judge it: compiling happens inside the first step(s) and takes tens
 of seconds (minutes for a 135M model on two CPU cores), after which each step is faster. So
@@ -88,14 +88,19 @@ def is_compile_error(e: BaseException) -> bool:
 
 
 def failure_line(e: BaseException, where: str) -> str | None:
-    """One line for a compilation error, naming the fallback; None for other errors."""
+    """One line for a compilation error, naming the fallback; None for other errors.
+
+    Dynamo wraps a backend's error (``BackendCompilerFailed: backend='inductor' raised:``);
+    the line names the error inside, which is the one that says what went wrong."""
     if not is_compile_error(e):
         return None
-    msg = first_line(e)
-    low = msg.lower()
-    if "invalidcxxcompiler" in type(e).__name__.lower() or "compiler" in low and ("not found" in low or "no such" in low):
-        msg = "no working C++ compiler for inductor's CPU code (install g++ or set CXX)"
-    return f"torch.compile failed {where}: {type(e).__name__}: {msg} — train without it with compile=False"
+    inner = e
+    while getattr(inner, "inner_exception", None) is not None:
+        inner = inner.inner_exception  # type: ignore[attr-defined]
+    msg = first_line(inner)
+    if type(inner).__name__ == "InvalidCxxCompiler" or "c++ compiler" in msg.lower():
+        msg = f"{msg} — inductor's CPU code needs a C++ compiler (install g++, or set CXX)"
+    return f"torch.compile failed {where}: {type(inner).__name__}: {msg}; train without it with compile=False"
 
 
 @dataclass
