@@ -277,51 +277,64 @@ def _child(kind: str, *args: str) -> dict:
     return json.loads(lines[-1][2:])
 
 
-def _steady_stats(r: dict, pace_from: dict | None = None) -> tuple[float, float, int, float]:
-    """(median per-step real tokens/s, mean tokens/s, n, compile seconds) over the steady
-    steps: after the first, not compiling (a step is 'compiling' when it took over 5× the
-    steady median, for the plain Trainer whose compiles we cannot see), outside the window."""
-    secs, toks = r["seconds"], r["tokens"]
-    skip = set(r.get("window") or [])
-    compiled = r.get("compiled") or [False] * len(secs)
-    idx = [i for i in range(1, len(secs)) if not compiled[i] and i not in skip]
-    pace = median([secs[i] for i in idx])
-    if "compiled" not in r:  # the plain Trainer: find its compiling steps by their time
-        compiled = [s > 5 * pace for s in secs]
-        idx = [i for i in idx if not compiled[i]]
-        pace = median([secs[i] for i in idx])
-    comp = sum(s - pace for s, c in zip(secs, compiled) if c)
-    return (median([toks[i] / secs[i] for i in idx]), sum(toks[i] for i in idx) / sum(secs[i] for i in idx),
-            len(idx), comp, sum(compiled))
+def _compiling(r: dict) -> list[bool]:
+    """Which steps compiled: recorded by our runs; for the plain Trainer (whose compiles we
+    cannot see) the steps that took over 20× the run's median step."""
+    if r.get("compiled"):
+        return r["compiled"]
+    pace = median(r["seconds"])
+    return [s > 20 * pace for s in r["seconds"]]
 
 
-def compile_vs_eager(models: list[str]) -> str:
+def compile_vs_eager(models: list[str], rounds: dict[str, int]) -> str:
+    """Every variant sees the same batches in the same order (same seed, same sampler), so
+    step i is the same work in each: the speed-up is the median of per-step paired ratios
+    over the steps that are steady in every variant (after the first, not compiling, not in
+    the profile window), pooled over the rounds."""
     rows, splits = [], []
     for name in models:
         variants = ["eager", "plain", "ours"] if name == "tiny-llama" else ["eager", "ours"]
-        res = {v: _child("compile", name, v) for v in variants}
-        e_med = _steady_stats(res["eager"])[0]
+        runs: dict[str, list[dict]] = {v: [] for v in variants}
+        for i in range(rounds[name]):
+            for v in (variants if i % 2 == 0 else list(reversed(variants))):
+                runs[v].append(_child("compile", name, v))
+        n_steps = len(runs["eager"][0]["seconds"])
+        ratios: dict[str, list[float]] = {v: [] for v in variants}
+        tps: dict[str, list[float]] = {v: [] for v in variants}
+        for k in range(rounds[name]):
+            rs = {v: runs[v][k] for v in variants}
+            bad = set(rs["ours"].get("window") or []) | {0}
+            for r in rs.values():
+                bad |= {i for i, c in enumerate(_compiling(r)) if c}
+            idx = [i for i in range(n_steps) if i not in bad]
+            for v, r in rs.items():
+                tps[v].append(sum(r["tokens"][i] for i in idx) / sum(r["seconds"][i] for i in idx))
+                ratios[v] += [rs["eager"]["seconds"][i] / r["seconds"][i] for i in idx]
+        n_idx = len(ratios["eager"])
         for v in variants:
-            med, mean, n, comp, nsteps = _steady_stats(res[v])
+            comp = [sum(s - median(r["seconds"]) for s, c in zip(r["seconds"], _compiling(r)) if c) for r in runs[v]]
+            ncomp = sum(_compiling(runs[v][0]))
             label = {"eager": "eager (`pm.train`)", "plain": "`Trainer(torch_compile=True)` (plain transformers)",
                      "ours": "`pm.train(compile=True)`"}[v]
-            comp_text = "–" if v == "eager" else f"{comp:.1f} s ({nsteps} compiling step{'s' * (nsteps != 1)})"
-            rows.append(f"| {name} | {label} | {med:,.0f} | {mean:,.0f} | n={n} | **{med / e_med:.2f}×** | "
-                        f"{comp_text} | {res[v]['wall']:.0f} s |")
-        profiles = {("eager" if v == "eager" else "compile=True"): res[v]["profile"] for v in ("eager", "ours")}
+            comp_text = "–" if v == "eager" else f"{median(comp):.1f} s ({ncomp} compiling step{'s' * (ncomp != 1)})"
+            rows.append(f"| {name} | {label} | {median(tps[v]):,.0f} | **{median(ratios[v]):.2f}×** | {comp_text} | "
+                        f"{median([r['wall'] for r in runs[v]]):.0f} s |")
+        profiles = {("eager" if v == "eager" else "compile=True"): runs[v][0]["profile"] for v in ("eager", "ours")}
         steps, batch, max_len, _ = CASES[name]
         splits.append(f"### Phase split, {name} (batch {batch}, max_len {max_len}, LoRA; the profile's last 4 "
-                      "steps)\n\n" + _phase_table(profiles))
+                      "steps, first round)\n\n" + _phase_table(profiles))
+        rows.append(f"| | _{rounds[name]} round(s), {n_idx} paired steady steps_ | | | | |")
     return (
         "## `compile=True` vs eager: steady-state real tokens/s on CPU\n\n"
-        "| model | variant | tokens/s (median step) | tokens/s (mean) | steady steps | vs eager | compile time | "
-        "run wall time |\n|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
-        "Each variant runs in a fresh process with a fresh inductor cache (no variant reuses another's "
-        "compiled kernels). Steady state: every step after the first that did not compile and is not in the "
-        "profile window; tokens are real (non-padding) tokens; batches vary in length (dynamic padding). "
-        "`pm.train(compile=True)` compiles with dynamic shapes from the first batch (one compile); the plain "
-        "Trainer compiles the first shape, then again with dynamic shapes. Compile time is what the compiling "
-        "steps took beyond the steady pace.\n\n" + "\n\n".join(splits)
+        "| model | variant | steady tokens/s (median over rounds) | speed-up vs eager (median of per-step paired "
+        "ratios) | compile time | run wall time |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        "Each variant runs in a fresh process with a fresh inductor cache (none reuses another's compiled "
+        "kernels), rounds alternate the order. Every variant trains on the same batches in the same order, so a "
+        "step is the same work in each: steady steps are those after the first that compile in no variant and "
+        "sit outside the profile window. Tokens are real (non-padding) tokens; batch lengths vary (dynamic "
+        "padding, grouped by length). `pm.train(compile=True)` compiles once, with dynamic shapes from the "
+        "first batch; the plain Trainer compiles the first shape, then again with dynamic shapes. Compile time "
+        "is what the compiling steps took beyond the run's median step.\n\n" + "\n\n".join(splits)
     )
 
 
@@ -343,7 +356,9 @@ enc = tok(data[:4], return_tensors="pt", padding="max_length", truncation=True, 
 model.train(); model.config.use_cache = False
 if on:
     model.activation_checkpointing_enable()
-seen, saved = set(), [0]
+# weights the backward needs (a frozen matmul saves its weight) are not activations: skip them
+seen = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+saved = [0]
 def pack(t):
     s = t.untyped_storage()
     if s.data_ptr() not in seen:
@@ -389,7 +404,7 @@ def checkpointing(n: int = 3) -> str:
         f"## Gradient checkpointing on / off (SmolLM2-135M, LoRA r=16 all-linear, batch 4 × seq 64, n={n} "
         "processes each)\n\n"
         "| | off | on | on / off |\n|---|---|---|---|\n"
-        f"| activations kept for the backward (exact) | {fmt_bytes(med(False, 'saved'))} | "
+        f"| activations kept for the backward (exact, weights excluded) | {fmt_bytes(med(False, 'saved'))} | "
         f"{fmt_bytes(med(True, 'saved'))} | {med(True, 'saved') / med(False, 'saved'):.2f} |\n"
         f"| peak RAM during training (process RSS) | {fmt_bytes(med(False, 'peak'))} | {fmt_bytes(med(True, 'peak'))} "
         f"| {med(True, 'peak') / med(False, 'peak'):.2f} |\n"
@@ -417,7 +432,7 @@ def main(parts: list[str]) -> None:
         write_section("speed-profile", body + foot)
         print(body, flush=True)
     if "compile" in parts:
-        body = compile_vs_eager(["tiny-llama", "smollm2"])
+        body = compile_vs_eager(["tiny-llama", "smollm2"], {"tiny-llama": 3, "smollm2": 1})
         write_section("speed-compile", body + foot)
         print(body, flush=True)
     if "checkpointing" in parts:

@@ -31,17 +31,23 @@ _HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_
 
 
 def snapshot(base: Any) -> dict[str, Any]:
-    """What a failed attach might change on the base model, to put back (one walk of the
-    module tree: it is the cost here)."""
+    """What a failed attach might change on the base model, to put back.
+
+    One walk of the module tree, and copies of the non-empty dicts only (most are empty):
+    the walk and the allocations are the whole cost of a snapshot."""
     requires_grad: dict[str, bool] = {}
     dtype: dict[str, Any] = {}
-    tree, hooks = [], []
+    modules, saved = [], []
     seen: set[int] = set()
     for mname, m in base.named_modules():
         d = m.__dict__
-        tree.append((m, [dict(d[t]) for t in _TREE]))
-        present = [set(d[h]) if d.get(h) else _EMPTY for h in _HOOKS]
-        hooks.append((m, present))
+        modules.append(m)
+        for key in _TREE:
+            if d[key]:
+                saved.append((m, key, dict(d[key])))
+        for key in _HOOKS:
+            if d.get(key):
+                saved.append((m, key, set(d[key])))
         for pname, p in d["_parameters"].items():
             if p is not None and id(p) not in seen:
                 seen.add(id(p))
@@ -53,26 +59,29 @@ def snapshot(base: Any) -> dict[str, Any]:
         "had_peft_config": "peft_config" in base.__dict__,
         "peft_config": base.__dict__.get("peft_config"),
         "gc": is_checkpointing(base),
-        "tree": tree,
-        "hooks": hooks,
+        "modules": modules,
+        "saved": saved,
     }
 
 
 def _restore_tree(snap: dict[str, Any]) -> None:
     """Every module's children, parameters and buffers back to the objects they were; hooks
-    added since the snapshot removed."""
-    for module, saved in snap.get("tree", ()):
-        for d, before in zip(_TREE, saved):
-            now = module.__dict__[d]
-            if now != before or list(now) != list(before):
+    added since the snapshot removed (dicts not saved were empty)."""
+    before = {(id(m), key): value for m, key, value in snap.get("saved", ())}
+    for module in snap.get("modules", ()):
+        d = module.__dict__
+        for key in _TREE:
+            was = before.get((id(module), key), {})
+            now = d[key]
+            if now != was or list(now) != list(was):
                 now.clear()
-                now.update(before)
-    for module, saved in snap.get("hooks", ()):
-        for h, before in zip(_HOOKS, saved):
-            now = module.__dict__.get(h)
-            if now and now.keys() != before:
-                for key in [k for k in now if k not in before]:
-                    del now[key]
+                now.update(was)
+        for key in _HOOKS:
+            now = d.get(key)
+            if now:
+                was = before.get((id(module), key), _EMPTY)
+                for k in [k for k in now if k not in was]:
+                    del now[k]
 
 
 def restore_grads(base: Any, snap: dict[str, Any]) -> None:
