@@ -198,6 +198,12 @@ class StepProfiler:
                 pass
         self._installed.clear()
 
+    def release(self) -> None:
+        """Drop the trainer and the torch profiler (its events are large) once the result is out."""
+        self.trainer = None
+        self.torch_prof = None
+        self.step_range = None
+
     # -- steps
 
     def _begin_step(self) -> None:

@@ -132,6 +132,11 @@ class Speed:
         if run.steady_tokens_per_s is None:
             run.steady_tokens_per_s = self.clock.times.steady_tokens_per_s
         self.restore()
+        # Let go of the trainer (and the profiler's events): after an error the caller's frames
+        # live on in the traceback, and they must not keep a Trainer and its optimizer alive.
+        if self.profiler is not None:
+            self.profiler.release()
+        self.trainer = self.profiler = self.meter = None
 
 
 def install(job: Any, trainer: Any, collator: Any, device: str, profile: ProfileRequest | None = None) -> Speed:
