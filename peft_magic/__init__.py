@@ -25,6 +25,7 @@ _API = {
     "detach": "adapter_ops.attach:detach",
     "preview": "adapter_ops.preview:preview",
     "train": "api:train",
+    "profile": "api:profile",
     "runs": "training.report:runs_report",
     "show": "adapter_ops.summary:summarize",
     "summarize": "adapter_ops.summary:summarize",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .display.profile_html import show_profile
 from .display.progress import ProgressDisplay, pick_renderer
 
 
@@ -18,12 +19,26 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any =
 
     Same arguments as :func:`peft_magic.training.run.train`; ``display`` is ``"auto"``
     (widgets in a notebook, a text line elsewhere), ``"widget"``, ``"text"`` or ``None``.
+    With ``profile=True`` the profile is shown under the training display.
     Returns the :class:`~peft_magic.state.Run` record.
     """
     from .training.run import train as train_run
 
-    with ProgressDisplay(pick_renderer(display)):
-        return train_run(model, data, tokenizer=tokenizer, **settings)
+    renderer = pick_renderer(display)
+    with ProgressDisplay(renderer):
+        run = train_run(model, data, tokenizer=tokenizer, **settings)
+    show_profile(getattr(run, "profile", None), renderer)
+    return run
+
+
+def profile(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any = "auto", **settings: Any) -> Any:
+    """Profile a few training steps (the ``%peft profile`` of plain Python) with the live
+    display; the model is left as it was. Arguments as :func:`peft_magic.training.probe.profile`.
+    Returns the :class:`~peft_magic.training.profiling.Profile` (a table in a notebook)."""
+    from .training.probe import profile as profile_run
+
+    with ProgressDisplay(pick_renderer(display), title="Profiling"):
+        return profile_run(model, data, tokenizer=tokenizer, **settings)
 
 
 def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any = "auto", **settings: Any) -> Any:

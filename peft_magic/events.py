@@ -13,6 +13,9 @@ Event kinds (``Event.kind``) and their ``data`` keys:
 ``progress``    run_id, model_id, adapter, step, total_steps, epoch, loss, loss_smooth, lr,
                 tokens_per_s, elapsed_s, eta_s, memory (a ``memory.MemoryReading.as_dict()``)
 ``eval``        run_id, step, eval_loss, metrics (the task's: loss, perplexity, accuracy, f1, …)
+``speed``       run_id and any of: compile ("compiling" | "compiled"), compile_seconds,
+                compile_steps, steady_tokens_per_s; checkpointing (activations_with,
+                activations_without, recompute_share, text) — ``training/speed.py``
 ``run_end``     run_id, model_id, adapter, status ("completed" | "interrupted" | "oom" |
                 "error"), step, total_steps, loss, elapsed_s, peak_memory, message
 ``adapter``     model_id, adapter, method, action ("attached" | "replaced" | "deleted" |

@@ -176,6 +176,34 @@ def _max_rss() -> int | None:
     return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
+def restart_peak(device: str) -> int | None:
+    """End the current peak window and start a new one (``--profile``: a peak per phase).
+
+    Returns the ending window's peak: CUDA's allocator counter, or on Linux the process's
+    peak RSS (VmHWM; None elsewhere). That peak is folded into the outermost
+    :class:`PeakSampler` first, so resetting the counter never hides a peak from the run
+    (or the ``%%peft watch``) that is measuring around it.
+    """
+    torch = _torch()
+    cuda = device.startswith("cuda") and torch is not None and torch.cuda.is_available()
+    if cuda:
+        peak = int(torch.cuda.max_memory_allocated(device))
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        peak = _read_hwm()
+        if peak is None or not _reset_hwm():
+            return None
+    with _HWM_LOCK:
+        open_now = list(_open_samplers)
+    for sampler in open_now:
+        if sampler._cuda == cuda:
+            sampler.peak = max(sampler.peak, peak)
+    return peak
+
+
+_open_samplers: list[Any] = []  # PeakSamplers inside their block (see restart_peak)
+
+
 class PeakSampler:
     """Track the peak of ``reading(device).used`` over a block, polling in a thread.
 
@@ -228,6 +256,8 @@ class PeakSampler:
                 if not _hwm_owner and _reset_hwm():
                     _hwm_owner.append(self)
                     self._owns_hwm = True
+        with _HWM_LOCK:
+            _open_samplers.append(self)
         if not self._cuda or self.live:
             self._thread = threading.Thread(target=self._run, name="peft_magic-peak", daemon=True)
             self._thread.start()
@@ -238,6 +268,9 @@ class PeakSampler:
         if self._thread is not None:
             self._thread.join(timeout=1)
         self.poll()
+        with _HWM_LOCK:
+            if self in _open_samplers:
+                _open_samplers.remove(self)
         if not self._cuda:
             # Polling can miss a short spike; the kernel's own high-water marks do not.
             if self._owns_hwm:

@@ -13,6 +13,7 @@ tuner, which *is* a peft tuner). Over 300 lines for that reason: it is the whole
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -182,6 +183,56 @@ def adapter_params(peft_model: Any, name: str) -> tuple[int, bool]:
             n += param_numel(p)
             grad = grad or p.requires_grad
     return n, grad
+
+
+def adapters_params(peft_model: Any, names: list[str]) -> dict[str, tuple[int, bool]]:
+    """:func:`adapter_params` for several adapters in one pass over the parameters."""
+    return parameter_counts(list(peft_model.named_parameters()), names)[2]
+
+
+def parameter_counts(named: list[tuple[str, Any]], names: list[str]
+                     ) -> tuple[int, int, dict[str, tuple[int, bool]]]:
+    """From one list of a PeftModel's ``named_parameters()``: (trainable, total) exactly as
+    peft's ``get_nb_trainable_parameters`` counts them (a 4-bit weight holds two per byte
+    of storage), and :func:`adapter_params` for each adapter in ``names``. One pass where
+    three would walk the module tree three times (``%peft lora`` shows all of them)."""
+    trainable = total = 0
+    per = {name: [0, False] for name in names}
+    for pname, p in named:
+        n = p.numel()
+        if n == 0 and hasattr(p, "ds_numel"):
+            n = p.ds_numel
+        four_bit = p.__class__.__name__ == "Params4bit"
+        if four_bit:
+            nbytes = p.element_size() if hasattr(p, "element_size") else (
+                p.quant_storage.itemsize if hasattr(p, "quant_storage") else 1)
+            n = n * 2 * nbytes
+        total += n
+        grad = p.requires_grad
+        if grad:
+            trainable += n
+        for name in names:
+            if name in pname and name in pname.split("."):  # the substring test first: it is cheap
+                hit = per[name]
+                hit[0] += p.numel() * (2 if four_bit else 1)  # param_numel
+                hit[1] = hit[1] or grad
+    return trainable, total, {name: (n, g) for name, (n, g) in per.items()}
+
+
+def adapters_targets(peft_model: Any, names: list[str]) -> dict[str, list[str]]:
+    """:func:`adapter_targets` for several adapters: peft's own list of targeted modules
+    when there is one adapter (no pass over the modules), else one pass."""
+    if len(names) == 1 and set(names) == set(configs(peft_model)):
+        with contextlib.suppress(Exception):
+            listed = [f"base_model.model.{n}" for n in peft_model.base_model.targeted_module_names]
+            if listed and is_tuner_layer(peft_model.get_submodule(listed[0])):
+                return {names[0]: listed}
+    out: dict[str, list[str]] = {name: [] for name in names}
+    for mname, module in tuner_layers(peft_model):
+        for name in _layer_adapters(module):
+            if name in out:
+                out[name].append(mname)
+    return out
 
 
 def trainable_counts(model: Any) -> tuple[int, int]:

@@ -151,6 +151,13 @@ class Run(HtmlRepr):
     task: str = "CAUSAL_LM"  # peft task type of the model trained
     data: str = ""  # what the data was: "120 examples · prompt → completion · 3 cut to max_len"
     eval_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, the task's metrics)
+    # speed (training/speed.py): the profile (--profile), compile=True's cost, checkpointing's
+    profile: Any = None  # training.profiling.Profile
+    steady_tokens_per_s: float | None = None  # after the first step, without compiling steps
+    compile_seconds: float | None = None  # compile=True: time the compiling steps took beyond the steady pace
+    compile_steps: int = 0
+    checkpointing: Any = None  # training.checkpointing.CheckpointingCost with checkpointing=True
+    step_times: Any = None  # training.compiling.StepTimes: each step's seconds, tokens, whether it compiled
 
     def __repr__(self) -> str:
         first = self.losses[0][1] if self.losses else None
@@ -158,7 +165,17 @@ class Run(HtmlRepr):
         peak = f" · peak {fmt_bytes(self.peak_memory)} {self.memory_kind or ''}".rstrip() if self.peak_memory else ""
         msg = f" — {self.message}" if self.message and self.status != "completed" else ""
         return (f"Run {self.run_id} · {self.method} '{self.adapter}' · {self.status} {self.steps_done}/"
-                f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{msg}")
+                f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{self.speed_text()}{msg}")
+
+    def speed_text(self) -> str:
+        """`` · compiled in 41.2 s, steady 1,234 tokens/s · checkpointing: …`` (empty for a plain run)."""
+        out = ""
+        if self.compile_seconds is not None:
+            rate = f", steady {self.steady_tokens_per_s:,.0f} tokens/s" if self.steady_tokens_per_s else ""
+            out += f" · compiled in {self.compile_seconds:.1f} s{rate}"
+        if self.checkpointing is not None:
+            out += f" · checkpointing: {self.checkpointing}"
+        return out
 
 
 _runs: list[Run] = []

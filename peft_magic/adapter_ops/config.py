@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import _heavy
 from ..errors import PeftMagicError, first_line
 from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
 from ..peft_methods.discovery import MethodSpec
@@ -52,12 +52,14 @@ def failure_hint(spec: MethodSpec, msg: str, quantized: bool) -> str | None:
 
 
 def require_trainable(spec: MethodSpec, peft_model: Any) -> None:
-    """An adapter with nothing to train is a mistake (``tokens=0``, an empty target list)."""
+    """An adapter with nothing to train is a mistake (``tokens=0``, an empty target list).
+
+    Stops at the first trainable tensor: this runs on every attach."""
     try:
-        trainable, _ = peft_view.trainable_counts(peft_model)
+        trainable = any(p.requires_grad and p.numel() > 0 for p in peft_model.parameters())
     except Exception:
         return
-    if trainable == 0:
+    if not trainable:
         raise PeftMagicError(f"{spec.requested} with these settings adds no trainable parameters",
                              "check sizes such as r, num_virtual_tokens or the target modules")
 

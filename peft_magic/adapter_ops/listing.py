@@ -35,19 +35,23 @@ class AdapterInfo:
 AdapterRow = AdapterInfo  # the name ``%peft adapters`` rows had before the listings were one
 
 
-def adapter_infos(pm: Any, st: ModelState | None, *, targets: bool = True) -> list[AdapterInfo]:
-    """The adapters of PeftModel ``pm`` (none for ``None``), in the order peft keeps them."""
+def adapter_infos(pm: Any, st: ModelState | None, *, targets: bool = True,
+                  counts: dict[str, tuple[int, bool]] | None = None) -> list[AdapterInfo]:
+    """The adapters of PeftModel ``pm`` (none for ``None``), in the order peft keeps them
+    (``counts``: each adapter's (parameters, requires_grad) when the caller has them)."""
     if pm is None:
         return []
     active = set(peft_view.active_adapters(pm))
+    cfgs = peft_view.configs(pm)
+    counts = counts if counts is not None else peft_view.adapters_params(pm, list(cfgs))  # one pass for all
+    layers = peft_view.adapters_targets(pm, list(cfgs)) if targets else {}
     out = []
-    for name, cfg in peft_view.configs(pm).items():
-        n, grad = peft_view.adapter_params(pm, name)
+    for name, cfg in cfgs.items():
+        n, grad = counts[name]
         rec = st.adapters.get(name) if st is not None else None
         out.append(AdapterInfo(name=name, method=method_name(cfg, st, name), peft_type=peft_view.peft_type(cfg),
                                trainable=n, active=name in active, requires_grad=grad,
-                               settings=dict(rec.settings) if rec else {},
-                               targets=peft_view.adapter_targets(pm, name) if targets else []))
+                               settings=dict(rec.settings) if rec else {}, targets=layers.get(name, [])))
     return out
 
 

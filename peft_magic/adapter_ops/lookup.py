@@ -59,11 +59,15 @@ def method_name(cfg: Any, st: ModelState | None, name: str | None = None) -> str
     return SHORT_NAMES.get(pt, pt.lower())
 
 
-def emit_adapter(st: ModelState, model: Any, name: str | None, method: str | None, action: str) -> None:
-    """Tell the faces (panel, status bar) that an adapter changed, with the new counts."""
-    trainable = total = None
+def emit_adapter(st: ModelState, model: Any, name: str | None, method: str | None, action: str,
+                 counts: tuple[int, int] | None = None) -> None:
+    """Tell the faces (panel, status bar) that an adapter changed, with the new counts
+    (``counts``: (trainable, total) when the caller has them already)."""
+    trainable, total = counts or (None, None)
     try:
-        if is_peft_model(model):
+        if counts is not None:
+            pass
+        elif is_peft_model(model):
             trainable, total = peft_view.trainable_counts(model)
         else:
             total, trainable = count_params(model), count_params(model, trainable_only=True)

@@ -1,9 +1,15 @@
 """Undo a failed change to a model: what an attach may alter, recorded and put back.
 
 Why: peft modifies the user's model in place, and an attach that fails halfway (a method
-without 4-bit support, a layer type it cannot wrap) leaves wrapped layers, changed
-``requires_grad`` flags and dtypes behind. A snapshot taken before, restored on failure,
-keeps the promise that a failed command changes nothing.
+without 4-bit support, a layer type it cannot wrap, ``r=0``, a target that matches
+nothing) leaves wrapped layers, changed ``requires_grad`` flags, dtypes and hooks behind.
+A snapshot taken before, restored on failure, keeps the promise that a failed command
+changes nothing.
+
+The snapshot is structural: every module's children, parameters, buffers and hooks, as
+the dicts ``torch.nn.Module`` keeps them in (about 2 ms for a 135M model). Restoring those
+dicts puts back the very module objects the model had, whatever peft replaced, so a fresh
+attach needs no dry run first (which cost as much as the attach itself).
 """
 
 from __future__ import annotations
@@ -17,15 +23,65 @@ from ..model.quantized import disable_cpu_4bit_repacking
 from ..state import ModelState
 
 
+#: the per-module dicts torch keeps a model's structure and hooks in
+_TREE = ("_modules", "_parameters", "_buffers")
+_EMPTY: frozenset = frozenset()
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+          "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called")
+
+
 def snapshot(base: Any) -> dict[str, Any]:
-    """What a failed attach might change on the base model, to put back."""
+    """What a failed attach might change on the base model, to put back.
+
+    One walk of the module tree, and copies of the non-empty dicts only (most are empty):
+    the walk and the allocations are the whole cost of a snapshot."""
+    requires_grad: dict[str, bool] = {}
+    dtype: dict[str, Any] = {}
+    modules, saved = [], []
+    seen: set[int] = set()
+    for mname, m in base.named_modules():
+        d = m.__dict__
+        modules.append(m)
+        for key in _TREE:
+            if d[key]:
+                saved.append((m, key, dict(d[key])))
+        for key in _HOOKS:
+            if d.get(key):
+                saved.append((m, key, set(d[key])))
+        for pname, p in d["_parameters"].items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                name = f"{mname}.{pname}" if mname else pname
+                requires_grad[name], dtype[name] = p.requires_grad, p.dtype
     return {
-        "requires_grad": {n: p.requires_grad for n, p in base.named_parameters()},
-        "dtype": {n: p.dtype for n, p in base.named_parameters()},
+        "requires_grad": requires_grad,
+        "dtype": dtype,
         "had_peft_config": "peft_config" in base.__dict__,
         "peft_config": base.__dict__.get("peft_config"),
         "gc": is_checkpointing(base),
+        "modules": modules,
+        "saved": saved,
     }
+
+
+def _restore_tree(snap: dict[str, Any]) -> None:
+    """Every module's children, parameters and buffers back to the objects they were; hooks
+    added since the snapshot removed (dicts not saved were empty)."""
+    before = {(id(m), key): value for m, key, value in snap.get("saved", ())}
+    for module in snap.get("modules", ()):
+        d = module.__dict__
+        for key in _TREE:
+            was = before.get((id(module), key), {})
+            now = d[key]
+            if now != was or list(now) != list(was):
+                now.clear()
+                now.update(was)
+        for key in _HOOKS:
+            now = d.get(key)
+            if now:
+                was = before.get((id(module), key), _EMPTY)
+                for k in [k for k in now if k not in was]:
+                    del now[k]
 
 
 def restore_grads(base: Any, snap: dict[str, Any]) -> None:
@@ -36,7 +92,9 @@ def restore_grads(base: Any, snap: dict[str, Any]) -> None:
 
 
 def restore(base: Any, snap: dict[str, Any]) -> None:
-    """Take every peft wrapper off ``base`` and put flags, dtypes and checkpointing back."""
+    """Take every peft wrapper off ``base`` and put structure, hooks, flags, dtypes and
+    checkpointing back."""
+    _restore_tree(snap)
     peft_view.strip_tuner_layers(base)
     for n, p in base.named_parameters():
         if n in snap["dtype"] and p.dtype != snap["dtype"][n] and not is_quantized_param(p):

@@ -14,7 +14,7 @@ from typing import Any
 from .. import peft_view
 from ..fmt import fmt_bytes
 from ..memory import MemoryReading, device_of, reading
-from ..model.facts import count_params, footprint, infer_task, quantization_of
+from ..model.facts import footprint, infer_task, param_numel, quantization_of
 from ..rendering import HtmlRepr
 from ..state import is_peft_model, state_for, unwrap
 from .listing import AdapterInfo, adapter_infos
@@ -67,13 +67,40 @@ class ModelSummary(HtmlRepr):
         return "\n".join(self.lines())
 
 
-def _main_dtype_text(base: Any) -> str:
-    """The most common floating-point dtype of the weights, as a short name."""
-    floats = [p.dtype for p in base.parameters() if p.dtype.is_floating_point]
-    if floats:
-        return str(max(set(floats), key=floats.count)).replace("torch.", "")
-    first = next(base.parameters(), None)
-    return str(first.dtype).replace("torch.", "") if first is not None else "?"
+def _walk(root: Any, base_prefix: str) -> tuple[list[tuple[str, Any]], int]:
+    """One walk of the module tree (each walk costs as much as the rest of the summary):
+    ``named_parameters()``'s list (same names, order and de-duplication) and the bytes of
+    the buffers under ``base_prefix`` (what ``get_memory_footprint`` adds to the weights)."""
+    named: list[tuple[str, Any]] = []
+    seen: set[int] = set()
+    buffer_bytes = 0
+    for mname, m in root.named_modules():
+        prefix = mname + "." if mname else ""
+        for pname, p in m._parameters.items():
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                named.append((prefix + pname, p))
+        if m._buffers and (prefix + "x").startswith(base_prefix):
+            for b in m._buffers.values():
+                if b is not None and id(b) not in seen:
+                    seen.add(id(b))
+                    buffer_bytes += b.nelement() * b.element_size()
+    return named, buffer_bytes
+
+
+def _weights(params: Any, buffer_bytes: int) -> tuple[str, int]:
+    """(the dtype most floating-point weights have, as a short name; bytes of the weights
+    and buffers, what ``footprint`` counts) with per-dtype tallies: reading a tensor's
+    attributes is the cost here, so each is read once."""
+    by_dtype: dict[Any, list[int]] = {}  # dtype → [tensors, elements]
+    for p in params:
+        tally = by_dtype.setdefault(p.dtype, [0, 0])
+        tally[0] += 1
+        tally[1] += p.nelement()
+    size = sum(n * dt.itemsize for dt, (_, n) in by_dtype.items()) + buffer_bytes
+    floats = {dt: c for dt, (c, _) in by_dtype.items() if dt.is_floating_point}
+    dtype = max(floats, key=floats.get) if floats else next(iter(by_dtype), None)
+    return (str(dtype).replace("torch.", "") if dtype is not None else "?"), size
 
 
 def summarize(model: Any) -> ModelSummary:
@@ -81,15 +108,26 @@ def summarize(model: Any) -> ModelSummary:
     base = unwrap(model)
     st = state_for(model)
     peft_model = model if is_peft_model(model) else (st.peft_model if st else None)
-    if peft_model is not None:
-        trainable, total = peft_view.trainable_counts(peft_model)
+    counts = None
+    if peft_model is not None:  # one walk over the modules for the counts, per adapter and in all
+        # the base model's own parameters (a prompt encoder's or a tuner's extra modules are not)
+        prefix = "base_model." if getattr(peft_model, "base_model", None) is base else "base_model.model."
+        named, buffer_bytes = _walk(peft_model, prefix)
+        trainable, total, counts = peft_view.parameter_counts(named, list(peft_view.configs(peft_model)))
+        params = (p for n, p in named if n.startswith(prefix))
     else:
-        trainable, total = count_params(base, trainable_only=True), count_params(base)
+        named, buffer_bytes = _walk(base, "")
+        trainable = sum(param_numel(p) for _, p in named if p.requires_grad)
+        total = sum(param_numel(p) for _, p in named)
+        params = (p for _, p in named)
     dev = device_of(base)
     cfg = getattr(base, "config", None)
+    dtype, size = _weights(params, buffer_bytes)
     return ModelSummary(
         model_class=type(base).__name__, model_type=getattr(cfg, "model_type", "custom") if cfg else "custom",
-        task=infer_task(peft_model or base), adapters=adapter_infos(peft_model, st), trainable=trainable,
-        total=total, device=dev, dtype=_main_dtype_text(base), quantization=quantization_of(base),
-        footprint=footprint(base), memory=reading(dev), disabled=bool(peft_model is not None and st and st.disabled),
+        task=infer_task(peft_model or base), adapters=adapter_infos(peft_model, st, counts=counts),
+        trainable=trainable,
+        total=total, device=dev, dtype=dtype, quantization=quantization_of(base),
+        footprint=size if hasattr(base, "get_memory_footprint") else footprint(base), memory=reading(dev),
+        disabled=bool(peft_model is not None and st and st.disabled),
     )

@@ -95,6 +95,12 @@ def _comparison(c: Any) -> str:
     return comparison_html(c)
 
 
+def _profile(p: Any) -> str:
+    from .profile_html import profile_html
+
+    return profile_html(p)
+
+
 def _plan(p: Any) -> str:
     from .plan_html import plan_html
 
@@ -106,7 +112,7 @@ RENDERERS = {
     "LoadResult": _load, "Run": lambda r: _one_line(r, "pm-dim"), "RunsReport": _runs,
     "WatchReport": _one_line, "LifecycleResult": _lifecycle, "AdaptersTable": _adapters,
     "GenerationResult": _generation, "Plan": _plan, "EvalResult": _eval, "Predictions": _predictions,
-    "Comparison": _comparison,
+    "Comparison": _comparison, "Profile": _profile,
 }
 
 

@@ -34,6 +34,7 @@ from ..fmt import fmt_bytes, fmt_duration, fmt_metrics
 from ..state import runs
 from ..svg import line_chart
 from .html import escape, wrap
+from .profile_html import speed_readouts
 
 STATUS_STYLE = {"completed": "success", "interrupted": "warning", "oom": "danger", "error": "danger",
                 "training": "info", "running": "info"}
@@ -68,7 +69,7 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ] + ([("eval", p["eval"])] if p.get("eval") else [])
+    ] + ([("eval", p["eval"])] if p.get("eval") else []) + speed_readouts(p.get("speed"))
 
 
 def _memory_variants(mem: dict[str, Any]) -> list[str]:
@@ -93,7 +94,8 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     Without a width every readout is there. With one, the step count always, then the
     readouts in order of use — loss, ETA, tokens/s, memory, elapsed, then lr and epoch —
     each that fits in its shortest form, then their longer forms where there is room
-    (memory, loss and tokens/s have shorter ones); the bar is a sixth of the width
+    (memory, loss and tokens/s have shorter ones), then eval, then the compile and
+    checkpointing readouts of a run that asked for them; the bar is a sixth of the width
     (10–24 characters), the same at every update.
     """
     total = p.get("total_steps") or 0
@@ -114,6 +116,9 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     }
     if p.get("eval"):
         fields["eval"] = [f"eval {p['eval']}"]
+    speed = {label: [value if label == "compile" else f"{label} {value}"]  # "compiled in 6.8 s" says what it is
+             for label, value in speed_readouts(p.get("speed"))}
+    fields.update(speed)  # compile / checkpointing readouts: last, and first to go on a narrow line
 
     def bar_of(n: int) -> str:
         filled = int(n * step / total) if total else 0
@@ -121,8 +126,8 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
 
     if width is None:
         return f"{bar_of(24)} {count} · " + " · ".join(v[0] for v in fields.values())
-    groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), ("lr", "epoch"), tuple(k for k in ("eval",)
-                                                                                    if k in fields))
+    groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), ("lr", "epoch"),
+              tuple(k for k in ("eval",) if k in fields), tuple(speed))
     chosen: dict[str, str] = {}
 
     def length(parts: dict[str, str], bar: int) -> int:
@@ -134,7 +139,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
         for key in group:  # first each readout of the group that fits in its shortest form …
             if length({**chosen, key: fields[key][-1]}, min_bar) <= width:
                 chosen[key] = fields[key][-1]
-        for key in sorted(group, key=EXPAND_FIRST.index):  # … then longer forms, where there is room
+        for key in sorted(group, key=lambda k: EXPAND_FIRST.index(k) if k in EXPAND_FIRST else len(EXPAND_FIRST)):  # … then longer forms, where there is room
             for form in fields[key][:-1] if key in chosen else ():
                 if length({**chosen, key: form}, min_bar) <= width:
                     chosen[key] = form
@@ -375,6 +380,8 @@ class ProgressDisplay:
         self.run_id: int | None = None
         self._unsub = None
         self.finished = False
+        self.speed: dict[str, Any] = {}  # the run's compile / checkpointing readouts (``speed`` events)
+        self.verb = title  # "Training" / "Profiling": the title once the run names its adapter
         if renderer is not None:
             renderer.title = title
 
@@ -386,7 +393,7 @@ class ProgressDisplay:
         if e.kind == "run_start" and self.run_id is None:
             self.run_id = rid
             if e.data.get("method") and e.data.get("adapter"):
-                r.title = f"Training {e.data['method']} adapter '{e.data['adapter']}'"
+                r.title = f"{self.verb} {e.data['method']} adapter '{e.data['adapter']}'"
             launch = e.data.get("launch")  # a multi-process run (training/distributed)
             if launch:
                 r.title += (f" · {launch['describe']} · global batch {launch['batch']} × {launch['processes']} × "
@@ -405,8 +412,12 @@ class ProgressDisplay:
             return
         if rid is None or rid != self.run_id:
             return
-        if e.kind == "progress":
-            r.state = dict(e.data, eval=r.state.get("eval"))
+        if e.kind == "speed":
+            self.speed.update({k: v for k, v in e.data.items() if k != "run_id"})
+            r.state["speed"] = dict(self.speed)
+            r.update()
+        elif e.kind == "progress":
+            r.state = dict(e.data, speed=dict(self.speed), eval=r.state.get("eval"))
             r.update()
         elif e.kind == "eval" and e.data.get("metrics"):
             r.state["eval"] = fmt_metrics(e.data["metrics"])

@@ -48,13 +48,15 @@ def resolve_data(ctx: Context, value: Any, what: str) -> Any:
 
 @command("train",
          args="[data=VAR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=VAR|PATH|0.1] "
-              "[any TrainingArguments field=…]",
+              "[compile=True] [checkpointing=True] [any TrainingArguments field=…]",
          summary="train the attached adapter with live progress, loss, tokens/s and memory",
          flags=("--model VAR", ("--out DIR", "where checkpoints go (default: the cache's runs/ folder)"),
                 "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
                 ("--display MODE", "auto, widget, text or none"),
                 ("--resume", "continue the last interrupted run of this adapter"),
-                *LAUNCH_FLAGS),
+                *LAUNCH_FLAGS,
+                ("--profile", "profile a few steps: where a step's time goes, shown under the display"),
+                ("--trace DIR", "with --profile: also write a Chrome / Perfetto trace into DIR")),
          group="training")
 def cmd_train(ctx: Context) -> Any:
     """Train the active adapter of the model on a dataset, with a live progress display.
@@ -84,6 +86,13 @@ def cmd_train(ctx: Context) -> Any:
     The stop button stops at the next step boundary and keeps what was learned;
     ``%peft train --resume`` continues that run. Out of memory is caught: the model
     stays usable and the message says what to change.
+
+    Speed: ``--profile`` times a few steps (data, forward, backward, optimizer step, our
+    display, other; top operators; peak memory; hints) and shows the table under the
+    display (``run.profile``); ``compile=True`` uses ``torch.compile`` (the display says
+    how long compiling took and the steady tokens/s after it); ``checkpointing=True``
+    trades recompute time for activation memory (both shown). ``%peft profile`` profiles
+    a few steps without a full run.
 
     Examples::
 
@@ -137,7 +146,8 @@ def cmd_train(ctx: Context) -> Any:
         settings["adapter"] = ctx.args.flag("--adapter")
     settings.update(launch)
     return train(model, data, tokenizer=tokenizer, display=ctx.args.flag("--display", "auto"), resume=resume,
-                 output_dir=ctx.args.flag("--out"), **settings)
+                 output_dir=ctx.args.flag("--out"), profile=bool(ctx.args.flag("--profile")),
+                 trace=ctx.args.flag("--trace"), **settings)
 
 
 @command("runs", summary="every training run of this kernel, with the loss curves together",

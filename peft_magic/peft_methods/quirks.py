@@ -9,6 +9,8 @@ lives here, one :class:`Quirk` per peft type, so a fact about a method is writte
 * a learning rate that works for a quick experiment;
 * overrides of what peft's classes suggest about merging and 4/8-bit bases;
 * settings without which the method cannot do anything (peft's defaults are placeholders);
+* whether gradient checkpointing can train it (a prefix kept in the attention cache cannot:
+  checkpointed layers run without a cache);
 * :func:`adaptive_defaults`: defaults that fit *this* model where peft's fixed defaults
   would fail (block sizes that must divide the layer width, token counts with no default).
 """
@@ -40,6 +42,12 @@ class Quirk:
     required: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting → (what it is, example)
     virtual_tokens: bool = False  # puts trainable tokens into the input sequence (every real label is predicted)
     task_ids: bool = False  # its forward needs task_ids (one per example; a single task is id 0)
+    no_checkpointing: str = ""  # why gradient checkpointing cannot train it (empty: it can)
+
+
+#: why the cache-prefix methods cannot use gradient checkpointing (checked: tests/test_speed.py)
+_PREFIX_IN_CACHE = ("its prefix lives in the attention cache, and checkpointed layers run without a cache "
+                    "(the prefix would be dropped)")
 
 
 def _q(description: str = "", **kw: Any) -> Quirk:
@@ -77,7 +85,8 @@ QUIRKS: dict[str, Quirk] = {
                                   virtual_tokens=True, task_ids=True),
     "P_TUNING": _q("Soft prompt produced by a small trainable encoder (MLP or LSTM).", lr=_LR_SOFT_PROMPT,
                    virtual_tokens=True),
-    "PREFIX_TUNING": _q("Learns key/value vectors prepended at every attention layer.", lr=_LR_PREFIX),
+    "PREFIX_TUNING": _q("Learns key/value vectors prepended at every attention layer.", lr=_LR_PREFIX,
+                        no_checkpointing=_PREFIX_IN_CACHE),
     "ADAPTION_PROMPT": _q("LLaMA-Adapter: gated prompts added to the top attention layers.", family=PROMPT_BASED,
                           lr=_LR_PREFIX, can_merge=False),
     "CPT": _q("Context-aware prompt tuning for few-shot in-context examples.", family=PROMPT_BASED, lr=_LR_PREFIX,
@@ -85,7 +94,7 @@ QUIRKS: dict[str, Quirk] = {
               required={"cpt_token_ids": ("the token ids of the in-context examples (CPT also needs data with an "
                                           "input_type_mask)", "cpt_token_ids=[...]")}),
     "CARTRIDGE": _q("A trained KV-cache prefix (cartridge) that compresses a long context.", family=PROMPT_BASED,
-                    lr=_LR_PREFIX),
+                    lr=_LR_PREFIX, no_checkpointing=_PREFIX_IN_CACHE),
     "IA3": _q("Learned rescaling vectors for keys, values and feed-forward activations; tiny.", lr=_LR_SCALING),
     "BOFT": _q("Butterfly-factorised orthogonal transform of the frozen weights."),
     "OFT": _q("Orthogonal fine-tuning: block-diagonal orthogonal transform of the weights."),
@@ -101,7 +110,9 @@ QUIRKS: dict[str, Quirk] = {
     "TRAINABLE_TOKENS": _q("Trains only selected rows of the token embedding (e.g. new tokens).",
                            required={"token_indices": ("the ids of the tokens to train", "token_indices=[5,6,7]")}),
     "POLY": _q("Polytropon: a per-task routed mixture of LoRA modules (needs task ids).", can_merge=False,
-               task_ids=True),
+               task_ids=True,
+               no_checkpointing="its task ids reach the layers through hooks that exist only during the forward "
+                                "call, and the backward pass's recompute runs without them"),
     "SHADOW": _q("A parallel shadow network alongside the frozen layers."),
     "SUPERTUNING": _q("Super-tuning: a small set of supervised tuning parameters."),
     "PSOFT": _q("Orthogonal fine-tuning in the principal subspace of the weights."),

@@ -26,6 +26,7 @@ ALIASES = {
     "warmup": "warmup_steps", "wd": "weight_decay", "scheduler": "lr_scheduler_type",
     "eval_batch": "per_device_eval_batch_size", "checkpointing": "gradient_checkpointing",
     "optim": "optim", "seed": "seed",
+    "compile": "torch_compile", "compile_backend": "torch_compile_backend", "compile_mode": "torch_compile_mode",
 }
 #: settings that are ours, not TrainingArguments fields
 OWN_KEYS = ("max_len", "eval", "data", "stride")

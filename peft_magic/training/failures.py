@@ -36,6 +36,12 @@ def oom_advice(args: dict[str, Any]) -> str:
 def classify(e: BaseException, run: Run, args: dict[str, Any]) -> tuple[str, str]:
     """(status, one-line message) for an exception raised inside ``trainer.train``."""
     where = f"at step {run.steps_done}/{run.total_steps}"
+    if args.get("torch_compile"):
+        from .compiling import failure_line
+
+        line = failure_line(e, where)
+        if line:
+            return "error", line
     if is_oom(e):
         peak = f" (peak {fmt_bytes(run.peak_memory)})" if run.peak_memory else ""
         return "oom", f"out of memory {where}{peak}; the model and adapter are intact — try {oom_advice(args)}"

@@ -10,7 +10,22 @@ from ..rendering import HtmlRepr
 from ..state import Run, runs
 
 HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "eval", "peak memory", "time",
-           "status", "saved to"]
+           "speed", "status", "saved to"]
+
+
+def speed_cell(r: Run) -> str:
+    """Steady tokens/s, and what compiling / checkpointing cost (``training/speed.py``)."""
+    parts = [f"{r.steady_tokens_per_s:,.0f} tokens/s"] if r.steady_tokens_per_s else []
+    if r.compile_seconds is not None:
+        parts.append(f"compiled in {r.compile_seconds:.1f} s")
+    cost = r.checkpointing
+    if cost is not None:
+        saved = f"−{fmt_bytes(cost.saved)} activations" if cost.saved else ""
+        share = f"+{cost.recompute_share:.0%} recompute" if cost.recompute_share is not None else ""
+        parts.append("checkpointing " + ", ".join(x for x in (saved, share) if x))
+    if r.profile is not None:
+        parts.append("profiled")
+    return " · ".join(parts) or "–"
 
 
 def run_row(r: Run) -> list[str]:
@@ -21,7 +36,7 @@ def run_row(r: Run) -> list[str]:
     peak = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
     evaluated = fmt_metrics(r.eval_metrics[-1][1]) if r.eval_metrics else "–"
     return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
-            first, final, evaluated, peak, f"{r.seconds:.1f} s", r.status, ", ".join(r.saved_to)]
+            first, final, evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status, ", ".join(r.saved_to)]
 
 
 class RunsReport(HtmlRepr):

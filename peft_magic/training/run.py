@@ -42,6 +42,7 @@ from ..peft_methods.quirks import default_lr, quirk
 from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
 from ..tasks.families import collator_for, describe, family
 from . import data as data_mod
+from . import speed as speed_mod
 from .args import DEFAULT_BATCH, normalize_args, planned_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
@@ -64,6 +65,8 @@ class _Job:
     eval_set: Any  # inference.evaluate.EvalSet, or None without eval=
     tokenizer: Any
     resume_from: str | None = None
+    profile: Any = None  # a profiling.ProfileRequest: profile a window of steps
+    keep_run: bool = True  # False (%peft profile): the run is not kept in runs(), nor resumable
 
     @property
     def eval_examples(self) -> Any:
@@ -133,7 +136,7 @@ def _data_and_eval(data: Any, eval_spec: Any, task: str) -> tuple[list[Any], str
 
 
 def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, method: str, data: Any,
-             tokenizer: Any, output_dir: str | None, settings: dict[str, Any]) -> _Job:
+             tokenizer: Any, output_dir: str | None, settings: dict[str, Any], keep_run: bool = True) -> _Job:
     from ..inference.evaluate import build_eval_set
 
     args = normalize_args(settings)
@@ -163,8 +166,10 @@ def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, 
     if eval_set is not None:
         run.data += f" · eval on {len(held):,} held-out examples"
     run.output_dir = output_dir or str(_runs_dir() / f"run-{run.run_id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    add_run(run)
-    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_set, tokenizer)
+    if keep_run:
+        add_run(run)
+    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_set, tokenizer,
+                keep_run=keep_run)
 
 
 def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, data: Any,
@@ -183,7 +188,7 @@ def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: s
 def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str | None = None,
           resume: bool = False, output_dir: str | None = None, processes: Any = None, gpus: Any = None,
           strategy: str | None = None, zero: Any = None, stall: Any = None, rdzv_port: int | None = None,
-          **settings: Any) -> Run:
+          profile: Any = False, trace: str | None = None, keep_run: bool = True, **settings: Any) -> Run:
     """Train the active adapter of ``model`` on ``data``; returns the :class:`~peft_magic.state.Run`.
 
     ``data``: a list of str or dicts, a DataFrame, a ``datasets.Dataset``/``DatasetDict``,
@@ -191,6 +196,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     ``settings``: ``steps``, ``epochs``, ``lr``, ``batch``, ``grad_accum``, ``max_len``,
     ``eval`` (data or a fraction to hold out) and any ``TrainingArguments`` field.
     ``resume=True`` continues this model's last interrupted run from its checkpoint.
+    ``profile=True`` (or a ``profiling.ProfileRequest``) profiles a window of steps into
+    ``run.profile``; ``trace=DIR`` also writes its Chrome / Perfetto trace. ``compile=True``
+    and ``checkpointing=True`` are settings (``training/speed.py`` measures what they do).
 
     ``processes=N`` (CPU, gloo) or ``gpus=N|"all"`` (nccl) train in worker processes
     started with torchrun, ``strategy`` ``"ddp"`` (default), ``"fsdp"`` or ``"deepspeed"``
@@ -221,13 +229,18 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
 
         spec = launch.request_for(peft_model, processes=processes, gpus=gpus, strategy=strategy, zero=zero,
                                   stall=stall)
+        if profile and spec is not None:
+            raise PeftMagicError("--profile measures the steps of one process, in the kernel",
+                                 "profile without --processes / --gpus")
+    speed_mod.check(peft_type, method, settings)
     if resume:
         job = _resumed_job(peft_model, st, name, peft_type, task, data, settings)
         spec = launch.resumed_spec(job.run.run_id, spec, st.bits)
     else:
-        job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings)
+        job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings, keep_run)
     if spec is not None:
         return launch.run_job(job, spec, rdzv_port)
+    job.profile = speed_mod.profile_request(profile, trace, job)
     return _run_trainer(job)
 
 
@@ -279,8 +292,10 @@ def _run_trainer(job: _Job) -> Run:
     trainer = _make_trainer(job, training_args, collator,
                             make_callbacks(run, interrupt, collator, device, sampler, pm, is_adalora,
                                            _evaluator(pm, job.eval_set)))
+    speed = speed_mod.install(job, trainer, collator, device, job.profile)
     was_training = pm.training
     error = _train_guarded(trainer, job, sampler, interrupt)
+    speed.finish()
     run.steps_done = trainer.state.global_step
     run.total_steps = trainer.state.max_steps or run.total_steps
     trainer = None
@@ -341,7 +356,9 @@ def _finish(job: _Job, device: str, sampler: PeakSampler, error: tuple[str, str]
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if run.status == "interrupted" and checkpoint:
+    if not job.keep_run:
+        pass
+    elif run.status == "interrupted" and checkpoint:
         set_resume(run.run_id, {"args": job.args, "examples": job.examples, "eval_set": job.eval_set,
                                 "tokenizer": job.tokenizer, "checkpoint": checkpoint})
     elif run.status == "completed":
