@@ -387,3 +387,13 @@ def test_plan_object_text_html_and_errors():
         pm.plan("./no/such/model")
     with pytest.raises(PeftMagicError, match="unknown goal"):
         pm.plan("tiny-llama", goal="fastest")
+
+
+def test_houlsby_and_pfeiffer_rows_say_which_they_are():
+    """Two bottleneck placements are two different plans; their rows must not read the same."""
+    p = pm.plan("tiny-llama", ["houlsby", "pfeiffer"], batch=1, seq=16, limits=False)
+    h, f = p["houlsby"], p["pfeiffer"]
+    assert h.label.startswith("Houlsby bottleneck adapters") and f.label.startswith("Pfeiffer bottleneck adapters")
+    assert h.trainable > f.trainable  # Houlsby adds the adapters after attention too
+    assert pm.plan("tiny-llama", "houlsby", bottleneck_size=16, batch=1, seq=16,
+                   limits=False)["houlsby"].label.startswith("Houlsby bottleneck adapters (size 16)")

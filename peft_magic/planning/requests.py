@@ -89,8 +89,11 @@ def label_for(req: Request, peft_config: Any, dtype: str) -> str:
                 "P_TUNING": "p-tuning"}.get(pt, req.method)
         return f"{kind} ({tokens} tokens, {d})"
     if pt == "BOTTLENECK":
-        size = getattr(cfg, "bottleneck_size", None) or getattr(cfg, "reduction_factor", None)
-        return f"bottleneck adapters{f' ({size})' if size else ''} ({d})"
+        placement = str(getattr(cfg, "placement", "") or "").capitalize()  # Houlsby and Pfeiffer differ
+        size = getattr(cfg, "bottleneck_size", None)
+        width = f"size {size}" if size else (f"d/{cfg.reduction_factor}" if getattr(cfg, "reduction_factor", None)
+                                             else "")
+        return f"{placement + ' ' if placement else ''}bottleneck adapters{f' ({width})' if width else ''} ({d})"
     return f"{req.method} ({d})"
 
 

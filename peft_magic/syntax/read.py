@@ -6,8 +6,9 @@ need the settings pre-split and prints multi-line usage on error. This parser gi
 one-line errors that name the offending token and suggests the right flag.
 
 Value rules: values are Python literals (``8``, ``0.05``, ``True``,
-``'text'``, ``[1, 2]``, ``{'a': 1}``); ``a,b`` is a list; ``true``/``false``/``none``
-work in any case; anything else is a string (names, paths, regexes).
+``'text'``, ``[1, 2]``, ``{'a': 1}``); ``a,b`` is a list, ``"a,b"`` one string;
+``true``/``false``/``none`` work in any case; anything else is a string (names, paths,
+regexes, Windows paths with their backslashes).
 """
 
 from __future__ import annotations
@@ -78,10 +79,31 @@ def _split_top_level(text: str, sep: str = ",") -> list[str]:
 
 
 def parse_value(raw: str) -> Any:
-    """Turn the text after ``key=`` into a Python value (see module docstring)."""
+    """Turn the text after ``key=`` into a Python value (see module docstring).
+
+    Shell quotes group, then the grouped text is read as a Python literal (``r="8"`` is 8,
+    ``name="'8'"`` the string); what quotes add is that a quoted comma does not make a
+    list: ``prompt="Hello, world"`` is one string, ``k=a,"b,c"`` two items.
+    """
     text = raw.strip()
     if text == "":
         return ""
+    if text[0] in "[{(":  # a bracketed literal: its quotes are Python's, not the shell's
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+    quoted = "'" in text or '"' in text
+    if quoted:
+        parts = _split_top_level(text)
+        if len(parts) > 1:
+            return [parse_value(p) for p in parts if p.strip() != ""]
+        try:
+            text = _unquote(text).strip()
+        except ValueError:  # an unbalanced quote inside brackets: read the text as it is
+            quoted = False
+        if text == "":
+            return ""
     if text.lower() in _WORDS:
         return _WORDS[text.lower()]
     try:
@@ -97,7 +119,7 @@ def parse_value(raw: str) -> Any:
             raise PeftMagicError(f"cannot read the value {text!r}",
                                  "write lists as [a, b] or a,b and strings in quotes") from None
         return _fix_yaml_scalars(value)
-    parts = _split_top_level(text)
+    parts = [] if quoted else _split_top_level(text)
     if len(parts) > 1:
         return [parse_value(p) for p in parts if p.strip() != ""]
     return text
@@ -114,21 +136,51 @@ def _fix_yaml_scalars(value: Any) -> Any:
     return value
 
 
-def tokenize(line: str) -> list[str]:
-    """Shell-like split that keeps ``key=[a, b]`` together even with spaces inside."""
-    try:
-        lex = shlex.shlex(line, posix=True)
-        lex.whitespace_split = True
-        lex.commenters = ""
-        tokens = list(lex)
-    except ValueError as e:
-        raise PeftMagicError(f"cannot parse the line: {e}", "check for an unclosed quote") from None
+def _split_raw(line: str) -> list[str]:
+    """Split on whitespace outside quotes and brackets, keeping the quotes (and escapes)."""
     out: list[str] = []
-    for tok in tokens:
-        if out and _balance(out[-1]) > 0:
-            out[-1] = out[-1] + " " + tok
-        else:
-            out.append(tok)
+    cur, quote, depth, started, i = "", None, 0, False, 0
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and quote != "'" and i + 1 < len(line):
+            cur, started, i = cur + line[i:i + 2], True, i + 2
+            continue
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch.isspace() and depth <= 0:
+            if started:
+                out.append(cur)
+            cur, started, depth, i = "", False, 0, i + 1
+            continue
+        cur, started, i = cur + ch, True, i + 1
+    if quote:
+        raise PeftMagicError("cannot parse the line: No closing quotation", "check for an unclosed quote")
+    if started:
+        out.append(cur)
+    return out
+
+
+def _unquote(token: str) -> str:
+    """Shell rules for one token: ``"a b"`` → ``a b``, ``a\\ b`` → ``a b``."""
+    if not any(c in token for c in "'\"\\"):
+        return token
+    return "".join(shlex.split(token, comments=False, posix=True))
+
+
+def tokenize(line: str) -> list[str]:
+    """Shell-like split that keeps ``key=[a, b]`` together even with spaces inside.
+
+    A ``key=value`` token keeps its quotes, so that ``name="a,b"`` reaches
+    :func:`parse_value` as a quoted string (one value) and not as ``a,b`` (a list);
+    every other token (positionals, flags) is unquoted the way a shell would.
+    """
+    out = [tok if _KEY.match(tok) else _unquote(tok) for tok in _split_raw(line)]
     if out and _balance(out[-1]) > 0:
         raise PeftMagicError(f"unclosed bracket in '{out[-1]}'")
     return out
