@@ -87,7 +87,13 @@ class PeftPanel(widgets.VBox):
         self.targets: TargetsPicker | None = None
 
         model = self.model()
-        # -- widgets -------------------------------------------------------------------
+        self._build_widgets()
+        self._wire()
+        self._follow(var, shell)
+        self._rebuild(model)
+
+    def _build_widgets(self) -> None:
+        """The three tabs, the magic line, the status and result lines."""
         self.header = widgets.HTML()
         self.method = MethodPicker()
         self.name = widgets.Text(value="default", description="adapter", continuous_update=False,
@@ -119,7 +125,8 @@ class PeftPanel(widgets.VBox):
         self.result.add_class("pm-result")
         self.children = [self.header, self.tabs, self.line, self.status, self.result]
 
-        # -- wiring --------------------------------------------------------------------
+    def _wire(self) -> None:
+        """Widget changes → recompute the preview and the magic line; buttons → actions."""
         self.method.on_change(self._on_method)
         self.name.observe(lambda _c: self._changed(), "value")
         self.task.observe(lambda _c: self._changed(), "value")
@@ -127,8 +134,13 @@ class PeftPanel(widgets.VBox):
         self.tabs.observe(lambda _c: self.show_line(), "selected_index")
         self.attach_button.on_click(lambda _b: self.guard(self.do_attach))
         self.detach_button.on_click(lambda _b: self.guard(self.do_detach))
-        # Re-running the `%peft panel` cell replaces its output: the panel it replaces
-        # stops following events and cells, so stale panels never pile up.
+
+    def _follow(self, var: str, shell: Any) -> None:
+        """Follow engine events and finished cells, replacing an older panel on the same model.
+
+        Re-running the `%peft panel` cell replaces its output: the panel it replaces
+        stops following events and cells, so stale panels never pile up.
+        """
         key = (id(self.ns), var)
         old = _OPEN.get(key)
         previous = old() if old is not None else None
@@ -138,8 +150,6 @@ class PeftPanel(widgets.VBox):
         self._unsubscribe: Callable[[], None] | None = events.subscribe(self._on_event)
         if shell is not None and hasattr(shell, "events"):
             shell.events.register("post_run_cell", self._after_cell)
-
-        self._rebuild(model)
 
     def _rebuild(self, model: Any) -> None:
         """Point the panel's model parts (targets, preview, record) at ``model`` and redraw."""

@@ -246,10 +246,20 @@ def decode_entities(words_or_text: str | Sequence[str], word_ids: Sequence[int |
     into ``" ".join(words)`` for a list of words. ``score`` is the mean over the
     entity's words (None when only ids were given without ``scores``).
     """
-    rows = [p.tolist() if hasattr(p, "tolist") else p for p in predictions]
+    ids, probs = _token_labels(predictions, scores)
+    text, word_span = _word_spans(words_or_text, word_ids, offsets)
+    word_tag: dict[int, tuple[str, float | None]] = {}
+    for j, wid in enumerate(word_ids):  # each word takes its first sub-token's prediction
+        if wid is not None and wid not in word_tag and j < len(ids):
+            word_tag[wid] = (label_names[ids[j]], probs[j])
+    return _merge_tags(text, word_span, word_tag)
+
+
+def _token_labels(predictions: Any, scores: Sequence[float] | None) -> tuple[list[int], list[float | None]]:
+    """Per token: the label id and its probability (softmax of a logits row, else ``scores``)."""
     ids: list[int] = []
     probs: list[float | None] = []
-    for j, p in enumerate(rows):
+    for j, p in enumerate(p.tolist() if hasattr(p, "tolist") else p for p in predictions):
         if isinstance(p, (list, tuple)):
             pr = _softmax_row([float(x) for x in p])
             k = max(range(len(pr)), key=pr.__getitem__)
@@ -258,33 +268,36 @@ def decode_entities(words_or_text: str | Sequence[str], word_ids: Sequence[int |
         else:
             ids.append(int(p))
             probs.append(float(scores[j]) if scores is not None else None)
+    return ids, probs
 
-    if isinstance(words_or_text, str):
-        text = words_or_text
-        if offsets is None:
-            raise PeftMagicError("decoding entities in raw text needs the tokenizer's offsets",
-                                 "use encode_for_predict(text, tokenizer) and pass its offsets")
-        spans: dict[int, list[int]] = {}
-        for wid, off in zip(word_ids, offsets):
-            if wid is None or off is None or off[1] <= off[0]:
-                continue
-            s = spans.setdefault(wid, [off[0], off[1]])
-            s[0], s[1] = min(s[0], off[0]), max(s[1], off[1])
-        n_words = max(spans) + 1 if spans else 0
-        word_span = [tuple(spans[w]) if w in spans else None for w in range(n_words)]
-    else:
+
+def _word_spans(words_or_text: str | Sequence[str], word_ids: Sequence[int | None],
+                offsets: Sequence[Any] | None) -> tuple[str, list[tuple[int, int] | None]]:
+    """The text entities point into and each word's character span in it."""
+    if not isinstance(words_or_text, str):
         words = [str(w) for w in words_or_text]
-        text = " ".join(words)
-        word_span, pos = [], 0
+        word_span: list[tuple[int, int] | None] = []
+        pos = 0
         for w in words:
             word_span.append((pos, pos + len(w)))
             pos += len(w) + 1
+        return " ".join(words), word_span
+    if offsets is None:
+        raise PeftMagicError("decoding entities in raw text needs the tokenizer's offsets",
+                             "use encode_for_predict(text, tokenizer) and pass its offsets")
+    spans: dict[int, list[int]] = {}
+    for wid, off in zip(word_ids, offsets):
+        if wid is None or off is None or off[1] <= off[0]:
+            continue
+        s = spans.setdefault(wid, [off[0], off[1]])
+        s[0], s[1] = min(s[0], off[0]), max(s[1], off[1])
+    n_words = max(spans) + 1 if spans else 0
+    return words_or_text, [(spans[w][0], spans[w][1]) if w in spans else None for w in range(n_words)]
 
-    word_tag: dict[int, tuple[str, float | None]] = {}
-    for j, wid in enumerate(word_ids):
-        if wid is not None and wid not in word_tag and j < len(ids):
-            word_tag[wid] = (label_names[ids[j]], probs[j])
 
+def _merge_tags(text: str, word_span: Sequence[tuple[int, int] | None],
+                word_tag: dict[int, tuple[str, float | None]]) -> list[dict[str, Any]]:
+    """Word tags → entities, conlleval-style (B/S start, I/E extend the same type, O ends)."""
     entities: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
 

@@ -141,19 +141,11 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
            stop: threading.Event) -> None:
     from ... import _heavy, events
     from ...memory import PeakSampler, reading
-    from ...state import Run, state_for
-    from ...inference.evaluate import EvalSet
     from ...peft_methods.quirks import quirk
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
-    from ..run import (
-        _Job,
-        _latest_checkpoint,
-        _make_trainer,
-        _prepare_adalora,
-        _train_guarded,
-    )
+    from ..run import _latest_checkpoint, _make_trainer, _prepare_adalora, _train_guarded
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
@@ -164,7 +156,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     device = "cpu" if spec.device == "cpu" else f"cuda:{local_rank}"
     if device != "cpu":
         torch.cuda.set_device(local_rank)
-    src, ad, r = settings["model"], settings["adapter"], settings["run"]
+    src, ad = settings["model"], settings["adapter"]
     args = {**settings["overrides"], **settings["args"]}
     phase("joining the process group")
     steps = int(settings["steps"])
@@ -174,19 +166,11 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     phase("loading the model")
     pm = _load_model(src, folder, ad["name"], device)
     phase("reading the data")
-    examples = handoff.read_examples(folder / "train")
-    eval_examples = handoff.read_examples(folder / "eval") if settings["has_eval"] else None
-    run = Run(run_id=r["run_id"], model_id=r["model_id"], adapter=r["adapter"], method=r["method"], settings={},
-              total_steps=r["total_steps"], seconds=r["seconds"], tokens=r["tokens"], started_at=time.time(),
-              output_dir=settings["output_dir"])
-    # the held-out rows give the eval loss here; the task's other metrics are computed in the
-    # kernel on the trained adapter when it comes back (launch.py)
-    held = EvalSet(ad["task"], [], eval_examples, None, 0) if eval_examples is not None else None
-    job = _Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
-               examples, held, None, settings["resume_from"])
+    job = _job(pm, folder, settings)
     is_adalora = ad["peft_type"] == "ADALORA"
     if is_adalora:
         _prepare_adalora(job, steps)
+    run = job.run
     collator = collator_with_pad(ad["task"], settings["pad_id"], task_ids=quirk(ad["peft_type"]).task_ids)
     interrupt = InterruptToStop()
     sampler = PeakSampler(device, interval=0.1)
@@ -214,15 +198,39 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
         raise SystemExit(1)
     status = "completed" if run.status == "running" else run.status
     phase("saving the adapter")
-    result = folder / "result"
-    if spec.strategy == "ddp":
-        if rank == 0:
-            handoff.write_adapter(pm, ad["name"], result)
-    else:  # sharded weights: every rank takes part in gathering them
-        trainer.save_model(str(result))
+    _save_result(pm, trainer, ad["name"], folder / "result", spec.strategy, rank)
     checkpoint = _latest_checkpoint(run.output_dir) if (status == "interrupted" and rank == 0) else None
     client.send({"t": "done", "status": status, "message": run.message, "peak": sampler.peak,
                  "memory_kind": reading(device).kind, "checkpoint": checkpoint, "run": delta()})
+
+
+def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
+    """The kernel's run record and data, rebuilt in this process as the trainer's job."""
+    from ...inference.evaluate import EvalSet
+    from ...state import Run, state_for
+    from ..run import _Job
+
+    ad, r = settings["adapter"], settings["run"]
+    examples = handoff.read_examples(folder / "train")
+    eval_examples = handoff.read_examples(folder / "eval") if settings["has_eval"] else None
+    run = Run(run_id=r["run_id"], model_id=r["model_id"], adapter=r["adapter"], method=r["method"], settings={},
+              total_steps=r["total_steps"], seconds=r["seconds"], tokens=r["tokens"], started_at=time.time(),
+              output_dir=settings["output_dir"])
+    # the held-out rows give the eval loss here; the task's other metrics are computed in the
+    # kernel on the trained adapter when it comes back (launch.py)
+    held = EvalSet(ad["task"], [], eval_examples, None, 0) if eval_examples is not None else None
+    return _Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
+                examples, held, None, settings["resume_from"])
+
+
+def _save_result(pm: Any, trainer: Any, adapter: str, result: Path, strategy: str, rank: int) -> None:
+    """Write the trained adapter for the kernel: rank 0 alone under DDP; every rank
+    when the weights are sharded (gathering them is collective)."""
+    if strategy == "ddp":
+        if rank == 0:
+            handoff.write_adapter(pm, adapter, result)
+    else:
+        trainer.save_model(str(result))
 
 
 def main(argv: list[str]) -> int:
