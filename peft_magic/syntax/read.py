@@ -17,7 +17,7 @@ import ast
 import re
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import PeftMagicError, did_you_mean
 
@@ -39,41 +39,48 @@ class Args:
         return self.flags.get(name, default)
 
 
-def _balance(text: str) -> int:
-    depth = 0
-    quote = None
-    for ch in text:
+def _scan(text: str, escapes: bool = False) -> Iterator[tuple[str, bool, int, str | None]]:
+    """Walk ``text`` the way every splitter here needs: yield each piece (a character, or
+    a backslash pair when ``escapes``) with whether it stands at top level (outside
+    quotes and brackets), then the bracket depth and open quote after it. A stray
+    closing bracket does not count."""
+    depth, quote, i = 0, None, 0
+    while i < len(text):
+        ch = text[i]
+        if escapes and ch == "\\" and quote != "'" and i + 1 < len(text):
+            yield text[i:i + 2], False, depth, quote
+            i += 2
+            continue
+        top = False
         if quote:
-            if ch == quote:
-                quote = None
+            quote = None if ch == quote else quote
         elif ch in "'\"":
             quote = ch
         elif ch in "[{(":
             depth += 1
         elif ch in "]})":
-            depth -= 1
+            depth = max(depth - 1, 0)
+        else:
+            top = depth == 0
+        yield ch, top, depth, quote
+        i += 1
+
+
+def _open_brackets(text: str) -> int:
+    depth = 0
+    for _piece, _top, depth, _quote in _scan(text):
+        pass
     return depth
 
 
 def _split_top_level(text: str, sep: str = ",") -> list[str]:
-    parts, depth, cur, quote = [], 0, "", None
-    for ch in text:
-        if quote:
-            cur += ch
-            if ch == quote:
-                quote = None
-            continue
-        if ch in "'\"":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        if ch == sep and depth == 0:
+    parts, cur = [], ""
+    for piece, top, _depth, _quote in _scan(text):
+        if top and piece == sep:
             parts.append(cur)
             cur = ""
         else:
-            cur += ch
+            cur += piece
     parts.append(cur)
     return parts
 
@@ -139,26 +146,14 @@ def _fix_yaml_scalars(value: Any) -> Any:
 def _split_raw(line: str) -> list[str]:
     """Split on whitespace outside quotes and brackets, keeping the quotes (and escapes)."""
     out: list[str] = []
-    cur, quote, depth, started, i = "", None, 0, False, 0
-    while i < len(line):
-        ch = line[i]
-        if ch == "\\" and quote != "'" and i + 1 < len(line):
-            cur, started, i = cur + line[i:i + 2], True, i + 2
-            continue
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "[{(":
-            depth += 1
-        elif ch in "]})":
-            depth -= 1
-        elif ch.isspace() and depth <= 0:
+    cur, started, quote = "", False, None
+    for piece, top, _depth, quote in _scan(line, escapes=True):
+        if top and piece.isspace():
             if started:
                 out.append(cur)
-            cur, started, depth, i = "", False, 0, i + 1
-            continue
-        cur, started, i = cur + ch, True, i + 1
+            cur, started = "", False
+        else:
+            cur, started = cur + piece, True
     if quote:
         raise PeftMagicError("cannot parse the line: No closing quotation", "check for an unclosed quote")
     if started:
@@ -181,7 +176,7 @@ def tokenize(line: str) -> list[str]:
     every other token (positionals, flags) is unquoted the way a shell would.
     """
     out = [tok if _KEY.match(tok) else _unquote(tok) for tok in _split_raw(line)]
-    if out and _balance(out[-1]) > 0:
+    if out and _open_brackets(out[-1]) > 0:
         raise PeftMagicError(f"unclosed bracket in '{out[-1]}'")
     return out
 

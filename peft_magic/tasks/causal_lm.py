@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import PeftMagicError
-from .common import Examples, round_up
+from .common import Examples, PaddingCollator, round_up
 
 COMPLETION_KEYS = [("prompt", "completion"), ("instruction", "output"), ("question", "answer"),
                    ("input", "output"), ("prompt", "response")]
@@ -155,7 +155,7 @@ def tokenize_causal(records: Sequence[Any], tokenizer: Any, shape: str, cols: li
     return Examples(out.rows, shape, len(records), None, out.truncated, out.skipped, cols)
 
 
-class Collator:
+class Collator(PaddingCollator):
     """Pad a batch to its longest example (rounded up to a multiple of 8) and count real tokens.
 
     Dynamic padding instead of ``padding="max_length"``: padding is wasted compute, and
@@ -166,10 +166,8 @@ class Collator:
     """
 
     def __init__(self, pad_id: int, classify: bool = False, multiple: int = 8) -> None:
-        self.pad_id = pad_id
+        super().__init__(pad_id, multiple)
         self.classify = classify
-        self.multiple = multiple
-        self.tokens = 0
 
     def __call__(self, batch: list[dict[str, Any]]) -> dict[str, Any]:
         import torch

@@ -81,3 +81,16 @@ def as_list(value: Any) -> Any:
 def round_up(n: int, multiple: int) -> int:
     """``n`` rounded up to a multiple of ``multiple`` (no rounding when ``multiple`` ≤ 1)."""
     return -(-n // multiple) * multiple if multiple > 1 else n
+
+
+class PaddingCollator:
+    """What every collator here starts from: the id to pad with, the multiple to round
+    the padded length up to (8: tensor cores and fewer distinct shapes), and ``tokens``,
+    the real tokens seen so far (the tokens/s readout)."""
+
+    def __init__(self, pad_id: int, multiple: int = 8) -> None:
+        if pad_id is None:
+            raise PeftMagicError("the tokenizer has no pad token", "set tokenizer.pad_token")
+        self.pad_id = pad_id
+        self.multiple = multiple
+        self.tokens = 0

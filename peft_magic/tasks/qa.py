@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PeftMagicError
-from .common import Examples, as_list, check_records, need_fast, round_up
+from .common import Examples, PaddingCollator, as_list, check_records, need_fast, round_up
 
 
 # ----------------------------------------------------------------------------- records
@@ -290,7 +290,7 @@ def postprocess_qa(start_logits: Any, end_logits: Any, windows: Sequence[Mapping
     return results
 
 
-class QACollator:
+class QACollator(PaddingCollator):
     """Pad QA windows to the longest in the batch (rounded up to a multiple of 8).
 
     ``input_ids`` pad with ``pad_id``, ``attention_mask`` and ``token_type_ids`` with 0;
@@ -298,13 +298,6 @@ class QACollator:
     keys (``example_id``, ``offset_mapping``, ``cls_index``) stay behind, so evaluation
     windows batch too. ``tokens`` counts the real (non-pad) tokens seen.
     """
-
-    def __init__(self, pad_id: int, multiple: int = 8) -> None:
-        if pad_id is None:
-            raise PeftMagicError("the tokenizer has no pad token", "set tokenizer.pad_token")
-        self.pad_id = pad_id
-        self.multiple = multiple
-        self.tokens = 0
 
     def __call__(self, batch: list[Mapping[str, Any]]) -> dict[str, Any]:
         import torch

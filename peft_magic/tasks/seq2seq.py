@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import PeftMagicError
-from .common import Examples, check_records, round_up
+from .common import Examples, PaddingCollator, check_records, round_up
 
 PAIRS: list[tuple[str, str]] = [
     ("prompt", "completion"), ("input", "target"), ("source", "target"), ("document", "summary"),
@@ -97,7 +97,7 @@ def tokenize_seq2seq(records: Sequence[Any], tokenizer: Any, max_len: int = 512,
                         list(records[0].keys()))
 
 
-class Seq2SeqCollator:
+class Seq2SeqCollator(PaddingCollator):
     """Pad a seq2seq batch: sources and targets each to their longest (rounded up to a multiple of 8).
 
     ``input_ids`` pad with ``pad_id`` (``attention_mask`` 1 on real tokens, 0 on padding),
@@ -105,13 +105,6 @@ class Seq2SeqCollator:
     from the labels. ``tokens`` counts the real tokens seen, source and target together
     (the encoder and the decoder both process them).
     """
-
-    def __init__(self, pad_id: int, multiple: int = 8) -> None:
-        if pad_id is None:
-            raise PeftMagicError("the tokenizer has no pad token", "set tokenizer.pad_token")
-        self.pad_id = pad_id
-        self.multiple = multiple
-        self.tokens = 0
 
     def __call__(self, batch: list[Mapping[str, Any]]) -> dict[str, Any]:
         import torch
