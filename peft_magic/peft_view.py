@@ -51,7 +51,13 @@ def configs(peft_model: Any) -> dict[str, Any]:
 
 
 def active_adapters(peft_model: Any) -> list[str]:
-    """The active adapter names (peft returns a string or a list depending on the method)."""
+    """The active adapter names (peft returns a string or a list depending on the method).
+
+    An X-LoRA model reports its LoRA experts (``"0"``, ``"1"``, …) as the active
+    adapters; the adapter the user attached, trains and saves is the X-LoRA one."""
+    for name, config in configs(peft_model).items():
+        if peft_type(config) == "XLORA":
+            return [name]
     act = getattr(peft_model, "active_adapters", None) or peft_model.active_adapter
     return [act] if isinstance(act, str) else list(act)
 

@@ -61,11 +61,29 @@ class ModelState:
     def peft_model(self) -> Any:
         return self.peft_ref() if self.peft_ref is not None else None
 
+    def set_peft(self, peft_model: Any) -> None:
+        """Record the PeftModel wrapping the base (``None``: no wrapper any more).
+
+        The base model holds its wrapper strongly: peft injects its layers into the base
+        in place, so a base whose wrapper was dropped (``pm.attach(model, …)`` with the
+        result ignored) still carries adapters, and the next attach, train or save must
+        find the wrapper that owns them rather than wrap the layers a second time. The
+        record itself holds only weak references, so models still die with their last
+        user reference (the base ↔ wrapper cycle is collected with them)."""
+        self.peft_ref = weakref.ref(peft_model) if peft_model is not None else None
+        base = self.base
+        if base is not None:
+            if peft_model is None:
+                base.__dict__.pop(_WRAPPER, None)
+            else:
+                base.__dict__[_WRAPPER] = peft_model
+
     @property
     def model_id(self) -> str:
         return f"m{id(self.base):x}"
 
 
+_WRAPPER = "_peft_magic_wrapper"  # the attribute by which a base model keeps its PeftModel alive
 _states: dict[int, ModelState] = {}
 _lock = threading.RLock()
 
@@ -101,8 +119,8 @@ def state_for(model: Any, create: bool = False) -> ModelState | None:
         if st is None and create:
             st = ModelState(base_ref=weakref.ref(base, lambda _r, k=key: _states.pop(k, None)))
             _states[key] = st
-        if st is not None and base is not model and is_peft_model(model):
-            st.peft_ref = weakref.ref(model)
+        if st is not None and base is not model and is_peft_model(model) and st.peft_model is not model:
+            st.set_peft(model)
         return st
 
 

@@ -352,3 +352,21 @@ def test_merge_on_a_4bit_base_asks_first_and_dequantize_merges_without_rounding(
     got = _logits(merged, IDS)
     assert torch.allclose(got, want, atol=2e-2), (got - want).abs().max()
     assert any("dequantized" in n for n in res.notes)
+
+
+def test_a_dropped_wrapper_is_found_again_so_a_second_adapter_joins_the_first():
+    """peft injects its layers into the base in place: after ``pm.attach(base, …)`` with
+    the result ignored, the next attach must add to the same wrapper (both adapters listed,
+    the new one's head the trainable one), not wrap the injected layers a second time."""
+    import gc
+
+    loaded = pm.load("tiny-bert", task="seq-cls", labels="neg,pos")
+    base = loaded.model
+    pm.attach(base, "lora", r=4)  # result dropped
+    gc.collect()
+    model = pm.attach(base, "lora", r=4, name="second").model
+    assert set(model.peft_config) == {"default", "second"} and model.active_adapter == "second"
+    heads = {n.split(".")[-2] for n, p in model.named_parameters() if p.requires_grad and "modules_to_save" in n}
+    assert heads == {"second"}
+    shown = repr(pm.show(base))
+    assert "[active] second" in shown and "[inactive] default" in shown

@@ -191,28 +191,50 @@ def test_a_compilation_error_is_one_line_with_the_fallback(tmp_path):
 _TASK_IDS = {"POLY", "MULTITASK_PROMPT_TUNING"}
 
 
+def _required_settings(peft_type: str, model, tiny_llama_path: str, tmp_path: Path) -> dict:
+    """The settings a method cannot attach without (test_every_method: 'explained')."""
+    from transformers import AutoModelForCausalLM
+
+    if peft_type == "TRAINABLE_TOKENS":
+        return {"token_indices": [5, 6, 7]}
+    if peft_type == "CPT":
+        return {"cpt_token_ids": [5, 6, 7, 8], "cpt_tokens_type_mask": [1, 2, 3, 4]}
+    if peft_type == "XLORA":  # experts: two saved LoRA adapters, under names of the user's choosing
+        model.config.use_cache = False
+        experts = {}
+        for name in ("formal", "casual"):
+            pm.attach(AutoModelForCausalLM.from_pretrained(tiny_llama_path), "lora", r=4).model.save_pretrained(
+                str(tmp_path / name))
+            experts[name] = str(tmp_path / name)
+        return {"adapters": experts}
+    return {}
+
+
 @pytest.mark.parametrize("peft_type", list(registry()))
-def test_checkpointing_trains_every_method_that_can_with_the_same_gradients(peft_type, tiny_llama_path):
+def test_checkpointing_trains_every_method_that_can_with_the_same_gradients(peft_type, tiny_llama_path, tmp_path):
     """Each method either gets exactly the gradients it gets without checkpointing, or is
     refused in one line before anything runs (the ``no_checkpointing`` quirk) — and the
     quirk is right: those methods really do lose their cache prefix."""
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
+    from peft_magic.inference.running import batch_needs
+    from peft_magic.tasks.families import cpt_type_mask
+
     model = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
-    try:
-        pmodel = pm.attach(model, peft_type.lower()).model
-    except PeftMagicError:
-        pytest.skip("does not attach to this model with its defaults (see test_every_method)")
+    settings = _required_settings(peft_type, model, tiny_llama_path, tmp_path)
+    torch.manual_seed(0)
+    pmodel = pm.attach(model, peft_type.lower(), **settings).model
     x = torch.randint(5, 400, (2, 12))
     extra = {"task_ids": torch.zeros(2, dtype=torch.long)} if peft_type in _TASK_IDS else {}
+    if batch_needs(pmodel).cpt_offset is not None:  # CPT's loss reads each token's role
+        extra = {"input_type_mask": cpt_type_mask(x, torch.ones_like(x), batch_needs(pmodel).cpt_offset)}
     pmodel.train()
     pmodel.config.use_cache = False
 
     def grads():
         pmodel.zero_grad(set_to_none=True)
         torch.manual_seed(1)
-        loss = pmodel(input_ids=x, labels=x, **extra).loss
+        loss = pmodel(input_ids=x, labels=x, **{k: v.clone() for k, v in extra.items()}).loss  # CPT edits its mask
         loss.backward()
         return loss.item(), {n: p.grad.clone() for n, p in pmodel.named_parameters() if p.grad is not None}
 

@@ -221,16 +221,17 @@ def test_heads_that_an_architecture_cannot_take_are_one_line():
 def _own_loss(model, tokenizer, task, rows) -> float:
     import torch
 
-    from peft_magic.inference.running import needs_task_ids
+    from peft_magic.inference.running import batch_needs
 
-    batch = collator_for(task, tokenizer, needs_task_ids(model))(rows)
+    batch = collator_for(task, tokenizer, batch_needs(model))(rows)
     model.train()
     with torch.no_grad():
         return float(model(**batch).loss)
 
 
 CAUSAL_METHODS = [("prompt", {}), ("p-tuning", {}), ("prefix", {}), ("multitask_prompt", {}),
-                  ("llama_adapter", {}), ("lora", {"r": 4}), ("ia3", {})]
+                  ("llama_adapter", {}), ("lora", {"r": 4}), ("ia3", {}),
+                  ("cpt", {"cpt_token_ids": [5, 6, 7, 8], "cpt_tokens_type_mask": [1, 2, 3, 4]})]
 SEQ2SEQ_METHODS = [("prompt", {}), ("p-tuning", {}), ("prefix", {}), ("multitask_prompt", {}),
                    ("lora", {"r": 4}), ("ia3", {})]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,7 +165,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
         new_model, status = _add(req, config, pm), "added"
 
     st.adapters[name] = req.record
-    st.peft_ref = weakref.ref(new_model)
+    st.set_peft(new_model)
     summary = summarize(new_model)
     notes += _unmatched_target_notes(new_model, req)
     emit_adapter(st, new_model, name, req.spec.requested, status, counts=(summary.trainable, summary.total))
@@ -286,7 +285,7 @@ def _replace(req: _Request, config: Any, notes: list[str]) -> Any:
         return _attach_fresh(req, config, base_again, notes)
     except PeftMagicError:
         restored = peft_view.reattach(base_again, old_config, old_state, name)
-        req.st.peft_ref = weakref.ref(restored)
+        req.st.set_peft(restored)
         raise
 
 
@@ -303,7 +302,7 @@ def detach(model: Any) -> Any:
         if p.dtype.is_floating_point:
             p.requires_grad_(True)
     st.adapters.clear()
-    st.peft_ref = None
+    st.set_peft(None)
     events.emit("adapter", model_id=st.model_id, adapter=None, method=None, action="detached",
                 trainable=0, total=count_params(base))
     return base

@@ -14,7 +14,7 @@ from .. import _heavy
 from ..errors import PeftMagicError, first_line
 from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
 from ..peft_methods.discovery import MethodSpec
-from ..peft_methods.quirks import adaptive_defaults, check_required
+from ..peft_methods.quirks import adaptive_defaults, check_required, peft_workarounds
 
 
 def build_config(spec: MethodSpec, settings: dict[str, Any], task: str | None, base: Any) -> Any:
@@ -30,6 +30,7 @@ def build_config(spec: MethodSpec, settings: dict[str, Any], task: str | None, b
     if task is not None and "task_type" not in kwargs:
         kwargs["task_type"] = task
     check_required(spec, kwargs, model_config)
+    kwargs = peft_workarounds(spec.info.peft_type, kwargs)
     try:
         with _heavy.quiet():
             return spec.info.config_cls(**kwargs)

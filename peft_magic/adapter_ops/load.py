@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +197,7 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     method = method_name(cfg, st, None)
     st.adapters[name] = AdapterRecord(name=name, method=method, peft_type=pt, settings=changed_settings(cfg),
                                       task=peft_view.task_type(cfg))
-    st.peft_ref = weakref.ref(new)
+    st.set_peft(new)
     emit_adapter(st, new, name, method, "loaded")
     n, _ = peft_view.adapter_params(new, name)
     mode = "trainable" if trainable else "frozen: --trainable to train it further"

@@ -95,7 +95,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
     st2 = state_for(merged, create=True)
     st2.merged += [n for n in active if n not in st2.merged]
     st2.adapters.clear()
-    st2.peft_ref = None
+    st2.set_peft(None)
     st2.disabled = False
     if dropped:
         notes.append("inactive adapters are gone with the wrapper: " + ", ".join(f"'{n}'" for n in dropped))

@@ -17,6 +17,7 @@ from ..errors import PeftMagicError
 from ..model.facts import model_name, quantization_of, require_model
 from ..peft_methods.discovery import method_info
 from ..peft_methods.fields import changed_settings
+from ..peft_methods.quirks import quirk
 from ..state import ModelState, peft_model_for, state_for, unwrap
 from . import card, files
 from .lookup import emit_adapter, method_name, pick_adapter
@@ -97,6 +98,9 @@ def save(model: Any, path: str | Path, *, name: str | None = None, merged: bool 
     method = method_name(cfg, st, name)
     if merged:
         _check_mergeable(pm, name, method, path)
+    elif quirk(pt).no_save:
+        raise PeftMagicError(f"{method} adapters cannot be saved: {quirk(pt).no_save}; nothing was written",
+                             "keep it in the kernel; its experts are the LoRA adapters it was given")
     _refuse_existing(target, force)
     runs = [r for r in state_mod.runs() if r.model_id == st.model_id and r.adapter == name]
     trainable, _grad = peft_view.adapter_params(pm, name)

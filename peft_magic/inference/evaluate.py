@@ -28,7 +28,7 @@ from ..state import peft_model_for, state_for, unwrap
 from ..tasks import metrics, qa, token_cls
 from ..tasks.families import collator_for, family
 from ..training import data as data_mod
-from .running import batches, device_of, eval_mode, needs_task_ids
+from .running import batches, device_of, eval_mode, batch_needs
 
 EVAL_BATCH = 16
 
@@ -63,7 +63,7 @@ def _loss(model: Any, es: EvalSet, batch: int) -> float:
     import torch
 
     total, n = 0.0, 0
-    collator = collator_for(es.task, es.tokenizer, needs_task_ids(model))
+    collator = collator_for(es.task, es.tokenizer, batch_needs(model))
     with torch.no_grad():
         for lo, b in batches(es.examples.rows, collator, batch, device_of(model)):
             size = b["input_ids"].shape[0]
@@ -77,7 +77,7 @@ def _classification(model: Any, es: EvalSet, batch: int) -> dict[str, float]:
 
     preds: list[int] = []
     with torch.no_grad():
-        for _, b in batches(es.examples.rows, collator_for("SEQ_CLS", es.tokenizer, needs_task_ids(model)), batch, device_of(model)):
+        for _, b in batches(es.examples.rows, collator_for("SEQ_CLS", es.tokenizer, batch_needs(model)), batch, device_of(model)):
             b.pop("labels", None)
             preds += model(**b).logits.argmax(-1).tolist()
     return metrics.classification_scores([r["labels"] for r in es.examples.rows], preds)
@@ -89,7 +89,7 @@ def _token_cls(model: Any, es: EvalSet, batch: int) -> dict[str, float]:
     rows = es.examples.rows
     logits: list[Any] = []
     with torch.no_grad():
-        for lo, b in batches(rows, collator_for("TOKEN_CLS", es.tokenizer, needs_task_ids(model)), batch, device_of(model)):
+        for lo, b in batches(rows, collator_for("TOKEN_CLS", es.tokenizer, batch_needs(model)), batch, device_of(model)):
             b.pop("labels", None)
             out = model(**b).logits.float().cpu().numpy()
             logits += [out[i, :len(rows[lo + i]["input_ids"])] for i in range(out.shape[0])]
@@ -106,7 +106,7 @@ def qa_answers(model: Any, tokenizer: Any, records: list[Any], max_len: int, str
     starts: list[Any] = []
     ends: list[Any] = []
     with torch.no_grad():
-        for lo, b in batches(windows, collator_for("QUESTION_ANS", tokenizer, needs_task_ids(model)), batch, device_of(model)):
+        for lo, b in batches(windows, collator_for("QUESTION_ANS", tokenizer, batch_needs(model)), batch, device_of(model)):
             out = model(**b)
             s, e = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
             for i in range(s.shape[0]):

@@ -14,6 +14,7 @@ from typing import Any
 from .. import peft_view
 from ..peft_methods.quirks import quirk
 from ..state import peft_model_for
+from ..tasks.families import BatchNeeds
 
 
 @contextlib.contextmanager
@@ -42,9 +43,13 @@ def batches(rows: Sequence[dict[str, Any]], collator: Any, size: int, device: An
         yield lo, {k: v.to(device) for k, v in batch.items()}
 
 
-def needs_task_ids(model: Any) -> bool:
-    """Whether the model's active adapter needs ``task_ids`` in every batch."""
+def batch_needs(model: Any) -> BatchNeeds:
+    """What the model's active adapter needs in every batch besides the task's inputs
+    (``task_ids``; CPT's token types)."""
     pm = peft_model_for(model)
     if pm is None or not peft_view.configs(pm):
-        return False
-    return quirk(peft_view.peft_type(pm.active_peft_config)).task_ids
+        return BatchNeeds()
+    config = pm.active_peft_config
+    q = quirk(peft_view.peft_type(config))
+    types = getattr(config, "cpt_tokens_type_mask", None) if q.token_types else None
+    return BatchNeeds(task_ids=q.task_ids, cpt_offset=max(types or [1]) if q.token_types else None)

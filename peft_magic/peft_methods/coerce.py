@@ -12,12 +12,13 @@ peft expects.
 from __future__ import annotations
 
 import re
+import typing
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import PeftMagicError, did_you_mean
 from .aliases import KEY_ALIASES
-from .fields import FieldInfo, allows
+from .fields import FieldInfo, allows, list_item_type
 
 BAD = object()  # a converter's "this value does not fit"
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
@@ -84,6 +85,16 @@ def _to_choice(info: FieldInfo, v: Any) -> Any:
 
 
 def _to_list(info: FieldInfo, v: Any) -> Any:
+    item = list_item_type(info)
+    if item is not str:  # token ids, masks, layer pairs: the items keep their type
+        if isinstance(v, str):
+            items: Any = [x for x in v.strip("[]() ").split(",") if x.strip()]
+        else:
+            items = [v] if isinstance(v, int) and not isinstance(v, bool) else v
+        if not isinstance(items, (list, tuple)):
+            return BAD
+        out = [_to_item(item, x) for x in items]
+        return BAD if any(x is BAD for x in out) else out
     if isinstance(v, (list, tuple, set)):
         return list(v) if all(isinstance(x, str) for x in v) else [str(x) for x in v]
     if isinstance(v, str):
@@ -91,6 +102,18 @@ def _to_list(info: FieldInfo, v: Any) -> Any:
             return "all-linear" if v == "all_linear" else v
         return [x.strip() for x in v.split(",") if x.strip()]  # module names never hold commas
     return BAD
+
+
+def _to_item(item: Any, x: Any) -> Any:
+    """One list item as the list's declared item type (int, or a tuple of ints)."""
+    if item is int:
+        return _to_int(None, x.strip() if isinstance(x, str) else x)  # type: ignore[arg-type]
+    if typing.get_origin(item) is tuple and isinstance(x, (list, tuple)):
+        parts = typing.get_args(item)
+        if len(parts) == len(x) and all(t is int for t in parts):
+            got = tuple(_to_int(None, y) for y in x)  # type: ignore[arg-type]
+            return BAD if BAD in got else got
+    return x if item is Any else BAD
 
 
 def _to_int_or_list(info: FieldInfo, v: Any) -> Any:
@@ -118,6 +141,12 @@ _TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false"
                "int_or_list": "an integer or a list of integers"}
 
 
+def _item_name(item: Any) -> str:
+    if typing.get_origin(item) is tuple:
+        return "pairs like [[0, 4], [2, 5]]" if typing.get_args(item) == (int, int) else "tuples"
+    return getattr(item, "__name__", str(item))
+
+
 def type_name(kind: str, choices: tuple[Any, ...]) -> str:
     """What a value of ``kind`` looks like, for an error message."""
     if kind in _TYPE_NAMES:
@@ -136,8 +165,10 @@ def coerce_value(method: str, info: FieldInfo, value: Any) -> Any:
         out = convert(info, value) if convert is not None else value
     if out is BAD:
         shown = f"'{value}'" if isinstance(value, str) else repr(value)
-        raise PeftMagicError(f"invalid value for {method} '{info.name}': expected "
-                             f"{type_name(info.kind, info.choices)}, got {shown}")
+        item = list_item_type(info) if info.kind == "list" else str
+        want = type_name(info.kind, info.choices) if item is str else \
+            ("a list of integers like [5, 6, 7]" if item is int else f"a list of {_item_name(item)}")
+        raise PeftMagicError(f"invalid value for {method} '{info.name}': expected {want}, got {shown}")
     return out
 
 

@@ -66,6 +66,18 @@ def allows(info: FieldInfo, typ: type) -> bool:
 _SIMPLE_KINDS = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
+def list_item_type(info: FieldInfo) -> Any:
+    """The item type of a list field (``list[int]`` → ``int``); ``str`` for names and for
+    ``str | list[str]``, ``Any`` where the annotation does not say."""
+    ann, _ = strip_optional(info.annotation)
+    options = typing.get_args(ann) if typing.get_origin(ann) is typing.Union else (ann,)
+    for option in options:
+        if typing.get_origin(option) in (list, tuple):
+            args = typing.get_args(option)
+            return args[0] if args else Any
+    return str
+
+
 def _union_kind(args: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]]:
     kinds = {field_kind(a)[0] for a in args}
     if kinds <= {"list", "str"} and "list" in kinds:

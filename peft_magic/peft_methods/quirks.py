@@ -42,7 +42,9 @@ class Quirk:
     required: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting → (what it is, example)
     virtual_tokens: bool = False  # puts trainable tokens into the input sequence (every real label is predicted)
     task_ids: bool = False  # its forward needs task_ids (one per example; a single task is id 0)
+    token_types: bool = False  # its loss reads input_type_mask (CPT: each token's role)
     no_checkpointing: str = ""  # why gradient checkpointing cannot train it (empty: it can)
+    no_save: str = ""  # why peft cannot save what training learned (empty: it can)
 
 
 #: why the cache-prefix methods cannot use gradient checkpointing (checked: tests/test_speed.py)
@@ -74,7 +76,11 @@ QUIRKS: dict[str, Quirk] = {
     "GLORA": _q("Generalised LoRA: learned scaling, shift and low-rank terms per layer."),
     "LILY": _q("Low-rank interconnected adapters shared across layers through a router.", family=LORA_FAMILY),
     "XLORA": _q("Mixture of already-trained LoRA experts with a learned per-token gating.", can_merge=False,
-                required={"adapters": ("the already-trained LoRA adapters to mix", "adapters={'a': './lora_a'}")}),
+                required={"adapters": ("the already-trained LoRA adapters to mix", "adapters={'a': './lora_a'}")},
+                no_checkpointing=("its gating runs the model twice per step (a scaling pass with the experts off, "
+                                  "then the real one), so a recomputed layer does not repeat what it saved"),
+                no_save=("peft saves its experts but not its trained gating classifier (the adapter's state dict "
+                         "is empty), so it would load back untrained")),
     "SHIRA": _q("Sparse high-rank adapter: trains a sparse subset of the frozen weights.", family=LORA_FAMILY),
     "MISS": _q("Matrix shard sharing: a cheap structured update shared within each weight.", family=LORA_FAMILY),
     "PEANUT": _q("Weight-aware LoRA-like adapter whose update depends on the frozen weight.", family=LORA_FAMILY),
@@ -90,9 +96,8 @@ QUIRKS: dict[str, Quirk] = {
     "ADAPTION_PROMPT": _q("LLaMA-Adapter: gated prompts added to the top attention layers.", family=PROMPT_BASED,
                           lr=_LR_PREFIX, can_merge=False),
     "CPT": _q("Context-aware prompt tuning for few-shot in-context examples.", family=PROMPT_BASED, lr=_LR_PREFIX,
-              virtual_tokens=True,
-              required={"cpt_token_ids": ("the token ids of the in-context examples (CPT also needs data with an "
-                                          "input_type_mask)", "cpt_token_ids=[...]")}),
+              virtual_tokens=True, token_types=True,
+              required={"cpt_token_ids": ("the token ids of the in-context examples", "cpt_token_ids=[...]")}),
     "CARTRIDGE": _q("A trained KV-cache prefix (cartridge) that compresses a long context.", family=PROMPT_BASED,
                     lr=_LR_PREFIX, no_checkpointing=_PREFIX_IN_CACHE),
     "IA3": _q("Learned rescaling vectors for keys, values and feed-forward activations; tiny.", lr=_LR_SCALING),
@@ -167,6 +172,20 @@ def check_required(spec: Any, kwargs: dict[str, Any], model_config: Any) -> None
             raise PeftMagicError(f"{spec.requested} needs {key}: {what}", f"e.g. %peft {spec.requested} {example}")
     if spec.info.peft_type == "XLORA" and getattr(model_config, "use_cache", False):
         raise PeftMagicError("xlora needs the model's cache off", "set model.config.use_cache = False first")
+
+
+def peft_workarounds(peft_type: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Settings rewritten around a known peft bug, so the method works as documented.
+
+    X-LoRA loads the ``adapters`` it is given under the names ``"0"``, ``"1"``, … but then
+    activates them by the dict's own keys, so any other key fails at the first forward
+    (``KeyError``). Its experts are only ever addressed by position, so the keys become
+    their positions here.
+    """
+    adapters = kwargs.get("adapters")
+    if peft_type == "XLORA" and isinstance(adapters, dict):
+        return {**kwargs, "adapters": {str(i): path for i, path in enumerate(adapters.values())}}
+    return kwargs
 
 
 # ----------------------------------------------------------------------------- adaptive defaults

@@ -86,11 +86,36 @@ def pad_id(tokenizer: Any) -> int:
     return tokenizer.eos_token_id or 0
 
 
-class WithTaskIds:
-    """Adds ``task_ids`` to every batch (multi-task methods): a row's ``task_id``, else 0."""
+@dataclass(frozen=True)
+class BatchNeeds:
+    """What the adapter's forward needs in a batch beyond the task's own inputs."""
 
-    def __init__(self, collator: Any) -> None:
+    task_ids: bool = False  # multitask prompt tuning, Poly: one task id per row
+    cpt_offset: int | None = None  # CPT: the largest type id of its context tokens
+
+
+def cpt_type_mask(labels: Any, attention_mask: Any, offset: int) -> Any:
+    """CPT's ``input_type_mask`` for plain rows: each token's role (1 input template,
+    2 input, 3 output template, 4 output; 0 padding), as CPT reads it after adding the
+    context's largest type id ``offset``.
+
+    CPT computes its loss only where the shifted type is a positive multiple of 4, so
+    the tokens our data marks as labels get the type that lands there and the other
+    real tokens the next type: with the context's own types this makes the row the
+    newest in-context example (weight 1; CPT's decay falls on the older ones). Without
+    this every label is masked and the loss is 0 — nothing learned.
+    """
+    label = 4 - offset % 4
+    other = label % 4 + 1
+    return ((labels != -100).long() * (label - other) + other) * attention_mask.long()
+
+
+class WithMethodInputs:
+    """Adds what the method's forward needs (:class:`BatchNeeds`) to every batch."""
+
+    def __init__(self, collator: Any, needs: BatchNeeds) -> None:
         self.collator = collator
+        self.needs = needs
 
     @property
     def tokens(self) -> int:
@@ -100,17 +125,20 @@ class WithTaskIds:
         import torch
 
         out = self.collator(batch)
-        out["task_ids"] = torch.tensor([int(b.get("task_id", 0)) for b in batch], dtype=torch.long)
+        if self.needs.task_ids:  # a row's task_id, else 0
+            out["task_ids"] = torch.tensor([int(b.get("task_id", 0)) for b in batch], dtype=torch.long)
+        if self.needs.cpt_offset is not None and "labels" in out and out["labels"].dim() == 2:
+            out["input_type_mask"] = cpt_type_mask(out["labels"], out["attention_mask"], self.needs.cpt_offset)
         return out
 
 
-def collator_for(task: str, tokenizer: Any, task_ids: bool = False) -> Any:
+def collator_for(task: str, tokenizer: Any, needs: BatchNeeds | None = None) -> Any:
     """The padding collator of a task; each counts the real tokens it has seen (``tokens``).
-    ``task_ids``: the method's forward needs them (multitask prompt tuning, Poly)."""
-    return collator_with_pad(task, pad_id(tokenizer), task_ids)
+    ``needs``: what the adapter's forward needs besides (``inference.running.batch_needs``)."""
+    return collator_with_pad(task, pad_id(tokenizer), needs)
 
 
-def collator_with_pad(task: str, pid: int, task_ids: bool = False) -> Any:
+def collator_with_pad(task: str, pid: int, needs: BatchNeeds | None = None) -> Any:
     """:func:`collator_for` given the pad id itself (training workers have no tokenizer)."""
     if task == "SEQ_2_SEQ_LM":
         coll: Any = seq2seq.Seq2SeqCollator(pid)
@@ -118,7 +146,7 @@ def collator_with_pad(task: str, pid: int, task_ids: bool = False) -> Any:
         coll = qa.QACollator(pid)
     else:
         coll = causal_lm.Collator(pid, classify=(task == "SEQ_CLS"))
-    return WithTaskIds(coll) if task_ids else coll
+    return WithMethodInputs(coll, needs) if needs is not None and needs != BatchNeeds() else coll
 
 
 _SHAPE_TEXT = {"text": "text (loss on every token)", "completion": "prompt → completion (loss on the completion)",

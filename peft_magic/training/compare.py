@@ -189,7 +189,9 @@ def _train_one(c: Candidate, base: Any, index: int, data: Any, tokenizer: Any, s
         if cm is not None and is_peft_model(cm):
             peft_view.unwrap_all(cm)
         restore(base, snap)
-        state_for(base, create=True).adapters.clear()
+        st = state_for(base, create=True)
+        st.adapters.clear()
+        st.set_peft(None)  # the candidate's wrapper is gone with its layers
     return run
 
 
@@ -303,10 +305,10 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
     family(task)
     metric, higher = MAIN_METRIC.get(task, ("loss", False)) if eval is not None else ("loss", False)
     user_pm = st.peft_model if st.peft_model is not None and peft_view.configs(st.peft_model) else None
-    saved_records, saved_ref = dict(st.adapters), st.peft_ref
+    saved_records, saved_pm = dict(st.adapters), st.peft_model
     saved = peft_view.suspend(user_pm) if user_pm is not None else None
     st.adapters.clear()
-    st.peft_ref = None
+    st.set_peft(None)
     events.emit("compare_start", labels=[c.label for c in rows], steps=steps, task=task, metric=metric)
     out_dir = Path(keep_dir) if keep else None
     try:
@@ -322,7 +324,7 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
     finally:
         st.adapters.clear()
         st.adapters.update(saved_records)
-        st.peft_ref = saved_ref
+        st.set_peft(saved_pm)
         if saved is not None:
             peft_view.resume(user_pm, saved)
     rows.sort(key=_sort_key(metric, higher))

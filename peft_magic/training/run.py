@@ -34,6 +34,7 @@ from typing import Any
 
 from .. import _heavy, events, peft_view
 from ..errors import PeftMagicError
+from ..inference.running import batch_needs
 from ..memory import PeakSampler, device_of, reading
 from ..model.builtins import cache_dir
 from ..model.facts import label_names
@@ -277,7 +278,7 @@ def _run_trainer(job: _Job) -> Run:
     device = device_of(pm)
     if device == "cpu":
         disable_cpu_4bit_repacking(pm)  # a no-op unless a 4-bit model ran inference first
-    collator = collator_for(job.task, job.tokenizer, task_ids=quirk(job.peft_type).task_ids)
+    collator = collator_for(job.task, job.tokenizer, batch_needs(pm))
     steps = planned_steps(job.args, len(job.examples))
     is_adalora = job.peft_type == "ADALORA"
     if is_adalora:

@@ -141,7 +141,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
            stop: threading.Event) -> None:
     from ... import _heavy, events
     from ...memory import PeakSampler, reading
-    from ...peft_methods.quirks import quirk
+    from ...inference.running import batch_needs
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
@@ -171,7 +171,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     if is_adalora:
         _prepare_adalora(job, steps)
     run = job.run
-    collator = collator_with_pad(ad["task"], settings["pad_id"], task_ids=quirk(ad["peft_type"]).task_ids)
+    collator = collator_with_pad(ad["task"], settings["pad_id"], batch_needs(pm))
     interrupt = InterruptToStop()
     sampler = PeakSampler(device, interval=0.1)
     delta = _RunDelta(run)
