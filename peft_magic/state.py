@@ -70,6 +70,11 @@ class ModelState:
         find the wrapper that owns them rather than wrap the layers a second time. The
         record itself holds only weak references, so models still die with their last
         user reference (the base ↔ wrapper cycle is collected with them)."""
+        old = self.peft_model
+        if old is not None and old is not peft_model:  # unwrapped, merged or replaced: never again ours
+            old.__dict__[_DETACHED] = True
+        if peft_model is not None:
+            peft_model.__dict__.pop(_DETACHED, None)
         self.peft_ref = weakref.ref(peft_model) if peft_model is not None else None
         base = self.base
         if base is not None:
@@ -84,6 +89,7 @@ class ModelState:
 
 
 _WRAPPER = "_peft_magic_wrapper"  # the attribute by which a base model keeps its PeftModel alive
+_DETACHED = "_peft_magic_detached"  # set on a wrapper whose layers were taken off the base
 _states: dict[int, ModelState] = {}
 _lock = threading.RLock()
 
@@ -119,7 +125,8 @@ def state_for(model: Any, create: bool = False) -> ModelState | None:
         if st is None and create:
             st = ModelState(base_ref=weakref.ref(base, lambda _r, k=key: _states.pop(k, None)))
             _states[key] = st
-        if st is not None and base is not model and is_peft_model(model) and st.peft_model is not model:
+        if (st is not None and base is not model and is_peft_model(model) and st.peft_model is not model
+                and not model.__dict__.get(_DETACHED)):
             st.set_peft(model)
         return st
 
