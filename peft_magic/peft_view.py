@@ -225,6 +225,17 @@ def parameter_counts(named: list[tuple[str, Any]], names: list[str]
     return trainable, total, {name: (n, g) for name, (n, g) in per.items()}
 
 
+def xlora_gate_params(peft_model: Any) -> tuple[int, bool]:
+    """(parameter count, any requires_grad) of an X-LoRA adapter's own part, its gating
+    classifier: peft names those tensors after the classifier, not after the adapter."""
+    n, grad = 0, False
+    for pname, p in peft_model.named_parameters():
+        if "internal_xlora_classifier" in pname:
+            n += param_numel(p)
+            grad = grad or p.requires_grad
+    return n, grad
+
+
 def adapters_targets(peft_model: Any, names: list[str]) -> dict[str, list[str]]:
     """:func:`adapter_targets` for several adapters: peft's own list of targeted modules
     when there is one adapter (no pass over the modules), else one pass."""

@@ -100,7 +100,13 @@ def test_xlora_takes_experts_under_any_names_trains_and_refuses_a_save_that_woul
     with pytest.raises(PeftMagicError, match="cache off"):
         pm.attach(base, "xlora", adapters=experts)
     base.config.use_cache = False
-    model = pm.attach(base, "xlora", adapters=experts).model  # peft itself fails on names other than "0", "1"
+    result = pm.attach(base, "xlora", adapters=experts)  # peft itself fails on names other than "0", "1"
+    model = result.model
+    gate_size = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
+    assert "targeted 4 modules: q_proj ×2, v_proj ×2" in repr(result)  # its experts' layers
+    row = next(r for r in pm.adapters(model).rows if r.name == "default")
+    assert row.method == "xlora" and row.trainable == gate_size > 0  # its own part: the gate
+    assert pm.show(model).dtype == "float32" and pm.show(model).footprint > 0
     gate = [p for n, p in model.named_parameters() if p.requires_grad]
     before = [p.detach().clone() for p in gate]
     run = pm.train(model, TEXTS, tokenizer=loaded.tokenizer, steps=3, lr=1e-2, display=None)

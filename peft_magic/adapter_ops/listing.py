@@ -48,10 +48,14 @@ def adapter_infos(pm: Any, st: ModelState | None, *, targets: bool = True,
     out = []
     for name, cfg in cfgs.items():
         n, grad = counts[name]
+        targets = layers.get(name, [])
+        if peft_view.peft_type(cfg) == "XLORA":  # its own part is the gate; its layers are its experts'
+            n, grad = peft_view.xlora_gate_params(pm)
+            targets = sorted({t for other, ts in layers.items() if other != name for t in ts})
         rec = st.adapters.get(name) if st is not None else None
         out.append(AdapterInfo(name=name, method=method_name(cfg, st, name), peft_type=peft_view.peft_type(cfg),
                                trainable=n, active=name in active, requires_grad=grad,
-                               settings=dict(rec.settings) if rec else {}, targets=layers.get(name, [])))
+                               settings=dict(rec.settings) if rec else {}, targets=targets))
     return out
 
 

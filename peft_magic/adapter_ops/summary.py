@@ -67,25 +67,30 @@ class ModelSummary(HtmlRepr):
         return "\n".join(self.lines())
 
 
-def _walk(root: Any, base_prefix: str) -> tuple[list[tuple[str, Any]], int]:
+def _walk(root: Any, base: Any) -> tuple[list[tuple[str, Any]], int, str]:
     """One walk of the module tree (each walk costs as much as the rest of the summary):
-    ``named_parameters()``'s list (same names, order and de-duplication) and the bytes of
-    the buffers under ``base_prefix`` (what ``get_memory_footprint`` adds to the weights)."""
+    ``named_parameters()``'s list (same names, order and de-duplication), the bytes of
+    the buffers under ``base`` (what ``get_memory_footprint`` adds to the weights) and the
+    name prefix of ``base``'s parameters — found on the way, because where peft puts the
+    base differs by method (``base_model.model.``, X-LoRA's ``base_model.lora_model.model.``)."""
     named: list[tuple[str, Any]] = []
     seen: set[int] = set()
     buffer_bytes = 0
-    for mname, m in root.named_modules():
+    base_prefix: str | None = None
+    for mname, m in root.named_modules():  # pre-order: the base comes before its children
         prefix = mname + "." if mname else ""
+        if base_prefix is None and m is base:
+            base_prefix = prefix
         for pname, p in m._parameters.items():
             if p is not None and id(p) not in seen:
                 seen.add(id(p))
                 named.append((prefix + pname, p))
-        if m._buffers and (prefix + "x").startswith(base_prefix):
+        if m._buffers and base_prefix is not None and prefix.startswith(base_prefix):
             for b in m._buffers.values():
                 if b is not None and id(b) not in seen:
                     seen.add(id(b))
                     buffer_bytes += b.nelement() * b.element_size()
-    return named, buffer_bytes
+    return named, buffer_bytes, base_prefix if base_prefix is not None else ""
 
 
 def _weights(params: Any, buffer_bytes: int) -> tuple[str, int]:
@@ -111,12 +116,11 @@ def summarize(model: Any) -> ModelSummary:
     counts = None
     if peft_model is not None:  # one walk over the modules for the counts, per adapter and in all
         # the base model's own parameters (a prompt encoder's or a tuner's extra modules are not)
-        prefix = "base_model." if getattr(peft_model, "base_model", None) is base else "base_model.model."
-        named, buffer_bytes = _walk(peft_model, prefix)
+        named, buffer_bytes, prefix = _walk(peft_model, base)
         trainable, total, counts = peft_view.parameter_counts(named, list(peft_view.configs(peft_model)))
         params = (p for n, p in named if n.startswith(prefix))
     else:
-        named, buffer_bytes = _walk(base, "")
+        named, buffer_bytes, _ = _walk(base, base)
         trainable = sum(param_numel(p) for _, p in named if p.requires_grad)
         total = sum(param_numel(p) for _, p in named)
         params = (p for _, p in named)
