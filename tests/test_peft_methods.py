@@ -97,10 +97,12 @@ def test_xlora_takes_experts_under_any_names_trains_and_refuses_a_save_that_woul
         pm.save(expert, tmp_path / name)
         experts[name] = str(tmp_path / name)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_path)
-    with pytest.raises(PeftMagicError, match="cache off"):
-        pm.attach(base, "xlora", adapters=experts)
-    base.config.use_cache = False
+    assert base.config.use_cache
+    with pytest.raises(PeftMagicError, match="cannot attach xlora"):  # a failed attach changes nothing
+        pm.attach(base, "xlora", adapters={"formal": str(tmp_path / "formal"), "missing": str(tmp_path / "nope")})
+    assert base.config.use_cache and not any("lora" in n for n, _ in base.named_modules())
     result = pm.attach(base, "xlora", adapters=experts)  # peft itself fails on names other than "0", "1"
+    assert "turned the model's cache off" in repr(result) and result.model.config.use_cache is False
     model = result.model
     gate_size = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad)
     assert "targeted 4 modules: q_proj ×2, v_proj ×2" in repr(result)  # its experts' layers

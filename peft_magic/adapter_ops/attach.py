@@ -30,6 +30,7 @@ from ..fmt import fmt_value
 from ..model.facts import count_params, infer_task, quantization_of, require_model
 from ..peft_methods.coerce import normalize_settings
 from ..peft_methods.discovery import MethodSpec, resolve_method
+from ..peft_methods.quirks import quirk
 from ..peft_methods.tasks import normalize_task
 from ..rendering import HtmlRepr
 from ..state import AdapterRecord, ModelState, is_peft_model, state_for, unwrap
@@ -190,16 +191,24 @@ def _attach_fresh(req: _Request, config: Any, base: Any, notes: list[str]) -> An
 
     snap = snapshot(base)
     prepared_before = req.st.kbit_prepared
+    model_config = getattr(base, "config", None)
+    use_cache = getattr(model_config, "use_cache", None)
     try:
         if req.quantized:
             prepare_kbit(base, req.st)
             notes.append("prepared the quantized model for k-bit training (gradient checkpointing on)")
+        if use_cache and quirk(req.spec.info.peft_type).cache_off:
+            model_config.use_cache = False
+            notes.append(f"turned the model's cache off (config.use_cache = False): {req.spec.requested} "
+                         "refuses a model that caches")
         with _heavy.quiet():
             peft_model = get_peft_model(base, config, adapter_name=req.name)
         require_trainable(req.spec, peft_model)
         return peft_model
     except Exception as e:
         restore(base, snap)
+        if use_cache is not None:
+            model_config.use_cache = use_cache
         req.st.kbit_prepared = prepared_before and not req.quantized
         if isinstance(e, PeftMagicError):
             raise

@@ -45,6 +45,7 @@ class Quirk:
     token_types: bool = False  # its loss reads input_type_mask (CPT: each token's role)
     no_checkpointing: str = ""  # why gradient checkpointing cannot train it (empty: it can)
     no_save: str = ""  # why peft cannot save what training learned (empty: it can)
+    cache_off: bool = False  # peft refuses it on a model whose config has use_cache=True
 
 
 #: why the cache-prefix methods cannot use gradient checkpointing (checked: tests/test_speed.py)
@@ -76,6 +77,7 @@ QUIRKS: dict[str, Quirk] = {
     "GLORA": _q("Generalised LoRA: learned scaling, shift and low-rank terms per layer."),
     "LILY": _q("Low-rank interconnected adapters shared across layers through a router.", family=LORA_FAMILY),
     "XLORA": _q("Mixture of already-trained LoRA experts with a learned per-token gating.", can_merge=False,
+                cache_off=True,
                 required={"adapters": ("the already-trained LoRA adapters to mix", "adapters={'a': './lora_a'}")},
                 no_checkpointing=("its gating runs the model twice per step (a scaling pass with the experts off, "
                                   "then the real one), so a recomputed layer does not repeat what it saved"),
@@ -170,8 +172,6 @@ def check_required(spec: Any, kwargs: dict[str, Any], model_config: Any) -> None
     for key, (what, example) in quirk(spec.info.peft_type).required.items():
         if not kwargs.get(key):
             raise PeftMagicError(f"{spec.requested} needs {key}: {what}", f"e.g. %peft {spec.requested} {example}")
-    if spec.info.peft_type == "XLORA" and getattr(model_config, "use_cache", False):
-        raise PeftMagicError("xlora needs the model's cache off", "set model.config.use_cache = False first")
 
 
 def peft_workarounds(peft_type: str, kwargs: dict[str, Any]) -> dict[str, Any]:
