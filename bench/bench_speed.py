@@ -422,22 +422,18 @@ def main(parts: list[str]) -> None:
 
     print(setting(), flush=True)
     foot = f"\n\n{setting()}."
-    if "attach" in parts:
-        body = attach()
-        write_section("speed-attach", body + foot)
-        print(body, flush=True)
-    if "profile" in parts:
-        body = profile_overhead()
-        write_section("speed-profile", body + foot)
-        print(body, flush=True)
-    if "compile" in parts:
-        body = compile_vs_eager(["tiny-llama", "smollm2"], {"tiny-llama": 3, "smollm2": 1})
-        write_section("speed-compile", body + foot)
-        print(body, flush=True)
-    if "checkpointing" in parts:
-        body = checkpointing()
-        write_section("speed-checkpointing", body + foot)
-        print(body, flush=True)
+    sections = {  # part → (RESULTS.md section, what measures it)
+        "attach": ("speed-attach", attach),
+        "profile": ("speed-profile", profile_overhead),
+        "compile": ("speed-compile",
+                    lambda: compile_vs_eager(["tiny-llama", "smollm2"], {"tiny-llama": 3, "smollm2": 1})),
+        "checkpointing": ("speed-checkpointing", checkpointing),
+    }
+    for part, (section, measure) in sections.items():
+        if part in parts:
+            body = measure()
+            write_section(section, body + foot)
+            print(body, flush=True)
 
 
 if __name__ == "__main__":

@@ -51,5 +51,5 @@ def batch_needs(model: Any) -> BatchNeeds:
         return BatchNeeds()
     config = pm.active_peft_config
     q = quirk(peft_view.peft_type(config))
-    types = getattr(config, "cpt_tokens_type_mask", None) if q.token_types else None
-    return BatchNeeds(task_ids=q.task_ids, cpt_offset=max(types or [1]) if q.token_types else None)
+    offset = max(getattr(config, "cpt_tokens_type_mask", None) or [1]) if q.token_types else None
+    return BatchNeeds(task_ids=q.task_ids, cpt_offset=offset)
