@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 screenshots clean
+.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 screenshots clean gguf-converter llama-cpp
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,11 +33,27 @@ venv: $(STAMP)
 demo: venv
 	$(PY) scripts/demo.py
 
-test: venv browser-deps ipywidgets7
+test: venv browser-deps ipywidgets7 gguf-converter
 	$(PY) -m pytest
 
-test-fast: venv ipywidgets7
+test-fast: venv ipywidgets7 gguf-converter
 	$(PY) -m pytest -m "not browser"
+
+# llama.cpp's GGUF converter for `%peft export gguf|ollama` (and its tests): pip downloads the pinned
+# llama-cpp-python sdist (version + sha256 in peft_magic/exporting/converter.py, hash-checked) once and only
+# convert_hf_to_gguf.py, conversion/ and gguf-py are kept, in .cache/llama.cpp-VERSION (the tests' cache).
+# Users run the same: `python -m peft_magic.exporting.converter` (into ~/.cache/peft_magic/).
+gguf-converter: venv
+	PEFT_MAGIC_CACHE=$(abspath .cache/models) $(PY) -m peft_magic.exporting.converter
+
+# Optional, not part of `make test`: llama.cpp itself, as the llama-cpp-python binding built from the same
+# pinned sdist (cmake; about 7 minutes on 2 cores). tests/test_export_llama_cpp.py runs where it imports.
+LLAMA_CPP_PYTHON = $(shell sed -n 's/^LLAMA_CPP_PYTHON = "\(.*\)"/\1/p' peft_magic/exporting/converter.py)
+LLAMA_CPP_SHA256 = $(shell sed -n 's/^SDIST_SHA256 = "\(.*\)"/\1/p' peft_magic/exporting/converter.py)
+llama-cpp: venv
+	echo "llama-cpp-python==$(LLAMA_CPP_PYTHON) --hash=sha256:$(LLAMA_CPP_SHA256)" > $(VENV)/llama-cpp.txt
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install --no-deps --no-binary llama-cpp-python --require-hashes -r $(VENV)/llama-cpp.txt
+	$(PIP) install -q diskcache
 
 # Colab's ipywidgets 7.7 for tests/test_ipywidgets7_kernel.py: a second environment that sees
 # every package of $(VENV) through a .pth file (site.addsitedir, so its editable install and

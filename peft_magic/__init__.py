@@ -49,6 +49,7 @@ _API = {
     "evaluate": "inference.evaluate:evaluate",
     "predict": "inference.predict:predict",
     "compare": "api:compare",
+    "export": "api:export",
 }
 
 __all__ = sorted(_API) + ["load_ipython_extension", "unload_ipython_extension", "__version__"]

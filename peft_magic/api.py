@@ -51,3 +51,17 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any
         return compare_run(model, methods, data, tokenizer=tokenizer, **settings)
     with LiveCompare():
         return compare_run(model, methods, data, tokenizer=tokenizer, **settings)
+
+
+def export(model: Any, format: str, path: Any, *, tokenizer: Any = None, display: Any = "auto", **options: Any) -> Any:
+    """``%peft export`` in plain Python: the live progress bar while it runs; returns the
+    :class:`~peft_magic.exporting.results.ExportResult`. Options as
+    :func:`peft_magic.exporting.export.export` (``quant``, ``name``, ``force``, ``template``,
+    ``converter``, ``free_bytes``)."""
+    from .display.export_view import LiveExport
+    from .exporting.export import export as export_run
+
+    if display in (None, "none", False):
+        return export_run(model, format, path, tokenizer=tokenizer, **options)
+    with LiveExport(text=display == "text"):
+        return export_run(model, format, path, tokenizer=tokenizer, **options)

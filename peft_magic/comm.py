@@ -16,7 +16,7 @@ kernel *opens nothing* and sends nothing until a frontend has asked for it:
   pushes its status on the comm. A ``{"request": "status"}`` comm message (sent by the
   extension when a cell finishes) also counts, and is answered with a fresh memory
   reading: that is how the idle memory stays current.
-* Every engine event (adapter, run_start, progress, eval, run_end, memory) updates one
+* Every engine event (adapter, run_start, progress, eval, run_end, memory, export) updates one
   status snapshot; while listened to, it is pushed. Progress is throttled once, at the
   source (``events.Throttle``: a few a second, the last one always flushed), so a push
   per event is already bounded; a push is one small dict → JSON → iopub, nothing the
@@ -59,10 +59,12 @@ class StatusChannel:
         self.listening = False
         self.sent = 0
         self.status: dict[str, Any] = {
-            "phase": "idle",  # idle | training | completed | interrupted | oom | error
+            "phase": "idle",  # idle | training | completed | interrupted | oom | error | exporting
             "model_id": None, "adapter": None, "method": None, "trainable": None, "total": None,
             "run": None, "memory": None, "peak": None,
+            "export": None,  # format, quant, path, stage, fraction, elapsed_s, message of the last export
         }
+        self._phase_before_export = "idle"
         self.losses: deque[tuple[int, float]] = deque(maxlen=RECENT_LOSSES)
         self._unsubscribe = events.subscribe(self.on_event)
         self._patched: list[tuple[dict, Any, Any]] = []
@@ -268,6 +270,13 @@ class StatusChannel:
                     self._set_memory(reading(self._model_device()).as_dict())
             elif ev.kind == "memory":
                 self._set_memory(d.get("memory"))
+            elif ev.kind == "export":
+                stage = d.get("stage")
+                if st["phase"] != "exporting":
+                    self._phase_before_export = st["phase"]
+                st["export"] = {k: d.get(k) for k in ("format", "quant", "path", "stage", "fraction", "elapsed_s",
+                                                      "message")}
+                st["phase"] = self._phase_before_export if stage in ("done", "failed", "interrupted") else "exporting"
             else:
                 return
         if self.listening:

@@ -22,6 +22,9 @@ Event kinds (``Event.kind``) and their ``data`` keys:
                 "activated" | "loaded" | "merged" | "disabled" | "enabled"), trainable, total
 ``memory``      model_id, memory, live (readings during / after a ``%%peft watch`` cell; ``live``
                 while it runs, throttled like progress)
+``export``      format, quant, path, model_id, stage ("start" | "merging" | "converting" | "writing" |
+                "done" | "failed" | "interrupted"), fraction (0–1; the converter's part throttled like
+                progress), elapsed_s, and adapter / bytes / seconds / message where they apply
 
 Subscribers are called synchronously and must be quick; an exception in one is logged
 and swallowed so that a broken display can never break training.

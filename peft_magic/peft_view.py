@@ -168,6 +168,13 @@ def base_layer(module: Any) -> Any:
     return get() if callable(get) else module
 
 
+def original_layer(module: Any) -> Any:
+    """The layer as the base model had it: under a tuner layer or a ``modules_to_save`` wrapper."""
+    if isinstance(module, _aux_wrapper_class()):
+        return module.original_module
+    return base_layer(module)
+
+
 def _layer_adapters(module: Any) -> set[str]:
     try:
         return set(module._get_available_adapters()) if hasattr(module, "_get_available_adapters") else set()

@@ -3,7 +3,7 @@
  * Byte units follow peft_magic.memory.fmt_bytes (binary, written "MB" / "GB").
  */
 
-import { IMemory, IStatus } from './link';
+import { IExport, IMemory, IStatus } from './link';
 
 export function fmtBytes(n: number | null | undefined): string {
   if (n === null || n === undefined || !isFinite(n)) {
@@ -108,11 +108,24 @@ export function statusText(s: IStatus): string {
     case 'error':
       parts.push(`error at step ${steps}`);
       break;
+    case 'exporting':
+      parts.push(exportText(s.export));
+      break;
   }
   if (s.memory) {
     parts.push(memoryText(s.memory, s.peak));
   }
   return parts.join(' · ');
+}
+
+/** "exporting gguf q8_0 42%": an export in progress. */
+export function exportText(e: IExport | null | undefined): string {
+  if (!e) {
+    return 'exporting';
+  }
+  const what = `exporting ${e.format}${e.quant ? ` ${e.quant}` : ''}`;
+  const pct = e.fraction !== null && e.fraction !== undefined ? ` ${Math.round(100 * e.fraction)}%` : '';
+  return what + pct;
 }
 
 export const PHASE_WORDS: { [k: string]: string } = {
@@ -121,5 +134,6 @@ export const PHASE_WORDS: { [k: string]: string } = {
   completed: 'training finished',
   interrupted: 'interrupted',
   oom: 'out of memory',
-  error: 'failed'
+  error: 'failed',
+  exporting: 'exporting'
 };

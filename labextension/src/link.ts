@@ -51,7 +51,18 @@ export interface IRun {
   peak_memory: number | null;
 }
 
-export type Phase = 'idle' | 'training' | 'completed' | 'interrupted' | 'oom' | 'error';
+export type Phase = 'idle' | 'training' | 'completed' | 'interrupted' | 'oom' | 'error' | 'exporting';
+
+/** The last export (`%peft export`): its stage and how far the conversion is. */
+export interface IExport {
+  format: string;
+  quant: string | null;
+  path: string;
+  stage: string;
+  fraction: number | null;
+  elapsed_s: number | null;
+  message: string | null;
+}
 
 /** The kernel's status snapshot (`peft_magic/comm.py`). */
 export interface IStatus {
@@ -64,6 +75,7 @@ export interface IStatus {
   run: IRun | null;
   memory: IMemory | null;
   peak: number | null;
+  export?: IExport | null;
   losses: [number, number][];
   time: number;
 }

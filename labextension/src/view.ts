@@ -131,6 +131,15 @@ export class DetailsBody extends Widget {
         rows.push(['Message', run.message]);
       }
     }
+    const ex = s.export;
+    if (ex) {
+      rows.push(['Export', `${ex.format}${ex.quant ? ` ${ex.quant}` : ''} → ${ex.path}`]);
+      rows.push(['Export stage', ex.stage + (s.phase === 'exporting' && ex.fraction != null
+        ? ` (${Math.round(100 * ex.fraction)}%)` : '')]);
+      if (ex.message) {
+        rows.push(['Export message', ex.message]);
+      }
+    }
     if (s.memory) {
       const m = s.memory;
       rows.push(['Memory', `${fmtBytes(m.used)} ${m.label}`]);

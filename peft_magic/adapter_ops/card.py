@@ -70,15 +70,21 @@ def card_metadata(folder: Path) -> dict[str, Any]:
 
 def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, base_class: str,
                bits: int | None, settings: dict[str, Any], runs: list[Any], trainable: int | None,
-               has_curve: bool, merged: bool = False, model_type: str | None = None) -> str:
-    """The README.md of a saved adapter: what it is, how it was made, how to load it."""
+               has_curve: bool, merged: bool = False, model_type: str | None = None,
+               extra_rows: list[tuple[str, str]] | None = None, use: list[str] | None = None,
+               library: str | None = None) -> str:
+    """The README.md of a saved adapter: what it is, how it was made, how to load it.
+
+    An export adds rows to the table (``extra_rows``: format, quantization), its own
+    "Use" section (``use``: markdown lines) and its ``library`` for the front matter.
+    """
     what = "merged model" if merged else "adapter"
     lines = [
         "---",
         f"base_model: {base_model}",
         f"base_model_class: {base_class}",
     ] + ([f"base_model_type: {model_type}"] if model_type else []) + [
-        "library_name: " + ("transformers" if merged else "peft"),
+        "library_name: " + (library or ("transformers" if merged else "peft")),
         "tags:",
         f"- {method}",
         "- peft",
@@ -96,6 +102,7 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
     ]
     if trainable is not None:
         lines.append(f"| trainable parameters | {trainable:,} |")
+    lines += [f"| {k} | {_md(v)} |" for k, v in extra_rows or []]
     lines += ["", "## Settings", ""]
     if settings:
         lines += ["| setting | value |", "|---|---|"]
@@ -128,7 +135,9 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
     else:
         lines.append("No training runs were recorded in the session that saved this adapter.")
     lines += ["", "## Use", ""]
-    if merged:
+    if use is not None:
+        lines += use
+    elif merged:
         lines += ["```python", "from transformers import AutoModelForCausalLM",
                   "model = AutoModelForCausalLM.from_pretrained('PATH')", "```"]
     else:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PeftMagicError
+from .card import card_metadata
 
 TMP_TAG = ".peft-tmp-"
 OLD_TAG = ".peft-old-"
@@ -168,10 +169,13 @@ def write_atomically(target: Path, fill: Callable[[Path], None], *, force: bool)
 
 
 def _check_replaceable(target: Path) -> None:
-    """``--force`` replaces a saved adapter or model, never an arbitrary folder (a typo'd
-    ``%peft save . --force`` must not delete the notebook's directory)."""
+    """``--force`` replaces a saved adapter or model (or a GGUF / Ollama export: a folder with
+    peft_magic's card), never an arbitrary folder (a typo'd ``%peft save . --force`` must not
+    delete the notebook's directory)."""
     names = {p.name for p in target.iterdir()}
     if not names or CONFIG_NAME in names or "config.json" in names:
+        return
+    if "peft_magic" in (card_metadata(target).get("tags") or []):
         return
     raise PeftMagicError(f"{target} is not an adapter or model folder (no {CONFIG_NAME}); refusing to replace it",
                          "choose a new folder, or an adapter folder saved before")

@@ -101,6 +101,12 @@ def _profile(p: Any) -> str:
     return profile_html(p)
 
 
+def _export(r: Any) -> str:
+    from .export_view import export_html
+
+    return export_html(r)
+
+
 def _plan(p: Any) -> str:
     from .plan_html import plan_html
 
@@ -112,7 +118,7 @@ RENDERERS = {
     "LoadResult": _load, "Run": lambda r: _one_line(r, "pm-dim"), "RunsReport": _runs,
     "WatchReport": _one_line, "LifecycleResult": _lifecycle, "AdaptersTable": _adapters,
     "GenerationResult": _generation, "Plan": _plan, "EvalResult": _eval, "Predictions": _predictions,
-    "Comparison": _comparison, "Profile": _profile,
+    "Comparison": _comparison, "Profile": _profile, "ExportResult": _export,
 }
 
 

@@ -1,4 +1,4 @@
-"""The panel's Train and Save tabs.
+"""The panel's Train and Save tabs (the Save tab's export part is ``export_section``).
 
 Both call the same functions as ``%peft train`` and ``%peft save`` (``api.train``, with
 its live display hosted in the tab, and ``adapter_ops.save``) and show the equivalent
@@ -20,6 +20,7 @@ import ipywidgets as widgets
 from ..display.widgets import set_tooltip
 from ..errors import PeftMagicError
 from ..syntax.write import command_line
+from .export_section import ExportSection
 
 if TYPE_CHECKING:
     from .panel import PeftPanel
@@ -205,17 +206,21 @@ class SaveSection:
         self.button = widgets.Button(description="Save", button_style="info", icon="save")
         self.button.add_class("pm-save")
         self.reason = widgets.HTML()
+        self.export = ExportSection(panel)  # merged / GGUF / Ollama, below the adapter save
         self.box = widgets.VBox([self.adapter, self.folder, self.merged, self.force,
-                                 widgets.HBox([self.button, self.reason])])
+                                 widgets.HBox([self.button, self.reason]), self.export.box])
         for w in (self.adapter, self.folder, self.merged, self.force):
             w.observe(lambda _c: self._changed(), "value")
         self.button.on_click(lambda _b: panel.guard(self.do_save))
 
     def _changed(self) -> None:
+        self.export.touched = False
         self.update()
         self.panel.show_line()
 
     def line(self) -> str:
+        if self.export.touched:  # the line of the part of the tab used last
+            return self.export.line()
         flags: dict[str, Any] = {}
         if self.panel.var != "model":
             flags["--model"] = self.panel.var
@@ -276,6 +281,7 @@ class SaveSection:
         self.button.tooltip = reason or "save"
         shown = reason or (f"merged: {merge_reason}" if merge_reason else None)
         self.reason.value = f"<span style='{_DIM}'>{html.escape(shown)}</span>" if shown else ""
+        self.export.update()
 
     def do_save(self) -> None:
         from ..adapter_ops.save import save
