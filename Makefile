@@ -47,7 +47,7 @@ gguf-converter: venv
 	PEFT_MAGIC_CACHE=$(abspath .cache/models) $(PY) -m peft_magic.exporting.converter
 
 # Optional, not part of `make test`: llama.cpp itself, as the llama-cpp-python binding built from the same
-# pinned sdist (cmake; about 7 minutes on 2 cores). tests/test_export_llama_cpp.py runs where it imports.
+# pinned sdist (cmake; about 7 minutes on 2 cores). tests/test_export.py's llama.cpp test runs where it imports.
 LLAMA_CPP_PYTHON = $(shell sed -n 's/^LLAMA_CPP_PYTHON = "\(.*\)"/\1/p' peft_magic/exporting/converter.py)
 LLAMA_CPP_SHA256 = $(shell sed -n 's/^SDIST_SHA256 = "\(.*\)"/\1/p' peft_magic/exporting/converter.py)
 llama-cpp: venv

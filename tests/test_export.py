@@ -306,3 +306,19 @@ def test_a_qlora_adapter_exports_through_the_dequantized_base(tmp_path):
     assert torch.allclose(got, want, atol=2e-2), (got - want).abs().max()
     assert _fingerprint(model) == before  # the notebook's model: still 4-bit, adapter attached
     assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
+
+
+def test_llama_cpp_itself_answers_the_chat_prompt_the_fine_tuned_way(exported, smol):
+    """Only where llama.cpp's Python binding is built (``make llama-cpp``, optional: ~7 minutes
+    of cmake). llama.cpp reads the GGUF's own tokenizer and chat template."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+
+    want = smol.tok.decode(exported.greedy, skip_special_tokens=True).strip()
+    ids = smol.tok(exported.text).input_ids
+    for folder, name in (("gguf", "model-f16.gguf"), ("ollama", "model-q8_0.gguf")):
+        llm = llama_cpp.Llama(model_path=str(exported.root / folder / name), n_ctx=256, n_threads=2, seed=0,
+                              verbose=False)
+        assert llm.tokenize(exported.text.encode(), add_bos=False, special=True) == ids
+        out = llm.create_chat_completion(messages=CHAT, temperature=0.0, max_tokens=NEW_TOKENS)
+        assert out["choices"][0]["message"]["content"].strip() == want, (folder, out["choices"][0])
+        del llm

@@ -92,6 +92,10 @@ def dequantized_twin(base: Any) -> Any:
             state[f"{name}.{pname}" if name else pname] = _full_precision(src, tensor, dtype)
     twin.load_state_dict(state, strict=False, assign=True)
     twin.tie_weights()
+    empty = [n for n, t in list(twin.named_parameters()) + list(twin.named_buffers()) if t.is_meta]
+    if empty:
+        raise PeftMagicError(f"could not rebuild {empty[0]} of the quantized model in full precision: nothing was "
+                             "written", "save the adapter itself: %peft save DIR")
     if getattr(base, "generation_config", None) is not None:
         twin.generation_config = copy.deepcopy(base.generation_config)
     twin.eval()

@@ -23,6 +23,7 @@ from .. import _heavy, peft_view
 from .. import state as state_mod
 from ..adapter_ops.lookup import method_name, pick_adapter
 from ..errors import PeftMagicError
+from ..fmt import fmt_bytes
 from ..model.facts import count_params, model_name, quantized_bits, require_model
 from ..model.quantized import dequantized_bytes
 from ..peft_methods.discovery import method_info
@@ -105,7 +106,7 @@ def write(src: MergeSource, folder: Path, tokenizer: Any) -> list[str]:
                                    peft_view.adapter_state(src.peft_model, src.adapter), src.adapter)
         model, state_dict = again.get_base_model(), peft_view.merged_state_dict(again, src.adapter)
         dtype = str(next(iter(state_dict.values())).dtype).replace("torch.", "") if state_dict else "?"
-        notes.append(f"the {src.bits}-bit base was dequantized to {dtype} ({_fmt(need)}) before merging: "
+        notes.append(f"the {src.bits}-bit base was dequantized to {dtype} ({fmt_bytes(need)}) before merging: "
                      f"the adapter was merged into full-precision weights, not rounded ones")
     else:
         model, state_dict = src.base, peft_view.merged_state_dict(src.peft_model, src.adapter)
@@ -116,12 +117,6 @@ def write(src: MergeSource, folder: Path, tokenizer: Any) -> list[str]:
     _drop_quantization(folder)
     _fill_generation_config(folder, model, tokenizer)
     return notes
-
-
-def _fmt(n: int) -> str:
-    from ..fmt import fmt_bytes
-
-    return fmt_bytes(n)
 
 
 def _drop_quantization(folder: Path) -> None:
