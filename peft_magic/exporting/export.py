@@ -140,6 +140,7 @@ def export(model: Any, format: str, path: str | Path, *, tokenizer: Any = None, 
     tr = None
     if fmt != "merged":
         conv = require_converter(converter)
+        gguf.check_requirements()
         gguf.check_architecture(conv, src.architecture)
     if fmt == "ollama":
         tr = ollama.translate(tokenizer, template)

@@ -50,6 +50,16 @@ def check_quant(quant: str | None) -> str:
     return q
 
 
+def check_requirements() -> None:
+    """The converter's own imports that are not peft_magic's dependencies, checked before writing."""
+    import importlib.util
+
+    for module, package in (("sentencepiece", "sentencepiece"), ("numpy", "numpy")):
+        if importlib.util.find_spec(module) is None:
+            raise PeftMagicError(f"llama.cpp's converter needs {package}, which is not installed: nothing was written",
+                                 f"pip install {package} (or pip install peft_magic[gguf])")
+
+
 def check_architecture(conv: Converter, architecture: str) -> None:
     """One line, before anything is written, for an architecture the converter does not know."""
     known = conv.architectures()
