@@ -37,21 +37,25 @@ class LiveExport(LiveOutput):
         if text:  # lines even inside a kernel
             self.widget = None
         self.last: dict[str, Any] = {}
+        self.disk = ""
         self._printed: str | None = None
 
     def on_event(self, e: events.Event) -> None:
         if e.kind != "export":
             return
         d = e.data
+        if d.get("disk"):
+            self.disk = d["disk"]
         self.last = dict(d)
         stage = STAGES.get(d.get("stage", ""), d.get("stage", ""))
         what = f"export {d.get('format')}" + (f" {d['quant']}" if d.get("quant") else "")
         if self.widget is not None:
             self.widget.value = wrap(f"<div class='pm-head'>{escape(what)} → {escape(str(d.get('path')))}</div>"
-                                     + bar_html(float(d.get("fraction") or 0.0), stage))
+                                     + bar_html(float(d.get("fraction") or 0.0), stage)
+                                     + (f"<div class='pm-dim'>{escape(self.disk)}</div>" if self.disk else ""))
         elif stage != self._printed:
             self._printed = stage
-            sys.stdout.write(f"{what}: {stage}\n")
+            sys.stdout.write(f"{what}: {stage}" + (f" ({self.disk})" if d.get("disk") else "") + "\n")
 
     def __enter__(self) -> LiveExport:
         self.start("export: starting", subscribe_without_widget=True)
@@ -72,7 +76,8 @@ def export_html(r: Any) -> str:
     parts = [f"<div class='pm-head pm-ok'>{escape(r.message)}</div>",
              "<div class='pm-dim'>" + ", ".join(f"<code>{escape(n)}</code> ({fmt_bytes(s)})" for n, s in r.files)
              + "</div>"]
-    parts += [f"<div>✓ {escape(c)}</div>" for c in r.checks if not c.startswith("warning")]
+    parts += [f"<div class='pm-dim'>{escape(c)}</div>" for c in r.checks if c.startswith("room on disk:")]
+    parts += [f"<div>✓ {escape(c)}</div>" for c in r.checks if not c.startswith(("warning", "room on disk:"))]
     parts += [f"<div class='pm-warn'>{escape(c)}</div>" for c in r.checks if c.startswith("warning")]
     parts += [f"<div class='pm-warn'>note: {escape(n)}</div>" for n in r.notes]
     if r.next_step:

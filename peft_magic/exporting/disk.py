@@ -22,8 +22,9 @@ from ..fmt import fmt_bytes
 
 #: GGUF bytes per weight of the converter's output types (q8_0: blocks of 32 int8 + one f16 scale)
 BYTES_PER_WEIGHT = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32}
-#: the tokenizer, configs, card, Modelfile: a generous allowance
-SMALL_FILES = 32 * 2**20
+#: configs, card, Modelfile, loss curve
+SMALL_FILES = 256 * 2**10
+_TOKENIZER_BYTES: dict[int, int] = {}
 
 
 @dataclass(frozen=True)
@@ -64,17 +65,29 @@ def free_space(target: Path) -> int | None:
         return None
 
 
+def tokenizer_bytes(tokenizer: object) -> int:
+    """About what the tokenizer's files take (its JSON form; 16 MB where it has none)."""
+    key = id(tokenizer)
+    if key not in _TOKENIZER_BYTES:
+        try:
+            _TOKENIZER_BYTES[key] = len(tokenizer.backend_tokenizer.to_str()) + SMALL_FILES  # type: ignore[attr-defined]
+        except Exception:
+            _TOKENIZER_BYTES[key] = 16 * 2**20
+    return _TOKENIZER_BYTES[key]
+
+
 def needs(fmt: str, full_bytes: int, weights: int, quant: str | None, target: Path,
-          free_bytes: int | None = None) -> DiskNeeds:
+          free_bytes: int | None = None, tokenizer: object = None) -> DiskNeeds:
     """What exporting a model of ``weights`` weights (``full_bytes`` merged) in ``fmt`` takes."""
     where = existing_folder(target)
     free = free_space(target) if free_bytes is None else int(free_bytes)
+    tok = tokenizer_bytes(tokenizer) if tokenizer is not None else 16 * 2**20
     if fmt == "merged":
-        final = full_bytes + SMALL_FILES
+        final = full_bytes + tok
         return DiskNeeds(final, final, where, free)
-    gguf = int(weights * BYTES_PER_WEIGHT.get(quant or "f16", 2.0))
+    gguf = int(weights * BYTES_PER_WEIGHT.get(quant or "f16", 2.0)) + tok // 2  # the vocabulary goes in too
     final = gguf + SMALL_FILES
-    return DiskNeeds(final, final + full_bytes, where, free)
+    return DiskNeeds(final, final + full_bytes + tok, where, free)
 
 
 def check(n: DiskNeeds, what: str) -> None:

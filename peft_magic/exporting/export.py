@@ -102,14 +102,14 @@ def _card(src: merged.MergeSource, fmt: str, quant: str | None, conv: Any, gguf_
 
 
 def estimate(model: Any, format: str, path: str | Path, *, quant: str | None = None, name: str | None = None,
-             free_bytes: int | None = None) -> disk.DiskNeeds:
+             free_bytes: int | None = None, tokenizer: Any = None) -> disk.DiskNeeds:
     """What exporting ``model`` to ``path`` would take on disk and what is free there,
     without writing anything (the panel shows it before its button is pressed).
     Raises the one-line refusal when the adapter cannot be exported."""
     fmt = check_format(format)
     q = gguf.check_quant(quant) if fmt != "merged" else None
     src = merged.source(model, name)
-    return disk.needs(fmt, src.full_bytes, src.weights, q, Path(path).expanduser(), free_bytes)
+    return disk.needs(fmt, src.full_bytes, src.weights, q, Path(path).expanduser(), free_bytes, tokenizer)
 
 
 def export(model: Any, format: str, path: str | Path, *, tokenizer: Any = None, quant: str | None = None,
@@ -149,7 +149,7 @@ def export(model: Any, format: str, path: str | Path, *, tokenizer: Any = None, 
     if target.exists() and not force:
         raise PeftMagicError(f"{target} already exists: nothing was written", "pass --force (force=True) to replace it")
     what = fmt if fmt == "merged" else f"{fmt} {q}"
-    need = disk.needs(fmt, src.full_bytes, src.weights, q, target, free_bytes)
+    need = disk.needs(fmt, src.full_bytes, src.weights, q, target, free_bytes, tokenizer)
     disk.check(need, what)
 
     gguf_name = f"model-{q}.gguf" if q else None
@@ -182,7 +182,8 @@ def export(model: Any, format: str, path: str | Path, *, tokenizer: Any = None, 
         if svg:
             (tmp / card.CURVE_NAME).write_text(svg)
 
-    progress.stage("start", 0.0, adapter=src.adapter)
+    checks.append(f"room on disk: {need.line()}")
+    progress.stage("start", 0.0, adapter=src.adapter, disk=need.line())
     try:
         files.write_atomically(target, fill, force=force)
     except KeyboardInterrupt:

@@ -31,7 +31,7 @@ class ExportResult(HtmlRepr):
     def message(self) -> str:
         what = {"merged": "merged model", "gguf": f"GGUF ({self.quant})", "ollama": f"Ollama model ({self.quant})"}
         return (f"exported the {what.get(self.format, self.format)} to {self.path} "
-                f"({fmt_bytes(self.size)}, {fmt_duration(self.seconds)})")
+                f"({fmt_bytes(self.size)}, {_seconds(self.seconds)})")
 
     def __repr__(self) -> str:
         lines = [self.message, "files: " + ", ".join(f"{n} ({fmt_bytes(s)})" for n, s in self.files)]
@@ -40,3 +40,7 @@ class ExportResult(HtmlRepr):
         if self.next_step:
             lines.append(f"next: {self.next_step}")
         return "\n".join(lines)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.1f} s" if s < 90 else fmt_duration(s)

@@ -95,7 +95,7 @@ class ExportSection:
         if reason is None:
             try:
                 need = estimate(self.panel.model(), self.format.value, self.folder.value.strip(),
-                                quant=self.settings().get("quant"))
+                                quant=self.settings().get("quant"), tokenizer=self.panel.tokenizer())
                 line = need.line()
                 if not need.fits:
                     reason = f"does not fit: {line}"
