@@ -414,20 +414,32 @@ def write_adapter(peft_model: Any, name: str, folder: Path) -> None:
 
 def _merged_layer(module: Any, name: str) -> dict[str, Any]:
     """One tuner layer's weights with adapter ``name`` merged in; the layer is left exactly
-    as it was (the original values are put back: unmerging alone leaves rounding noise)."""
+    as it was.
+
+    The layer's tensors are copied, the adapter merged (in place), the merged tensors
+    taken and the copies put back in their place. No unmerge: it would cost a second
+    delta and leave rounding noise (measured: it and the copying back were half of a
+    merged export's time).
+    """
     layer = module.get_base_layer()
-    original = {k: v.detach().clone() for k, v in layer.state_dict().items()}
     if name not in _layer_adapters(module) or module.merged:
-        return original
+        return {k: v.detach().clone() for k, v in layer.state_dict().items()}
+    own = dict(layer.named_parameters(recurse=False))
+    own.update(layer.named_buffers(recurse=False))
+    backup = {k: t.data.clone() for k, t in own.items()}
     try:
         with _heavy.quiet():
             module.merge(adapter_names=[name])
-        return {k: v.detach().clone() for k, v in layer.state_dict().items()}
+        merged = {k: v.detach() for k, v in layer.state_dict().items()}
     finally:
-        with _heavy.quiet():
-            if module.merged:
-                module.unmerge()
-        layer.load_state_dict(original)
+        for k, t in own.items():
+            t.data = backup[k]
+        module.merged_adapters = [a for a in module.merged_adapters if a != name]
+        caches = getattr(module, "_caches", None)
+        if isinstance(caches, dict):  # DoRA keeps its weight norm for an unmerge that will not come
+            for key in [key for key in caches if key.startswith(f"{name}-")]:
+                caches.pop(key)
+    return merged
 
 
 def merged_state_dict(peft_model: Any, name: str) -> dict[str, Any]:
