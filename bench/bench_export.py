@@ -83,6 +83,7 @@ def main(n: int = 3) -> None:
         pm.export(model, fmt, out, tokenizer=tok, quant=quant, display=None)
         return time.perf_counter() - t
 
+    load_before = os.getloadavg()[0]
     rows = []
     for fmt, quant in FORMATS:
         times: dict[str, list[float]] = {"ours": [], "plain": []}
@@ -108,7 +109,9 @@ def main(n: int = 3) -> None:
         "rename, the model card, and for Ollama the Modelfile template rendered and compared with the chat "
         "template. The converter (llama-cpp-python "
         f"{conv.origin.split()[-1]}'s) is the same on both sides; a GGUF export writes the merged fp32 folder "
-        "first (the converter's input) and deletes it. Sizes: everything left in the export folder."
+        "first (the converter's input) and deletes it. Sizes: everything left in the export folder. "
+        f"Load average {load_before:.1f} → {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs during the run: "
+        "wall times grow with other work on the machine; the two ways alternate, so read the ratios."
     )
     write_section("export", body)
     print(body)
