@@ -13,13 +13,46 @@ import contextlib
 import io
 import logging
 import os
+import re
 import sys
 import warnings
 
 _done = False
 
-# Messages that only say an optional accelerated kernel is missing; they are not errors.
-_QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops", "bitsandbytes.cextension")
+#: Foreign messages the stack logs while importing, each by the logger that emits it and the
+#: start of its text: (logger, message regex). All say that an optional accelerated kernel is
+#: unavailable — nothing a notebook user can act on — and land as red stderr under the user's
+#: first cell. On a CPU with AVX512-BF16, bitsandbytes' CPU backend asks the ``kernels`` package
+#: for a hub kernel when peft imports it: offline, ``kernels`` says it skips a trust check;
+#: online, bitsandbytes says the kernel failed to load. Filtered by logger *and* message, so any
+#: other warning of those loggers still reaches the user.
+FOREIGN_NOISE: tuple[tuple[str, str], ...] = (
+    ("kernels._internals.hf_hub", r"Skipping publisher trust check for 'kernels-community/"),
+    ("bitsandbytes.backends.cpu.ops", r"Failed to load CPU gemm_4bit_forward from kernels-community"),
+    ("bitsandbytes.cextension", r"The installed version of bitsandbytes was compiled without GPU support"),
+)
+
+
+class _DropForeignNoise(logging.Filter):
+    """Drops the records of one logger whose message matches one of ``FOREIGN_NOISE``."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        super().__init__()
+        self._patterns = [re.compile(p) for p in patterns]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(p.match(msg) for p in self._patterns)
+
+
+def _filter_foreign_noise() -> None:
+    by_logger: dict[str, list[str]] = {}
+    for name, pattern in FOREIGN_NOISE:
+        by_logger.setdefault(name, []).append(pattern)
+    for name, patterns in by_logger.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropForeignNoise) for f in logger.filters):
+            logger.addFilter(_DropForeignNoise(patterns))
 
 
 def ensure() -> None:
@@ -27,14 +60,11 @@ def ensure() -> None:
     global _done
     if _done:
         return
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
+    _filter_foreign_noise()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-        import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    import peft  # noqa: F401
 
     from . import bottleneck  # noqa: F401  registers our method with peft
 

@@ -85,7 +85,9 @@ class CellResult:
 class Kernel:
     """Start a kernel; ``run(code)`` executes one cell and returns its outputs."""
 
-    def __init__(self, timeout: int = 600, cwd: str | Path | None = None, kernel_name: str = "python3") -> None:
+    def __init__(self, timeout: int = 600, cwd: str | Path | None = None, kernel_name: str = "python3",
+                 env: dict[str, str] | None = None) -> None:
+        """``env``: the kernel's whole environment (default: this process's)."""
         self.nb = nbformat.v4.new_notebook()
         self.nb.metadata["kernelspec"] = {"name": kernel_name, "display_name": "Python 3", "language": "python"}
         resources = {"metadata": {"path": str(cwd)}} if cwd else {}
@@ -94,7 +96,7 @@ class Kernel:
                                      resources=resources, store_widget_state=True,
                                      on_cell_executed=self._on_executed)
         self.client.km = self.client.create_kernel_manager()
-        self.client.start_new_kernel(cwd=str(cwd) if cwd else None)
+        self.client.start_new_kernel(cwd=str(cwd) if cwd else None, **({"env": env} if env is not None else {}))
         self.client.start_new_kernel_client()
 
     def _on_executed(self, cell: Any, cell_index: int, execute_reply: dict) -> None:

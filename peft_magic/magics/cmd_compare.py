@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PeftMagicError
-from .cmd_train import resolve_data
 from .registry import Context, command
 
 
@@ -25,7 +24,7 @@ def _body_candidates(body: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-@command("compare", args="METHOD,METHOD,… data=VAR|PATH steps=N [eval=VAR|PATH|0.1] [lr=auto|X] [batch=] "
+@command("compare", args="METHOD,METHOD,… data=EXPR|PATH steps=N [eval=EXPR|PATH|0.1] [lr=auto|X] [batch=] "
                           "[any training setting]",
          summary="train each method for the same budget on the same data: one table, curves overlaid, a verdict",
          flags=(("--keep", "keep each trained candidate as an adapter named after its method"), "--model VAR",
@@ -67,9 +66,10 @@ def cmd_compare(ctx: Context) -> Any:
         methods += _body_candidates(ctx.cell)
     if "data" not in settings:
         raise PeftMagicError("which data?", "e.g. %peft compare lora,ia3 data=texts steps=50")
-    data = resolve_data(ctx, settings.pop("data"), "data")
-    if "eval" in settings and not isinstance(settings["eval"], float):
-        settings["eval"] = resolve_data(ctx, settings["eval"], "eval")
+    ctx.settings = settings
+    data = ctx.value("data")
+    if "eval" in settings:
+        settings["eval"] = ctx.value("eval")
     if str(settings.get("lr", "")).lower() == "auto":
         settings.pop("lr")
     steps = settings.pop("steps", 100)

@@ -154,7 +154,7 @@ def cmd_targets(ctx: Context) -> Any:
     _, model = ctx.model()
     pattern: Any = None
     if ctx.args.positionals:
-        raw = " ".join(ctx.args.positionals)
+        raw = " ".join(ctx.args.raw_positionals)  # as typed: a regex keeps its backslashes (\d, \.)
         value = parse_value(raw)
         if isinstance(value, str) and value not in ("all-linear", "all_linear"):
             import re

@@ -31,23 +31,8 @@ def _launch_options(ctx: Context, settings: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve_data(ctx: Context, value: Any, what: str) -> Any:
-    """A ``data=`` value: a notebook variable name, a file path, or a literal."""
-    if not isinstance(value, str):
-        return value
-    if value.isidentifier():
-        if value in ctx.ns:
-            return ctx.ns[value]
-        import os
-
-        if not os.path.exists(value):
-            raise PeftMagicError(f"no variable '{value}' in the notebook (and no file by that name) for {what}",
-                                 "define it first, or give a path to a .jsonl/.json/.csv/.txt file")
-    return value
-
-
 @command("train",
-         args="[data=VAR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=VAR|PATH|0.1] "
+         args="[data=EXPR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=EXPR|PATH|0.1] "
               "[compile=True] [checkpointing=True] [any TrainingArguments field=…]",
          summary="train the attached adapter with live progress, loss, tokens/s and memory",
          flags=("--model VAR", ("--out DIR", "where checkpoints go (default: the cache's runs/ folder)"),
@@ -61,9 +46,11 @@ def resolve_data(ctx: Context, value: Any, what: str) -> Any:
 def cmd_train(ctx: Context) -> Any:
     """Train the active adapter of the model on a dataset, with a live progress display.
 
-    ``data`` is a notebook variable (a list of strings or dicts, a pandas DataFrame, a
-    ``datasets.Dataset`` / ``DatasetDict``) or a ``.jsonl`` / ``.json`` / ``.csv`` / ``.txt``
-    path. The shape is recognised from the columns: ``text``; ``prompt`` + ``completion``
+    ``data`` is a notebook variable or any Python expression (``rows[40:]``,
+    ``ds["train"].select(range(500))``) holding a list of strings or dicts, a pandas
+    DataFrame or a ``datasets.Dataset`` / ``DatasetDict``; or a ``.jsonl`` / ``.json`` /
+    ``.csv`` / ``.txt`` path. An expression that evaluates wins, then a path; otherwise
+    one line says what was tried (``eval=`` and ``--model`` read the same way). The shape is recognised from the columns: ``text``; ``prompt`` + ``completion``
     (loss on the completion only); ``messages`` (the tokenizer's chat template, loss on
     the assistant turns); ``text`` + ``label`` for a classifier (``%peft load … --labels N``).
 
@@ -98,6 +85,7 @@ def cmd_train(ctx: Context) -> Any:
 
         texts = ["First example ...", "Second example ..."]
         %peft train data=texts steps=100 lr=2e-4
+        %peft train data=ds["train"].select(range(500)) eval=ds["validation"] steps=200
 
         %%peft train
         data: ./chat.jsonl
@@ -127,12 +115,13 @@ def cmd_train(ctx: Context) -> Any:
             settings.pop(key, None)
         return dry_run(model, adapter=ctx.args.flag("--adapter"), **launch, **settings)
     data = None
+    ctx.settings = settings
     if "data" in settings:
-        data = resolve_data(ctx, settings.pop("data"), "data")
+        data = ctx.value("data")
     elif not resume:
         raise PeftMagicError("which data?", "data=VARIABLE or a path, e.g. %peft train data=texts steps=50")
-    if "eval" in settings and not isinstance(settings["eval"], float):
-        settings["eval"] = resolve_data(ctx, settings["eval"], "eval")
+    if "eval" in settings:
+        settings["eval"] = ctx.value("eval")
     if not is_peft_model(model):
         from ..state import peft_model_for
 

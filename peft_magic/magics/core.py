@@ -12,9 +12,10 @@ import os
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic import Magics, line_cell_magic, magics_class, no_var_expand
 
 from ..errors import PeftMagicError, first_line
+from ..syntax.expand import expand
 from ..syntax.read import merge_settings, parse_body, parse_line
 from .help import help_overview, help_text
 from .registry import COMMANDS, Context, lookup
@@ -27,6 +28,7 @@ class PeftMagics(Magics):
     """The ``%peft`` magics (see ``%peft?``)."""
 
     @line_cell_magic
+    @no_var_expand  # IPython's {…} expansion corrupts regex quantifiers: ``syntax.expand`` has our rule
     def peft(self, line: str = "", cell: str | None = None) -> Any:
         try:
             return self._dispatch(line, cell)
@@ -41,7 +43,8 @@ class PeftMagics(Magics):
                              "(set PEFT_MAGIC_DEBUG=1 for the full traceback)") from None
 
     def _dispatch(self, line: str, cell: str | None) -> Any:
-        stripped = line.strip()
+        ns = self.shell.user_ns if self.shell is not None else {}
+        stripped = expand(line, ns).strip()
         if not stripped and cell is None:
             return help_overview()
         first, _, rest = stripped.partition(" ")
@@ -54,7 +57,7 @@ class PeftMagics(Magics):
         args = parse_line(rest, cmd.value_flags, cmd.switch_flags, command=cmd.name if cmd.name != ATTACH else "")
         settings = dict(args.settings)
         if cell is not None and cmd.cell == "settings":
-            settings = merge_settings(settings, parse_body(cell))
+            settings = merge_settings(settings, parse_body(cell, args.raw))
         elif cell is not None and cmd.cell == "none" and cell.strip():
             raise PeftMagicError(f"%%peft {cmd.name} takes no cell body", f"use the line form: %peft {cmd.name} …")
         ctx = Context(self.shell, args, cell, cmd.name, settings)

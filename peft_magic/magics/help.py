@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PeftMagicError, did_you_mean
+from ..notebook import VALUE_RULE
 from ..peft_methods.aliases import KEY_ALIASES
 from ..peft_methods.discovery import resolve_method
 from .registry import COMMANDS, GROUPS, Context, command, lookup
@@ -45,6 +46,16 @@ def help_text() -> str:
         "an alias: lora, qlora, dora, prefix, prompt, p-tuning, ia3, adalora, bottleneck, ...",
         "Values are Python literals; a,b is a list. %peft help NAME explains one command or",
         "one method's settings.",
+        "",
+        "Data and models (data=, eval=, --model, --tokenizer, predict's input): "
+        + VALUE_RULE + ".",
+        "  %peft train data=ds['train'].select(range(500)) eval=rows[-40:] steps=50",
+        "",
+        "Python values in the line: {expr} is replaced by its value when it evaluates in the",
+        "notebook, and $name by a variable's value (r={n}, steps=$steps); a regex quantifier",
+        "({1}, {1,2}, {2,}) and anything that does not evaluate stay as written, so patterns",
+        r"reach peft verbatim: target=layers\.\d{1}\.(q|v)_proj. {{ }} $$ are literal { } $.",
+        "A %%peft cell body is read as written.",
     ]
     return "\n".join(lines)
 
