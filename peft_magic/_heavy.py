@@ -93,12 +93,27 @@ def no_hf_progress():
             hf_logging.enable_progress_bar()
 
 
+#: the modules whose warnings we silence while acting for the user (and our own, which peft's
+#: ``stacklevel=2`` warnings are attributed to): never the user's code or other libraries
+STACK_WARNINGS = r"(torch|transformers|peft|accelerate|bitsandbytes|safetensors|huggingface_hub|tokenizers|peft_magic)(\.|$)"
+
+
+@contextlib.contextmanager
+def stack_warnings_off():
+    """Ignore the warnings the heavy stack raises during one of our calls (it says nothing
+    actionable: peft's "modifying the model a second time", tied weights, deprecated cache
+    names, TrainingArguments' own notices), and only those: by the module they come from."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", module=STACK_WARNINGS)
+        yield
+
+
 @contextlib.contextmanager
 def quiet(streams: bool = True):
     """Silence what peft / transformers print while we act for the user.
 
-    The one place for it: warnings (peft's "modifying the model a second time", tied
-    weights, deprecated cache names), transformers' log below ERROR and, with
+    The one place for it: the stack's warnings (``stack_warnings_off``), transformers' log
+    below ERROR and, with
     ``streams``, stray prints to stdout / stderr — none of which is actionable in a
     notebook, because the engine reports what it did itself.
     """
@@ -107,8 +122,7 @@ def quiet(streams: bool = True):
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        with warnings.catch_warnings(), contextlib.ExitStack() as stack:
-            warnings.simplefilter("ignore")
+        with stack_warnings_off(), contextlib.ExitStack() as stack:
             if streams:
                 stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
                 stack.enter_context(contextlib.redirect_stderr(io.StringIO()))

@@ -27,7 +27,6 @@ import gc
 import os
 import time
 import traceback
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,8 +256,7 @@ def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _heavy.stack_warnings_off():
         trainer = Trainer(model=job.peft_model, args=training_args, train_dataset=job.examples,
                           eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
                           callbacks=callbacks)
@@ -326,8 +324,7 @@ def _train_guarded(trainer: Any, job: _Job, sampler: PeakSampler,
         pm.config.use_cache = False
     error = None
     try:
-        with sampler, interrupt, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with sampler, interrupt, _heavy.stack_warnings_off():
             trainer.train(resume_from_checkpoint=job.resume_from)
     except KeyboardInterrupt:
         run.status = "interrupted"
