@@ -33,9 +33,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any =
 
 def profile(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any = "auto", **settings: Any) -> Any:
     """Profile a few training steps (the ``%peft profile`` of plain Python) with the live
-    display; the model is left as it was. Arguments as :func:`peft_magic.training.probe.profile`.
-    Returns the :class:`~peft_magic.training.profiling.Profile` (a table in a notebook)."""
-    from .training.probe import profile as profile_run
+    display; the model is left as it was. Arguments as :func:`peft_magic.training.speed.profile_steps.profile`.
+    Returns the :class:`~peft_magic.training.speed.profile_report.Profile` (a table in a notebook)."""
+    from .training.speed.profile_steps import profile as profile_run
 
     with ProgressDisplay(pick_renderer(display), title="Profiling"):
         return profile_run(model, data, tokenizer=tokenizer, **settings)
@@ -45,7 +45,7 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any
     """``%peft compare`` in plain Python: the same live table while it runs; returns the
     :class:`~peft_magic.training.compare.Comparison` (``.rows`` best first)."""
     from .display.compare import LiveCompare
-    from .training.compare import compare as compare_run
+    from .training.comparison import compare as compare_run
 
     if display in (None, "none", False):
         return compare_run(model, methods, data, tokenizer=tokenizer, **settings)

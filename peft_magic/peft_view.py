@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _heavy
+from . import stack
 from .fmt import strip_peft_prefix
-from .model.facts import param_numel
+from .model.properties import param_numel
 
 # ----------------------------------------------------------------------------- configs
 
@@ -72,7 +72,7 @@ def active_adapter(peft_model: Any) -> str:
 
 def config_mapping() -> dict[Any, type]:
     """peft's registry: PeftType → config class (filled by ``register_peft_method``)."""
-    _heavy.ensure()
+    stack.ensure()
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
     return PEFT_TYPE_TO_CONFIG_MAPPING
@@ -297,7 +297,7 @@ def strip_tuner_layers(base: Any) -> None:
 def unwrap_all(peft_model: Any) -> Any:
     """Remove every adapter from ``peft_model`` and return the plain base model."""
     base = peft_model.get_base_model()
-    with _heavy.quiet():
+    with stack.quiet():
         cfgs = configs(peft_model)
         if cfgs and not is_prompt_learning(next(iter(cfgs.values()))):
             base = peft_model.base_model.unload()
@@ -328,7 +328,7 @@ def saved_shapes(peft_model: Any, name: str = "default") -> dict[str, tuple[int,
 def set_adapter_state(peft_model: Any, state: dict[str, Any], name: str) -> None:
     from peft import set_peft_model_state_dict
 
-    with _heavy.quiet():
+    with stack.quiet():
         set_peft_model_state_dict(peft_model, state, adapter_name=name)
 
 
@@ -336,7 +336,7 @@ def reattach(base: Any, config: Any, state: dict[str, Any], name: str) -> Any:
     """Put an adapter back on ``base`` exactly as it was (config and tensors)."""
     from peft import get_peft_model
 
-    with _heavy.quiet():
+    with stack.quiet():
         again = get_peft_model(base, config, adapter_name=name)
     set_adapter_state(again, state, name)
     return again
@@ -352,7 +352,7 @@ def switch_off(peft_model: Any) -> None:
         peft_model.forward = peft_model.base_model.forward
         peft_model.prepare_inputs_for_generation = peft_model.base_model.prepare_inputs_for_generation
     else:
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model.base_model.disable_adapter_layers()
     peft_model._adapters_disabled = True
 
@@ -362,7 +362,7 @@ def switch_on(peft_model: Any) -> None:
     peft_model.__dict__.pop("forward", None)
     peft_model.__dict__.pop("prepare_inputs_for_generation", None)
     if not is_prompt_learning(peft_model.active_peft_config):
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model.base_model.enable_adapter_layers()
     peft_model._adapters_disabled = False
 
@@ -389,7 +389,7 @@ def saves_embeddings(config: Any) -> bool:
 def write_adapter(peft_model: Any, name: str, folder: Path) -> None:
     """peft's own files for one adapter, at the top of ``folder`` (peft nests non-default ones)."""
     cfg = peft_model.peft_config[name]
-    with _heavy.quiet():
+    with stack.quiet():
         peft_model.save_pretrained(str(folder), selected_adapters=[name], save_embedding_layers=saves_embeddings(cfg),
                                    safe_serialization=True)
     sub = folder / name
@@ -413,11 +413,11 @@ def _merged_layer(module: Any, name: str) -> dict[str, Any]:
     if name not in _layer_adapters(module) or module.merged:
         return original
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             module.merge(adapter_names=[name])
         return {k: v.detach().clone() for k, v in layer.state_dict().items()}
     finally:
-        with _heavy.quiet():
+        with stack.quiet():
             if module.merged:
                 module.unmerge()
         layer.load_state_dict(original)
@@ -492,7 +492,7 @@ def suspend(peft_model: Any) -> dict[str, Any]:
     if saved["disabled"]:
         switch_on(peft_model)
     if not saved["prompt"]:
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model.base_model.unload()
     saved["base_peft_config"] = base.__dict__.pop("peft_config", None)
     return saved
@@ -505,13 +505,13 @@ def resume(peft_model: Any, saved: dict[str, Any]) -> None:
     if saved["base_peft_config"] is not None:
         base.__dict__["peft_config"] = saved["base_peft_config"]
     if not saved["prompt"]:
-        with _heavy.quiet():
+        with stack.quiet():
             for name, config in saved["configs"].items():
                 peft_model.peft_config.pop(name, None)
                 peft_model.add_adapter(name, config)
     for name, state in saved["states"].items():
         set_adapter_state(peft_model, state, name)
-    with _heavy.quiet():
+    with stack.quiet():
         peft_model.set_adapter(saved["active"])
     for n, p in peft_model.named_parameters():
         if n in saved["grads"]:

@@ -214,11 +214,11 @@ def test_only_peft_view_reads_peft_privates(name):
 
 def test_every_flag_a_command_takes_is_in_its_help():
     """Usage lines are generated from each command's one declaration of its flags."""
-    from peft_magic.magics import _plugins
+    from peft_magic.magics import command_modules
     from peft_magic.magics.help import help_text
     from peft_magic.magics.registry import COMMANDS
 
-    _plugins.load_all()
+    command_modules.load_all()
     overview = help_text()
     assert len(COMMANDS) >= 20
     for cmd in COMMANDS.values():
@@ -235,11 +235,11 @@ def test_every_flag_a_command_takes_is_in_its_help():
 def test_the_parser_takes_exactly_the_declared_flags():
     """The same declaration drives the parser: an undeclared flag is one clear error."""
     from peft_magic.errors import PeftMagicError
-    from peft_magic.magics import _plugins
+    from peft_magic.magics import command_modules
     from peft_magic.magics.registry import COMMANDS
     from peft_magic.syntax.read import parse_line
 
-    _plugins.load_all()
+    command_modules.load_all()
     train = COMMANDS["train"]
     args = parse_line("steps=3 --out d --resume", train.value_flags, train.switch_flags, command="train")
     assert args.flags == {"--out": "d", "--resume": True}

@@ -169,7 +169,7 @@ def test_dry_run_shows_launch_and_config_and_starts_nothing(lora):
 
 
 def test_examples_round_trip_through_arrow(tmp_path):
-    from peft_magic.training.data import Examples
+    from peft_magic.tasks.data import Examples
     from peft_magic.training.distributed import handoff
 
     ex = Examples([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}, {"input_ids": [4, 5], "labels": [4, 5]}],

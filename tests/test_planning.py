@@ -236,7 +236,7 @@ def test_depth_extrapolation_equals_the_full_depth_trace():
     from peft_magic.planning.estimate import Estimator as _Estimator
     from peft_magic.planning.requests import Request as _Request
     from peft_magic.planning.subject import subject_of as _subject
-    from peft_magic.planning.target import resolve_target
+    from peft_magic.planning.device import resolve_target
 
     config = AutoConfig.from_pretrained(materialize("smollm2"))
     subject = _subject(config, "causal-lm")

@@ -22,7 +22,7 @@ from peft_magic import state
 from peft_magic.display.progress import TextRenderer
 from peft_magic.errors import PeftMagicError
 from peft_magic.peft_methods.discovery import registry
-from peft_magic.peft_methods.quirks import quirk
+from peft_magic.peft_methods.behaviour import behaviour
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = [("word " * (5 + (i * 7) % 40)).strip() for i in range(96)]
@@ -93,7 +93,7 @@ def test_profile_phases_add_up_to_the_step_and_agree_with_the_trace(tmp_path):
 
 
 def test_profile_hints_come_from_the_numbers():
-    from peft_magic.training.profile_report import Profile, PhaseTime, hints
+    from peft_magic.training.speed.profile_report import Profile, PhaseTime, hints
 
     def prof(**shares):
         rows = [PhaseTime(k, k, v * 100, v) for k, v in shares.items()]
@@ -213,8 +213,8 @@ def _required_settings(peft_type: str, model, tiny_llama_path: str, tmp_path: Pa
 @pytest.mark.parametrize("peft_type", list(registry()))
 def test_checkpointing_trains_every_method_that_can_with_the_same_gradients(peft_type, tiny_llama_path, tmp_path):
     """Each method either gets exactly the gradients it gets without checkpointing, or is
-    refused in one line before anything runs (the ``no_checkpointing`` quirk) — and the
-    quirk is right: those methods really do lose their cache prefix."""
+    refused in one line before anything runs (the ``no_checkpointing`` behaviour) — and the
+    behaviour row is right: those methods really do lose their cache prefix."""
     from transformers import AutoModelForCausalLM
 
     from peft_magic.inference.running import batch_needs
@@ -245,7 +245,7 @@ def test_checkpointing_trains_every_method_that_can_with_the_same_gradients(peft
     except Exception:
         loss1, g1 = None, {}
     same = loss1 == loss0 and set(g0) == set(g1) and all(torch.allclose(g0[k], g1[k], atol=1e-6) for k in g0)
-    reason = quirk(peft_type).no_checkpointing
+    reason = behaviour(peft_type).no_checkpointing
     assert same == (not reason), (peft_type, loss0, loss1)
     if reason:
         tok = pm.load("tiny-llama").tokenizer
@@ -255,7 +255,7 @@ def test_checkpointing_trains_every_method_that_can_with_the_same_gradients(peft
 
 
 def test_checkpointing_run_shows_what_it_saved_and_cost_and_puts_the_model_back():
-    from peft_magic.model.facts import is_checkpointing
+    from peft_magic.model.properties import is_checkpointing
 
     model, tok = _lora()
     base = model.get_base_model()

@@ -12,7 +12,7 @@ import pytest
 import peft_magic as pm
 from peft_magic.errors import PeftMagicError
 from peft_magic.tasks.families import collator_for
-from peft_magic.training import data as data_mod
+from peft_magic.tasks import data as data_mod
 from peft_magic.training.run import train
 
 PEOPLE = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry"]

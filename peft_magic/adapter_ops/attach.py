@@ -24,18 +24,19 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, events, peft_view
+from .. import events, peft_view, stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_value
-from ..model.facts import count_params, infer_task, quantization_of, require_model
+from ..model.properties import count_params, infer_task, quantization_of, require_model
+from ..peft_methods.behaviour import behaviour
 from ..peft_methods.coerce import normalize_settings
+from ..peft_methods.config import attach_error, build_config, failure_hint, require_trainable, validate
 from ..peft_methods.discovery import MethodSpec, resolve_method
-from ..peft_methods.quirks import quirk
-from ..peft_methods.tasks import normalize_task
 from ..rendering import HtmlRepr
 from ..state import AdapterRecord, ModelState, is_peft_model, state_for, unwrap
-from .config import attach_error, build_config, failure_hint, require_trainable, validate
-from .lookup import check_adapter_name, emit_adapter
+from ..tasks.names import normalize_task
+from .announce import emit_adapter
+from .find import check_adapter_name
 from .rollback import prepare_kbit, restore, restore_grads, snapshot
 from .summary import ModelSummary, summarize
 
@@ -114,7 +115,7 @@ class _Request:
 
 def _resolve(model: Any, method: str, name: str, task: str | None, settings: dict[str, Any]) -> _Request:
     """Check the request and find the model's state; one line for anything wrong."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     spec = resolve_method(method)
     settings = normalize_settings(spec, settings)
@@ -197,11 +198,11 @@ def _attach_fresh(req: _Request, config: Any, base: Any, notes: list[str]) -> An
         if req.quantized:
             prepare_kbit(base, req.st)
             notes.append("prepared the quantized model for k-bit training (gradient checkpointing on)")
-        if use_cache and quirk(req.spec.info.peft_type).cache_off:
+        if use_cache and behaviour(req.spec.info.peft_type).cache_off:
             model_config.use_cache = False
             notes.append(f"turned the model's cache off (config.use_cache = False): {req.spec.requested} "
                          "refuses a model that caches")
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model = get_peft_model(base, config, adapter_name=req.name)
         require_trainable(req.spec, peft_model)
         return peft_model
@@ -232,14 +233,14 @@ def _add(req: _Request, config: Any, peft_model: Any) -> Any:
     active_before = peft_model.active_adapter
     snap = snapshot(req.base)
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model.add_adapter(name, config)
             peft_model.set_adapter(name)
     except Exception as e:
-        with contextlib.suppress(Exception), _heavy.quiet():
+        with contextlib.suppress(Exception), stack.quiet():
             if name in peft_model.peft_config and name not in before:
                 peft_model.delete_adapter(name)
-        with contextlib.suppress(Exception), _heavy.quiet():
+        with contextlib.suppress(Exception), stack.quiet():
             peft_model.set_adapter(active_before)
         restore_grads(req.base, snap)
         msg = first_line(e)
@@ -273,15 +274,15 @@ def _replace(req: _Request, config: Any, notes: list[str]) -> Any:
 
     if peft_view.peft_type(old_config) == req.spec.info.peft_type and others:
         # Same method among several adapters: delete and re-add under the same name.
-        with _heavy.quiet():
+        with stack.quiet():
             pm.delete_adapter(name)
         try:
             _add(req, config, pm)
         except PeftMagicError:
-            with _heavy.quiet():
+            with stack.quiet():
                 pm.add_adapter(name, old_config)
             peft_view.set_adapter_state(pm, old_state, name)
-            with _heavy.quiet():
+            with stack.quiet():
                 pm.set_adapter(active_before if active_before in pm.peft_config else name)
             raise
         return pm
@@ -300,7 +301,7 @@ def _replace(req: _Request, config: Any, notes: list[str]) -> Any:
 
 def detach(model: Any) -> Any:
     """Remove all adapters and return the base model (the wrapper is discarded)."""
-    _heavy.ensure()
+    stack.ensure()
     st0 = state_for(model)
     peft_model = model if is_peft_model(model) else (st0.peft_model if st0 else None)
     if peft_model is None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..fmt import group_names
-from ..model.facts import require_model
+from ..model.properties import require_model
 from ..rendering import HtmlRepr
 from ..state import ModelState, peft_model_for, state_for, unwrap
-from .lookup import method_name
+from .find import method_name
 
 
 @dataclass
@@ -88,7 +88,7 @@ class AdaptersTable(HtmlRepr):
 
 def adapters(model: Any) -> AdaptersTable:
     """Every adapter on ``model``: name, method, trainable parameters, active, merged."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     st = state_for(model, create=True)
     pm = peft_model_for(model)

@@ -14,7 +14,7 @@ from typing import Any
 from .. import peft_view
 from ..fmt import fmt_bytes
 from ..memory import MemoryReading, device_of, reading
-from ..model.facts import footprint, infer_task, param_numel, quantization_of
+from ..model.properties import footprint, infer_task, param_numel, quantization_of
 from ..rendering import HtmlRepr
 from ..state import is_peft_model, state_for, unwrap
 from .listing import AdapterInfo, adapter_infos

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..state import ModelState
-from .lookup import emit_adapter, method_name, peft_or_fail, pick_adapter
+from .announce import emit_adapter
+from .find import method_name, peft_or_fail, pick_adapter
 from .results import LifecycleResult
 
 
@@ -38,7 +39,7 @@ def use_adapter(model: Any, name: str) -> LifecycleResult:
     if st.disabled:
         set_on(pm, st)
         notes.append("adapters were switched off; they are on again")
-    with _heavy.quiet():
+    with stack.quiet():
         pm.set_adapter(name, inference_mode=bool(getattr(cfg, "inference_mode", False)))
     method = method_name(cfg, st, name)
     emit_adapter(st, pm, name, method, "activated")
@@ -87,7 +88,7 @@ def delete_adapter(model: Any, name: str) -> LifecycleResult:
         return LifecycleResult(base, "deleted", name, f"deleted {method} adapter '{name}'; the model is the plain "
                                f"base model again ({type(base).__name__})")
     was_active = name in peft_view.active_adapters(pm)
-    with _heavy.quiet():
+    with stack.quiet():
         pm.delete_adapter(name)
     st.adapters.pop(name, None)
     notes = []

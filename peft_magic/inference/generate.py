@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, peft_view
-from ..adapter_ops.lookup import method_name
+from .. import peft_view, stack
+from ..adapter_ops.find import method_name
 from ..adapter_ops.switch import set_off, set_on
 from ..errors import PeftMagicError, did_you_mean, first_line
-from ..model.facts import require_model
+from ..model.properties import require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, state_for, unwrap
 from .running import device_of, eval_mode
@@ -279,7 +279,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     are generation settings: ``max_new_tokens`` (default 48), ``temperature``, ``top_p``,
     ``top_k``, ``do_sample``, ``repetition_penalty``, … Greedy unless sampling is asked for.
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("generation needs the model's tokenizer",
@@ -304,7 +304,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     outputs: list[Generation] = []
     # quiet: peft passes the cache under its deprecated name, prompt methods warn about position ids
     keep = _keep_active(pm) if pm is not None else contextlib.nullcontext()
-    with _heavy.quiet(streams=False), eval_mode(target), keep:
+    with stack.quiet(streams=False), eval_mode(target), keep:
         if disabled and compare and pm is not None:
             set_on(pm, st)
             try:

@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError
-from ..model.facts import infer_task, require_model
+from ..model.properties import infer_task, require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, unwrap
 from ..tasks import qa, token_cls
@@ -129,7 +129,7 @@ def predict(model: Any, inputs: Any, *, tokenizer: Any, batch: int = EVAL_BATCH,
     """The task's answer for ``inputs``: one input — a string, or a ``{"question", "context"}``
     dict for QA — or a list of them (for token classification an item may also be a list
     of words)."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("prediction needs the model's tokenizer", "pass tokenizer=… (--tokenizer VAR)")

@@ -69,9 +69,9 @@ PeftMagics.peft.__doc__ = None  # set lazily by install() so that every command 
 
 def install(ip: Any) -> None:
     """Register the magics with an IPython shell (``%load_ext peft_magic`` calls this)."""
-    from . import _plugins
+    from . import command_modules
 
-    _plugins.load_all()
+    command_modules.load_all()
     doc = help_text()
     PeftMagics.peft.__doc__ = doc
     ip.register_magics(PeftMagics)

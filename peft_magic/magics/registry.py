@@ -15,7 +15,6 @@ from typing import Any
 from .. import notebook
 from ..syntax.read import Args
 
-
 #: what the common flags mean, so every command that takes one explains it the same way
 FLAG_HELP = {
     "--model": "the notebook variable (or expression, e.g. models['a']) that holds the model (default: model)",

@@ -271,10 +271,10 @@ def materialize(name: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{model.name}-", dir=target.parent))
     try:
-        from .. import _heavy
+        from .. import stack
 
-        _heavy.ensure()
-        with _heavy.no_hf_progress(), _no_tqdm():
+        stack.ensure()
+        with stack.no_hf_progress(), _no_tqdm():
             model.build(tmp)
         (tmp / "peft_magic.json").write_text(json.dumps({"builtin": model.name, "version": model.version}))
         try:

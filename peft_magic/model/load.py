@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_bytes
-from ..peft_methods.tasks import normalize_task
 from ..rendering import HtmlRepr
 from ..state import state_for
+from ..tasks.names import normalize_task
 from . import source as sources
-from .facts import DTYPES, auto_class_for_task, footprint, task_from_config
+from .properties import DTYPES, auto_class_for_task, footprint, task_from_config
 from .quantized import bnb_config, disable_cpu_4bit_repacking
 
 #: the names saved adapters record for the built-ins (not our cache folder)
@@ -127,7 +127,7 @@ def _load_tokenizer(path: str, model: Any, trust_remote_code: bool) -> Any:
     from transformers import AutoTokenizer
 
     try:
-        with _heavy.no_hf_progress(), _heavy.quiet(streams=False):
+        with stack.no_hf_progress(), stack.quiet(streams=False):
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except Exception:
         return None
@@ -165,7 +165,7 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
     t0 = time.perf_counter()
     if bits not in (None, 4, 8):
         raise PeftMagicError(f"bits must be 4 or 8, got {bits}")
-    _heavy.ensure()
+    stack.ensure()
     import torch
 
     builtin = sources.builtins.resolve_builtin(source)
@@ -184,7 +184,7 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
         kwargs["device_map"] = {"": 0} if dev == "cuda" else {"": dev}
     auto = auto_class_for_task(task_type)
     try:
-        with _heavy.no_hf_progress(), _heavy.quiet(streams=False):
+        with stack.no_hf_progress(), stack.quiet(streams=False):
             model = auto.from_pretrained(src.path, **kwargs)
     except Exception as e:
         raise _head_error(auto, task_type, config, source, e) from None

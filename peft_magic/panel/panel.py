@@ -39,12 +39,12 @@ from ..adapter_ops.summary import summarize
 from ..display.widgets import set_tooltip, tab, view_bundle
 from ..errors import PeftMagicError, first_line
 from ..fmt import group_names
-from ..model.facts import infer_task, quantization_of
+from ..model.properties import infer_task, quantization_of
+from ..peft_methods.behaviour import adaptive_defaults
 from ..peft_methods.discovery import MethodInfo, resolve_method
-from ..peft_methods.quirks import adaptive_defaults
-from ..peft_methods.tasks import normalize_task
 from ..state import state_for, unwrap
 from ..syntax.write import attach_line, method_word
+from ..tasks.names import normalize_task
 from .form import SettingsForm
 from .method_picker import MethodPicker, unsupported_reason
 from .targets_picker import TargetsPicker

@@ -127,7 +127,7 @@ class TrainSection:
 
     def _show_task(self) -> None:
         """Which task the model trains for, and the data shape that takes."""
-        from ..model.facts import infer_task
+        from ..model.properties import infer_task
         from ..tasks.families import FAMILIES
 
         try:

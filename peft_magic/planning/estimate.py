@@ -11,15 +11,28 @@ import copy
 from collections import Counter
 from typing import Any
 
-from ..adapter_ops.config import build_config
 from ..errors import PeftMagicError, first_line
-from ..model.facts import is_checkpointing
+from ..model.properties import is_checkpointing
+from ..peft_methods.config import build_config
 from ..state import is_peft_model, state_for
 from .requests import ConfigHolder, Request
 from .results import Parts, Target
-from .sketch import (Sketch, TensorAccount, account_sketch, add_adapters, attach_method, build_skeleton,
-                     config_at_depth, enable_checkpointing, layer_count, optimizer_bytes, optimizer_step_temporary,
-                     prepare_kbit, quantize_skeleton, reduced_depths)
+from .sketch import (
+    Sketch,
+    TensorAccount,
+    account_sketch,
+    add_adapters,
+    attach_method,
+    build_skeleton,
+    config_at_depth,
+    enable_checkpointing,
+    layer_count,
+    optimizer_bytes,
+    optimizer_step_temporary,
+    prepare_kbit,
+    quantize_skeleton,
+    reduced_depths,
+)
 from .subject import Subject
 from .trace import StepMemory, trace_step
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_bytes
 from ..memory import device_of
 from ..state import is_peft_model, state_for
+from .device import resolve_target
 from .estimate import Estimator, parts_of
 from .results import FitVerdict, Parts, Target
 from .search import largest
 from .sketch import resolve_optimizer, tensor_accounting
 from .subject import subject_of
-from .target import resolve_target
 
 
 def positive(name: str, value: Any) -> int:
@@ -71,7 +71,7 @@ def check_fit(model: Any, *, batch: int, seq: int, grad_accum: int = 1, gradient
     ``message``. ``message`` is one line, ready to print as a warning.
     """
     try:
-        _heavy.ensure()
+        stack.ensure()
         batch, seq = positive("batch", batch), positive("seq", seq)
         parts, target, est, account = live_estimate(model, batch, seq, gradient_checkpointing, optim)
     except Exception as e:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError
 from ..memory import device_of
-from ..model.facts import infer_task
+from ..model.properties import infer_task
 from .estimate import parts_of
 from .fit import is_full, live_estimate, positive
 from .results import Measurement, Parts
@@ -84,7 +84,7 @@ def _real_steps(model: Any, batch: int, seq: int, steps: int, optim: str) -> tup
 def measure(model: Any, *, batch: int = 2, seq: int = 64, optim: str = "adamw", steps: int = 2,
             target_batch: int | None = None, target_seq: int | None = None) -> Measurement:
     """Run ``steps`` real training steps on ``model`` and compare memory with the estimate."""
-    _heavy.ensure()
+    stack.ensure()
     batch, seq, steps = positive("batch", batch), positive("seq", seq), max(2, int(steps))
     if not any(p.requires_grad for p in model.parameters()):
         raise PeftMagicError("this model has nothing to train, so there is no training step to measure",

@@ -28,13 +28,14 @@ import os
 import time
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_bytes
-from ..model.facts import count_params
+from ..model.properties import count_params
 from ..state import is_peft_model, state_for
 from . import measure as measuring
 from . import search, sharding
+from .device import resolve_target
 from .estimate import Estimator, parts_of
 from .fit import check_fit, positive, resident_bytes
 from .recommend import GOAL_ALIASES, GOALS, recommend
@@ -42,7 +43,6 @@ from .requests import DEFAULT_METHODS, PLAN_KEYS, Request, label_for, resolve_re
 from .results import MethodPlan, Plan, Recommendation, Target
 from .sketch import layer_count, resolve_optimizer, tensor_accounting
 from .subject import Subject, subject_of
-from .target import resolve_target
 
 __all__ = ["plan", "check_fit", "PLAN_KEYS", "DEFAULT_METHODS"]
 
@@ -142,7 +142,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     (``zero`` 2 or 3) gives each GPU's share of a multi-GPU run (``sharding``).
     """
     t0 = time.perf_counter()
-    _heavy.ensure()
+    stack.ensure()
     batch, seq, grad_accum = positive("batch", batch), positive("seq", seq), positive("grad_accum", grad_accum)
     goal_key = _check_choices(goal, attn)
     opt = resolve_optimizer(optim)

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..model.skeleton import attach_on_skeleton, build
 
@@ -371,7 +371,7 @@ def prepare_kbit(skeleton: Any) -> None:
 
 def enable_checkpointing(skeleton: Any) -> None:
     """Gradient checkpointing as transformers applies it (non-reentrant, like ``%peft qlora``)."""
-    with _heavy.quiet():
+    with stack.quiet():
         skeleton.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
@@ -445,7 +445,7 @@ def attach_method(skeleton: Any, peft_config: Any, name: str = "default") -> Any
 
 def add_adapters(peft_model: Any, configs: dict[str, Any], active: Any) -> None:
     """Add further adapters (a live model's second, third …) and activate as it does."""
-    with _heavy.quiet():
+    with stack.quiet():
         for n, c in configs.items():
             if n not in peft_model.peft_config:
                 peft_model.add_adapter(n, copy.deepcopy(c))

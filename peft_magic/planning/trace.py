@@ -379,12 +379,12 @@ def sim_4bit_linear_class() -> Any:
 
 def trace_step(model: Any, batch: int, seq: int, task: str | None, kernel: str) -> StepMemory:
     """Forward + backward of a meta-device ``model`` under the counter (milliseconds)."""
-    from .. import _heavy
+    from .. import stack
 
     inputs = step_inputs(model, batch, seq, task, "meta")
     for p in model.parameters():
         p.grad = None
-    with _heavy.quiet(), simulated_attention(kernel), live_bytes("meta") as counter:
+    with stack.quiet(), simulated_attention(kernel), live_bytes("meta") as counter:
         forward_backward(model, inputs)
     result = _result(model, counter, "meta")
     for p in model.parameters():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, did_you_mean, first_line
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import config_fields
@@ -101,7 +101,7 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
                      per_device_eval_batch_size=args.get("per_device_train_batch_size", DEFAULT_BATCH))
     targs.update(args)
     try:
-        with _heavy.stack_warnings_off():
+        with stack.stack_warnings_off():
             return TrainingArguments(**targs)
     except (ValueError, TypeError) as e:
         raise PeftMagicError(f"invalid training settings: {first_line(e)}") from None

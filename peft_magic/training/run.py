@@ -31,21 +31,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy, events, peft_view
+from .. import events, peft_view, stack
 from ..errors import PeftMagicError
 from ..inference.running import batch_needs
 from ..memory import PeakSampler, device_of, reading
 from ..model.builtins import cache_dir
-from ..model.facts import label_names
+from ..model.properties import label_names
 from ..model.quantized import disable_cpu_4bit_repacking
-from ..peft_methods.quirks import default_lr, quirk
+from ..peft_methods.behaviour import behaviour, default_lr
 from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
+from ..tasks import data as data_mod
 from ..tasks.families import collator_for, describe, family
-from . import data as data_mod
-from . import speed as speed_mod
 from .args import DEFAULT_BATCH, normalize_args, planned_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
+from .speed import instruments
 
 DEFAULT_MAX_LEN = 512
 
@@ -210,7 +210,7 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     :class:`PeftMagicError` after the model has been made usable again; an interrupt does
     not raise — the run comes back with ``status == "interrupted"``.
     """
-    _heavy.ensure()
+    stack.ensure()
     peft_model = _find_peft(model)
     st = state_for(peft_model, create=True)
     name = adapter or peft_view.active_adapter(peft_model)
@@ -232,7 +232,7 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
         if profile and spec is not None:
             raise PeftMagicError("--profile measures the steps of one process, in the kernel",
                                  "profile without --processes / --gpus")
-    speed_mod.check(peft_type, method, settings)
+    instruments.check(peft_type, method, settings)
     if resume:
         job = _resumed_job(peft_model, st, name, peft_type, task, data, settings)
         spec = launch.resumed_spec(job.run.run_id, spec, st.bits)
@@ -240,7 +240,7 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
         job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings, keep_run)
     if spec is not None:
         return launch.run_job(job, spec, rdzv_port)
-    job.profile = speed_mod.profile_request(profile, trace, job)
+    job.profile = instruments.profile_request(profile, trace, job)
     return _run_trainer(job)
 
 
@@ -256,13 +256,13 @@ def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    with _heavy.stack_warnings_off():
+    with stack.stack_warnings_off():
         trainer = Trainer(model=job.peft_model, args=training_args, train_dataset=job.examples,
                           eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
                           callbacks=callbacks)
     for cb in (PrinterCallback, ProgressCallback):  # we own the display
         trainer.remove_callback(cb)
-    if quirk(job.peft_type).virtual_tokens and job.task == "CAUSAL_LM" and hasattr(trainer, "_loss_shifts_labels"):
+    if behaviour(job.peft_type).virtual_tokens and job.task == "CAUSAL_LM" and hasattr(trainer, "_loss_shifts_labels"):
         # Virtual tokens come first, so every real label is a prediction target (prefix tuning
         # puts its vectors into the attention instead: the shift still applies there).
         trainer._loss_shifts_labels = False
@@ -291,7 +291,7 @@ def _run_trainer(job: _Job) -> Run:
     trainer = _make_trainer(job, training_args, collator,
                             make_callbacks(run, interrupt, collator, device, sampler, pm, is_adalora,
                                            _evaluator(pm, job.eval_set)))
-    speed = speed_mod.install(job, trainer, collator, device, job.profile)
+    speed = instruments.install(job, trainer, collator, device, job.profile)
     was_training = pm.training
     error = _train_guarded(trainer, job, sampler, interrupt)
     speed.finish()
@@ -324,7 +324,7 @@ def _train_guarded(trainer: Any, job: _Job, sampler: PeakSampler,
         pm.config.use_cache = False
     error = None
     try:
-        with sampler, interrupt, _heavy.stack_warnings_off():
+        with sampler, interrupt, stack.stack_warnings_off():
             trainer.train(resume_from_checkpoint=job.resume_from)
     except KeyboardInterrupt:
         run.status = "interrupted"

@@ -107,7 +107,7 @@ def _shared_gpu_note(job: Any, spec: LaunchSpec) -> str | None:
     if spec.device != "cuda" or not dev.startswith("cuda"):
         return None
     from ...fmt import fmt_bytes
-    from ...model.facts import footprint
+    from ...model.properties import footprint
 
     return (f"the notebook's model holds {fmt_bytes(footprint(job.peft_model))} on {dev}, which a worker shares; "
             "move it to the CPU first (model.to('cpu')) if memory is tight")

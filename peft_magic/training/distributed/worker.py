@@ -139,9 +139,9 @@ def _load_model(src: dict[str, Any], folder: Path, adapter: str, device: str) ->
 
 def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, client: Client,
            stop: threading.Event) -> None:
-    from ... import _heavy, events
-    from ...memory import PeakSampler, reading
+    from ... import events, stack
     from ...inference.running import batch_needs
+    from ...memory import PeakSampler, reading
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
@@ -149,7 +149,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
-    _heavy.ensure()
+    stack.ensure()
     import torch
 
     spec = LaunchSpec.from_dict(settings["launch"])

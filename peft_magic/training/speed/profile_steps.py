@@ -6,7 +6,7 @@ the very same ``training.run.train`` — same data handling, collator, Trainer, 
 so the numbers are those of the real run — and then puts the adapter back as it was:
 its tensors are restored, the run is not kept in ``%peft runs`` (nor in model cards, nor
 resumable) and its checkpoints folder is removed. What comes back is the
-:class:`~peft_magic.training.profiling.Profile`.
+:class:`~peft_magic.training.speed.profile_report.Profile`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import shutil
 import tempfile
 from typing import Any
 
-from .. import _heavy, peft_view
-from ..errors import PeftMagicError
-from ..state import is_peft_model, peft_model_for
+from ... import peft_view, stack
+from ...errors import PeftMagicError
+from ...state import is_peft_model, peft_model_for
+from ..args import normalize_args
+from ..run import train
 from . import compiling
-from .args import normalize_args
-from .profiling import DEFAULT_STEPS, ProfileRequest
-from .run import train
+from .profiler import DEFAULT_STEPS, ProfileRequest
 
 
 def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int = DEFAULT_STEPS,
@@ -30,7 +30,7 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int =
     """Profile ``steps`` training steps of the active adapter after ``warmup`` unprofiled ones;
     the model is left exactly as it was. ``settings`` as for ``train`` (``batch``, ``max_len``,
     ``compile=True``, ``checkpointing=True``, any ``TrainingArguments`` field)."""
-    _heavy.ensure()
+    stack.ensure()
     steps = int(steps)
     if steps < 1:
         raise PeftMagicError(f"steps must be ≥ 1, got {steps}")

@@ -41,7 +41,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from ..memory import restart_peak
+from ...memory import restart_peak
 from .profile_report import DEFAULT_STEPS, PHASES, OpTime, PhaseTime, Profile, ProfileRequest, hints
 
 __all__ = ["DEFAULT_STEPS", "PHASES", "OpTime", "PhaseTime", "Profile", "ProfileRequest", "StepProfiler", "hints"]

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy, events, peft_view
+from .. import events, peft_view, stack
 from ..errors import PeftMagicError
 from ..fmt import fmt_bytes, fmt_metric, fmt_params
-from ..model.facts import infer_task, require_model
+from ..model.properties import infer_task, require_model
 from ..rendering import HtmlRepr
 from ..state import ModelState, is_peft_model, state_for, unwrap
 from ..tasks.families import family
@@ -291,7 +291,7 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
     adapter named after its method (saved under ``keep_dir`` as well). The model is left
     exactly as it was otherwise.
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("compare needs the model's tokenizer", "pass tokenizer=… (--tokenizer VAR)")

@@ -62,9 +62,9 @@ def ensure() -> None:
         return
     _filter_foreign_noise()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import peft  # noqa: F401
     import torch  # noqa: F401
     import transformers  # noqa: F401
-    import peft  # noqa: F401
 
     from . import bottleneck  # noqa: F401  registers our method with peft
 

@@ -2,7 +2,7 @@
 
 peft's registry says which methods exist and what their configs look like. What it does
 not say — and what attaching, training, merging, the panel and ``%peft methods`` need —
-lives here, one :class:`Quirk` per peft type, so a fact about a method is written once:
+lives here, one :class:`Behaviour` per peft type, so a fact about a method is written once:
 
 * a one-line description for ``%peft methods`` and the panel;
 * its family (the panel groups methods by it) where the name does not tell;
@@ -31,7 +31,7 @@ _LR_LOW_RANK, _LR_SOFT_PROMPT, _LR_PREFIX, _LR_SCALING, _LR_SMALL = 2e-4, 3e-2, 
 
 
 @dataclass(frozen=True)
-class Quirk:
+class Behaviour:
     """What peft_magic knows about one method beyond peft's registry."""
 
     description: str = ""
@@ -53,11 +53,11 @@ _PREFIX_IN_CACHE = ("its prefix lives in the attention cache, and checkpointed l
                     "(the prefix would be dropped)")
 
 
-def _q(description: str = "", **kw: Any) -> Quirk:
-    return Quirk(description, **kw)
+def _q(description: str = "", **kw: Any) -> Behaviour:
+    return Behaviour(description, **kw)
 
 
-QUIRKS: dict[str, Quirk] = {
+BEHAVIOURS: dict[str, Behaviour] = {
     "LORA": _q("Low-rank update matrices (A·B) added to chosen layers; the default choice."),
     "ADALORA": _q("LoRA whose rank budget is re-allocated across layers during training."),
     "LOHA": _q("Low-rank Hadamard product update (LyCORIS); higher rank per parameter than LoRA.", family=LORA_FAMILY),
@@ -129,17 +129,17 @@ QUIRKS: dict[str, Quirk] = {
                      can_merge=False, kbit=True),
 }
 
-_NONE = Quirk()
+_NONE = Behaviour()
 
 
-def quirk(peft_type: str) -> Quirk:
-    """The quirks of ``peft_type`` (an empty record for methods we know nothing special of)."""
-    return QUIRKS.get(peft_type, _NONE)
+def behaviour(peft_type: str) -> Behaviour:
+    """What we know of ``peft_type`` (an empty record for methods we know nothing special of)."""
+    return BEHAVIOURS.get(peft_type, _NONE)
 
 
 def family_of(peft_type: str, is_prompt_learning: bool) -> str:
-    """The panel's group for a method: its quirk's, else by its name and kind."""
-    q = quirk(peft_type)
+    """The panel's group for a method: its row's, else by its name and kind."""
+    q = behaviour(peft_type)
     if q.family:
         return q.family
     if is_prompt_learning:
@@ -154,7 +154,7 @@ def default_lr(peft_type: str) -> float:
     methods train a few embeddings from scratch and need 1e-2 – 3e-2; IA3 scales
     activations (3e-3 in its paper); bottleneck adapters 1e-3 (Houlsby et al.).
     """
-    return quirk(peft_type).lr or _LR_LOW_RANK
+    return behaviour(peft_type).lr or _LR_LOW_RANK
 
 
 #: tasks whose token-level targets peft's prompt-learning models do not shift past the virtual
@@ -169,7 +169,7 @@ def check_required(spec: Any, kwargs: dict[str, Any], model_config: Any) -> None
         raise PeftMagicError(f"peft's {spec.requested} does not support {NO_PROMPT_LEARNING[task]}: its "
                              "prompt-based models leave token-level targets (tags, answer positions) misaligned",
                              "use lora, ia3 or bottleneck adapters for this task")
-    for key, (what, example) in quirk(spec.info.peft_type).required.items():
+    for key, (what, example) in behaviour(spec.info.peft_type).required.items():
         if not kwargs.get(key):
             raise PeftMagicError(f"{spec.requested} needs {key}: {what}", f"e.g. %peft {spec.requested} {example}")
 

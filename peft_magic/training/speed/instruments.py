@@ -23,16 +23,16 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from .. import events
+from ... import events
 from . import checkpointing, compiling
-from .profiling import ProfileRequest, StepProfiler
+from .profiler import ProfileRequest, StepProfiler
 
 
 def profile_request(profile: Any, trace: str | None, job: Any) -> ProfileRequest | None:
     """``profile=True`` / a dict / a :class:`ProfileRequest` (``trace=DIR`` alone also
     profiles) → what to profile: by default the steps after one warm-up step (two with
     ``compile=True``: the second batch length recompiles), at most ``DEFAULT_STEPS``."""
-    from .args import planned_steps
+    from ..args import planned_steps
 
     if not profile and not trace:
         return None
