@@ -50,7 +50,7 @@ class ModelState:
     kbit_prepared: bool = False
     adapters: dict[str, AdapterRecord] = field(default_factory=dict)
     variable: str | None = None  # notebook variable name last bound to it
-    disabled: bool = False  # adapters switched off (%peft off)
+    adapters_off: bool = False  # adapters switched off (%peft off)
     merged: list[str] = field(default_factory=list)  # adapters merged into the weights (%peft merge)
 
     @property

@@ -19,7 +19,7 @@ import torch
 
 import peft_magic as pm
 from peft_magic import state
-from peft_magic.display.progress import TextRenderer
+from peft_magic.display.progress import TrainingView
 from peft_magic.errors import PeftMagicError
 from peft_magic.peft_methods.discovery import registry
 from peft_magic.peft_methods.behaviour import behaviour
@@ -115,7 +115,7 @@ def test_profile_command_runs_a_few_steps_and_leaves_no_trace():
     mode = model.training
     runs_before = len(pm.runs())
     out = io.StringIO()
-    p = pm.profile(model, TEXTS, tokenizer=tok, steps=3, batch=4, display=TextRenderer(out))
+    p = pm.profile(model, TEXTS, tokenizer=tok, steps=3, batch=4, display=TrainingView("text", stream=out))
     assert p.steps == 3 and p.warmup == 1 and abs(p.total_ms - p.step_ms) < 1e-6
     assert "Profiling lora adapter 'default'" in out.getvalue()
     # no run that looks like a training run, and the adapter exactly as it was
@@ -142,7 +142,7 @@ def test_compile_gives_the_eager_losses_and_reports_its_cost():
     for compiled in (False, True):
         model, tok = _lora()
         run = pm.train(model, SAME_LENGTH, tokenizer=tok, steps=3, batch=8, lr=1e-2, seed=0,
-                       display=TextRenderer(out) if compiled else None, compile=compiled)
+                       display=TrainingView("text", stream=out) if compiled else None, compile=compiled)
         assert run.status == "completed", run.message
         losses[compiled] = [loss for _, loss in run.losses]
     eager, comp = losses[False], losses[True]
@@ -260,7 +260,7 @@ def test_checkpointing_run_shows_what_it_saved_and_cost_and_puts_the_model_back(
     model, tok = _lora()
     base = model.get_base_model()
     out = io.StringIO()
-    run = pm.train(model, TEXTS, tokenizer=tok, steps=6, batch=8, display=TextRenderer(out), checkpointing=True)
+    run = pm.train(model, TEXTS, tokenizer=tok, steps=6, batch=8, display=TrainingView("text", stream=out), checkpointing=True)
     cost = run.checkpointing
     assert cost is not None and cost.layers == 2  # the tiny Llama's two decoder layers
     assert cost.activations_without > cost.activations_with > 0 and cost.saved > 0

@@ -154,7 +154,7 @@ def test_evaluate_compare_leaves_the_model_as_it_was(minilm_ner):
     res = pm.evaluate(model, ner_rows(24, seed=4), tokenizer=minilm_ner.tokenizer, compare=True)
     assert res.base["loss"] > res.metrics["loss"]  # the trained adapter beats the untrained head
     assert all((model.state_dict()[k] == v).all() for k, v in state.items()) and model.training == was
-    assert pm.show(model).disabled is False
+    assert pm.show(model).adapters_off is False
     text = repr(res)
     assert "base model" in text and "cmp (lora)" in text and "f1" in text
     assert "<table" in res._repr_html_()

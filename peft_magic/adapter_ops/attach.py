@@ -38,7 +38,7 @@ from ..tasks.names import normalize_task
 from .announce import emit_adapter
 from .find import check_adapter_name
 from .rollback import prepare_kbit, restore, restore_grads, snapshot
-from .summary import ModelSummary, summarize
+from .summary import ModelSummary, show
 
 
 class _Unset:
@@ -151,7 +151,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
     if pm is not None and name in pm.peft_config:  # re-run of the same cell: nothing to do
         old = st.adapters.get(name)
         if old is not None and old.same_request(req.record):
-            return AttachResult(pm, "unchanged", name, req.spec.requested, summary=summarize(pm))
+            return AttachResult(pm, "unchanged", name, req.spec.requested, summary=show(pm))
 
     config = build_config(req.spec, req.settings, req.task, req.base)
     if pm is not None:  # a first adapter needs no dry run: its rollback is structural (see above)
@@ -168,7 +168,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
 
     st.adapters[name] = req.record
     st.set_peft(new_model)
-    summary = summarize(new_model)
+    summary = show(new_model)
     notes += _unmatched_target_notes(new_model, req)
     emit_adapter(st, new_model, name, req.spec.requested, status, counts=(summary.trainable, summary.total))
     return AttachResult(new_model, status, name, req.spec.requested, changes=changes, summary=summary, notes=notes)

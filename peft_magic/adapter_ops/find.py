@@ -13,6 +13,7 @@ from .. import peft_view, stack
 from ..errors import PeftMagicError, did_you_mean
 from ..model.properties import require_model
 from ..peft_methods.aliases import SHORT_NAMES
+from ..peft_methods.behaviour import behaviour
 from ..state import ModelState, peft_model_for, state_for
 
 
@@ -52,8 +53,7 @@ def method_name(cfg: Any, st: ModelState | None, name: str | None = None) -> str
     if st is not None and name is not None and name in st.adapters:
         return st.adapters[name].method
     pt = peft_view.peft_type(cfg)
-    if pt == "LORA":
-        if getattr(cfg, "use_dora", False):
-            return "dora"
-        return "qlora" if st is not None and st.bits else "lora"
+    name_of = behaviour(pt).name
+    if name_of is not None:
+        return name_of(cfg, st.bits if st is not None else None)
     return SHORT_NAMES.get(pt, pt.lower())

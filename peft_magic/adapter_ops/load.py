@@ -193,7 +193,7 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     else:
         new = pm
         _load_beside(pm, folder, name, trainable, safetensors)
-    if st.disabled:
+    if st.adapters_off:
         set_on(new, st)
     method = method_name(cfg, st, None)
     st.adapters[name] = AdapterRecord(name=name, method=method, peft_type=pt, settings=changed_settings(cfg),

@@ -67,7 +67,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
     memory) or ``keep_quantized=True`` (round the merged weights back to 4/8 bits).
     """
     st, pm = peft_or_fail(model, "merge")
-    if st.disabled:
+    if st.adapters_off:
         raise PeftMagicError("adapters are switched off, so there is nothing active to merge",
                              "%peft on first (or %peft use NAME)")
     active = peft_view.active_adapters(pm)
@@ -97,7 +97,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
     st2.merged += [n for n in active if n not in st2.merged]
     st2.adapters.clear()
     st2.set_peft(None)
-    st2.disabled = False
+    st2.adapters_off = False
     if dropped:
         notes.append("inactive adapters are gone with the wrapper: " + ", ".join(f"'{n}'" for n in dropped))
     for n in active:

@@ -8,8 +8,6 @@ is training; curves come from the run records, so every logged step is drawn.
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 from .. import events
@@ -17,7 +15,7 @@ from ..fmt import fmt_bytes, fmt_duration, fmt_metric, fmt_params
 from ..state import runs
 from ..svg import line_chart
 from .html import Raw, escape, table, wrap
-from .live import LiveOutput
+from .live import LiveView, dim
 
 _LOWER_BETTER = {"trainable", "final loss", "loss", "perplexity", "peak memory", "time"}
 _STATUS_COLOR = {"done": "#16a34a", "training": "#2563eb", "failed": "#dc2626", "stopped": "#d97706",
@@ -71,16 +69,19 @@ def comparison_html(c: Any) -> str:
                 + _curves({r.label: r.run_id for r in c.rows}))
 
 
-class LiveCompare(LiveOutput):
-    """The live table, subscribed while ``with`` is active (a widget in a kernel, lines elsewhere)."""
+class LiveCompare(LiveView):
+    """The live table while ``with`` is active: a widget in a kernel, a line per finished
+    candidate in a terminal; at the end one static line (the result's table follows it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, surface: Any = "auto", stream: Any = None) -> None:
+        super().__init__(surface, stream)
         self.rows: list[dict[str, Any]] = []
         self.steps = 0
         self.current: int | None = None
         self.progress: dict[str, Any] = {}
-        self._drawn = 0.0
+
+    def placeholder(self) -> str:
+        return "compare: starting"
 
     def _html(self) -> str:
         cells = []
@@ -105,38 +106,33 @@ class LiveCompare(LiveOutput):
                     + table(["method", "status", "trainable", "step", "loss", "eval", "tokens/s", "peak memory",
                              "time"], cells) + chart)
 
-    def _draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.widget is None or (not force and now - self._drawn < 0.25):
-            return
-        self._drawn = now
-        self.widget.value = self._html()
+    def _draw(self) -> None:
+        self.shown = True
+        if self.widget is not None:
+            self.widget.value = self._html()
 
     def on_event(self, e: events.Event) -> None:
         d = e.data
         if e.kind == "compare_start":
             self.rows = [{"label": lab, "status": "waiting"} for lab in d.get("labels", [])]
             self.steps = d.get("steps", 0)
-            self._draw(force=True)
+            self._draw()
         elif e.kind == "compare_row" and 0 <= d.get("index", -1) < len(self.rows):
             self.rows[d["index"]].update(d)
             if d.get("status") == "training":
                 self.current, self.progress = d["index"], {}
-            elif self.widget is None and d.get("status") in ("done", "failed", "stopped"):
-                sys.stdout.write(f"{d['label']}: {d['status']}" + (f" — {d['reason']}" if d.get("reason") else "")
-                                 + (f" · final loss {d['loss']:.4f}" if d.get("loss") is not None else "") + "\n")
-            self._draw(force=True)
+            elif self.surface == "text" and d.get("status") in ("done", "failed", "stopped"):
+                self.write(f"{d['label']}: {d['status']}" + (f" — {d['reason']}" if d.get("reason") else "")
+                           + (f" · final loss {d['loss']:.4f}" if d.get("loss") is not None else "") + "\n")
+            self._draw()
         elif e.kind == "progress" and self.current is not None:
             self.progress = dict(d)
             self._draw()
 
-    def __enter__(self) -> LiveCompare:
-        self.start("compare: starting", subscribe_without_widget=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        if self.widget is not None:
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        super().__exit__(exc_type, *exc)
+        if self.shown and self.surface == "widget":
             done = sum(1 for r in self.rows if r["status"] == "done")
             # the live view ends as one static line: the result below is the table, in saved notebooks too
-            self.replace_text(f"compare: {done} of {len(self.rows)} candidates trained — the table is below")
+            text = f"compare: {done} of {len(self.rows)} candidates trained — the table is below"
+            self.finish(dim(text), text)

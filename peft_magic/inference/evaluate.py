@@ -22,13 +22,14 @@ from ..adapter_ops.find import method_name
 from ..adapter_ops.switch import set_off, set_on
 from ..errors import PeftMagicError
 from ..fmt import fmt_metric
+from ..memory import device_of
 from ..model.properties import infer_task, label_names, require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, state_for, unwrap
 from ..tasks import data as data_mod
 from ..tasks import metrics, qa, token_cls
 from ..tasks.families import collator_for, family
-from .running import batch_needs, batches, device_of, eval_mode
+from .running import batch_needs, batches, eval_mode
 
 EVAL_BATCH = 16
 
@@ -238,7 +239,7 @@ def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, ba
     pm = peft_model_for(model)
     st = state_for(model, create=True)
     target = pm if pm is not None and peft_view.configs(pm) else unwrap(model)
-    off = st.disabled
+    off = st.adapters_off
     result = EvalResult(task, task_metrics(target, es, batch=batch), len(records), _who(pm, target, st, off))
     if compare:
         if target is pm and not off:

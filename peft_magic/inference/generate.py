@@ -31,10 +31,11 @@ from .. import peft_view, stack
 from ..adapter_ops.find import method_name
 from ..adapter_ops.switch import set_off, set_on
 from ..errors import PeftMagicError, did_you_mean, first_line
+from ..memory import device_of
 from ..model.properties import require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, state_for, unwrap
-from .running import device_of, eval_mode
+from .running import eval_mode
 
 #: generation settings our own loop (prompt-learning adapters) implements
 _LOOP_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -254,7 +255,7 @@ def _one(model: Any, pm: Any, enc: Any, gen: dict[str, Any], tokenizer: Any, see
         with torch.no_grad():
             return model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:]
     st = state_for(pm)
-    disabled = bool(st is not None and getattr(st, "disabled", False))
+    disabled = bool(st is not None and getattr(st, "adapters_off", False))
     if base or disabled:
         # already off (%peft off): peft's disable_adapter() would switch them back on at its end
         ctx = contextlib.nullcontext() if disabled else pm.disable_adapter()
@@ -299,7 +300,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     enc, used_chat = _encode(tokenizer, prompt, chat)
     dev = device_of(target)
     enc = {k: v.to(dev) for k, v in enc.items()}
-    disabled = bool(getattr(st, "disabled", False))
+    disabled = bool(getattr(st, "adapters_off", False))
     columns, notes = _columns(pm, st, compare, adapters, disabled)
     outputs: list[Generation] = []
     # quiet: peft passes the cache under its deprecated name, prompt methods warn about position ids

@@ -14,13 +14,14 @@ from typing import Any
 
 from .. import stack
 from ..errors import PeftMagicError
+from ..memory import device_of
 from ..model.properties import infer_task, require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, unwrap
 from ..tasks import qa, token_cls
 from ..tasks.families import family
 from .evaluate import EVAL_BATCH, qa_answers, seq2seq_generate
-from .running import device_of, eval_mode
+from .running import eval_mode
 
 DEFAULT_NEW_TOKENS = 48
 

@@ -29,13 +29,6 @@ def eval_mode(model: Any) -> Iterator[None]:
             m.training = True
 
 
-def device_of(model: Any) -> Any:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    for p in model.parameters():
-        return p.device
-    return "cpu"
-
-
 def batches(rows: Sequence[dict[str, Any]], collator: Any, size: int, device: Any) -> Iterator[tuple[int, dict]]:
     """(offset, padded batch on ``device``) for consecutive slices of ``rows``."""
     for lo in range(0, len(rows), size):

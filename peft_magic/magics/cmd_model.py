@@ -123,10 +123,10 @@ def cmd_show(ctx: Context) -> Any:
     parameters, targeted modules, which is active), trainable / total parameters, device,
     dtype, quantization and memory. Returns a ``ModelSummary`` for code.
     """
-    from ..adapter_ops.summary import summarize
+    from ..adapter_ops.summary import show
 
     _, model = ctx.model()
-    return summarize(model)
+    return show(model)
 
 
 @command("targets", args="[PATTERN]",

@@ -108,15 +108,21 @@ def method_help(name: str) -> HelpText:
     return HelpText("\n".join(lines))
 
 
-@command("help", args="[COMMAND | METHOD]", summary="this overview, one command's help, or one method's settings",
+@command("help", args="[COMMAND | METHOD | config]",
+         summary="this overview, one command's help, one method's settings, or the notebook-wide defaults",
          cell="none", group="info")
 def cmd_help(ctx: Context) -> Any:
     """``%peft help`` is the overview; ``%peft help train`` explains a command;
-    ``%peft help lora`` lists a method's settings with their defaults and meaning.
+    ``%peft help lora`` lists a method's settings with their defaults and meaning;
+    ``%peft help config`` lists the notebook-wide defaults (``%config PeftMagic.X = …``).
     """
     if not ctx.args.positionals:
         return help_overview()
     name = ctx.args.positionals[0]
+    if name.lower() == "config":
+        from .config import config_help
+
+        return HelpText(config_help())
     cmd = lookup(name)
     if cmd is not None and cmd.name != "attach":
         return HelpText(cmd.help())

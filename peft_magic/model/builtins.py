@@ -45,8 +45,11 @@ class BuiltinModel:
 
 
 def cache_dir() -> Path:
-    """Where materialised built-ins live: ``$PEFT_MAGIC_CACHE``, else the XDG cache."""
-    env = os.environ.get("PEFT_MAGIC_CACHE")
+    """Where materialised built-ins live: ``%config PeftMagic.cache_dir``, else
+    ``$PEFT_MAGIC_CACHE`` (how worker processes and tests inherit it), else the XDG cache."""
+    from ..settings import SETTINGS
+
+    env = SETTINGS.cache_dir or os.environ.get("PEFT_MAGIC_CACHE")
     if env:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")

@@ -64,15 +64,6 @@ def skeleton_of(model: Any) -> Any:
     return build(model.config, model_cls=type(model))
 
 
-def skeleton_from_config(config: Any, task: str | None = None) -> Any:
-    """A meta-device model built from a transformers config (or a path / hub id to one)."""
-    from transformers import AutoConfig
-
-    if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
-        config = AutoConfig.from_pretrained(config)
-    return build(config, task=task or "CAUSAL_LM")
-
-
 def attach_on_skeleton(skeleton: Any, peft_config: Any, name: str = "default") -> Any:
     """peft's own ``get_peft_model`` on a skeleton (a copy of the config: peft fills it in).
 

@@ -24,7 +24,6 @@ for the model as it is now, ``measure.measure`` runs real steps and compares.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from typing import Any
 
@@ -32,6 +31,7 @@ from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_bytes
 from ..model.properties import count_params
+from ..settings import SETTINGS
 from ..state import is_peft_model, state_for
 from . import measure as measuring
 from . import search, sharding
@@ -77,7 +77,7 @@ def _method_row(subject: Subject, req: Request, target: Target, batch: int, seq:
     except PeftMagicError as e:
         return MethodPlan(req.method, label, None, error=e.message), None, None
     except Exception as e:  # an architecture the meta device cannot run: say so in the row
-        if os.environ.get("PEFT_MAGIC_DEBUG"):
+        if SETTINGS.debug:
             raise
         return MethodPlan(req.method, label, None, error=f"cannot trace: {first_line(e)[:120]}"), None, None
     row = MethodPlan(req.method, label, parts, trainable=account.trainable_params,

@@ -39,22 +39,6 @@ CUDA_BLOCK = 512  # torch's CUDA caching allocator rounds every tensor up to 512
 # ----------------------------------------------------------------------------- byte formulas
 
 
-def dtype_bytes(dtype: Any) -> int:
-    """Bytes per element of a torch dtype."""
-    return int(dtype.itemsize)
-
-
-def nf4_bytes(numel: int, blocksize: int = 64, double_quant: bool = True) -> int:
-    """Exact bytes bitsandbytes holds for one NF4-quantized weight of ``numel`` elements.
-
-    The packed weight (two 4-bit values per byte), the per-block absmax (64 elements a
-    block) — with double quantization that absmax is itself 8-bit with a float32 offset,
-    a float32 absmax per 256 absmax values and a 256-entry float32 code book — and the
-    16-entry NF4 code. Every 4-bit layer holds its own copies (as loaded by transformers).
-    """
-    return (numel + 1) // 2 + sum(_nf4_parts(numel, blocksize, double_quant))
-
-
 def _round(n: int, cuda: bool) -> int:
     return -(-n // CUDA_BLOCK) * CUDA_BLOCK if cuda and n else n
 

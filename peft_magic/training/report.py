@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from typing import Any
-
 from ..fmt import fmt_bytes, fmt_metrics, text_table
 from ..rendering import HtmlRepr
 from ..state import Run, runs
@@ -67,6 +64,3 @@ def runs_report() -> RunsReport:
     return RunsReport(runs())
 
 
-def run_table() -> list[dict[str, Any]]:
-    """Every run of this kernel as plain dicts (for code and ``%peft runs``)."""
-    return [asdict(r) for r in runs()]

@@ -2,9 +2,9 @@
 
 What plain ``Trainer`` gets wrong for PEFT is fixed here, each in one place:
 
-* **AdaLoRA** only reallocates ranks if ``update_and_allocate`` is called every step,
-  which ``Trainer`` never does → a callback calls it after each optimizer step, and the
-  schedule's ``total_step`` is set to the run's real length.
+* **AdaLoRA** (a method whose row says ``reallocates_ranks``) only reallocates ranks if
+  ``update_and_allocate`` is called every step, which ``Trainer`` never does → a callback
+  calls it after each optimizer step, and peft's schedule gets the run's real length.
 * **Prompt / p-tuning loss** is reported too high: ``Trainer`` normalises a causal-LM
   loss by the number of labels *after the first position of each row* (the position no
   token predicts), but with virtual tokens in front even the first real token is
@@ -42,7 +42,7 @@ from ..peft_methods.behaviour import behaviour, default_lr
 from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
 from ..tasks import data as data_mod
 from ..tasks.families import collator_for, describe, family
-from .args import DEFAULT_BATCH, normalize_args, planned_steps, trainer_arguments
+from .args import DEFAULT_BATCH, normalize_args, total_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
 from .speed import instruments
@@ -157,10 +157,8 @@ def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, 
     _name_labels(peft_model, task, examples)
     eval_set = None if held is None else build_eval_set(held, held_fp, tokenizer, task, max_len=max_len,
                                                         label_names=examples.label_names, stride=stride)
-    args.setdefault("learning_rate", default_lr(peft_type))
+    args.setdefault("learning_rate", default_lr(peft_type, method))
     args.setdefault("per_device_train_batch_size", DEFAULT_BATCH)
-    if "max_steps" not in args and "num_train_epochs" not in args:
-        args["num_train_epochs"] = 1.0
     run = Run(run_id=next_run_id(), model_id=st.model_id, adapter=adapter, method=method, settings=dict(settings),
               total_steps=0, started_at=time.time(), task=task, data=describe(examples))
     if eval_set is not None:
@@ -238,18 +236,27 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
         spec = launch.resumed_spec(job.run.run_id, spec, st.bits)
     else:
         job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings, keep_run)
+    # the step budget, once per run (a resumed run keeps its own): everything after reads it
+    job.args["total_steps"] = job.run.total_steps = total_steps(job.args, len(job.examples),
+                                                                spec.processes if spec is not None else 1)
     if spec is not None:
         return launch.run_job(job, spec, rdzv_port)
     job.profile = instruments.profile_request(profile, trace, job)
     return _run_trainer(job)
 
 
-def _prepare_adalora(job: _Job, steps: int) -> None:
+def prepare_schedule(job: _Job) -> bool:
+    """A method whose schedule depends on the run's length (``reallocates_ranks``: AdaLoRA)
+    gets the run's real length; True when its callback must run each step."""
+    if not behaviour(job.peft_type).reallocates_ranks:
+        return False
+    steps = job.run.total_steps
     cfg = job.peft_model.peft_config[job.adapter]
     if cfg.tinit >= steps - cfg.tfinal:
         raise PeftMagicError(f"adalora's schedule (tinit={cfg.tinit}, tfinal={cfg.tfinal}) does not fit in "
                              f"{steps} steps", "train for more steps or attach with smaller tinit/tfinal")
     peft_view.adalora_set_total_step(job.peft_model, steps)
+    return True
 
 
 def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[Any]) -> Any:
@@ -277,11 +284,8 @@ def _run_trainer(job: _Job) -> Run:
     if device == "cpu":
         disable_cpu_4bit_repacking(pm)  # a no-op unless a 4-bit model ran inference first
     collator = collator_for(job.task, job.tokenizer, batch_needs(pm))
-    steps = planned_steps(job.args, len(job.examples))
-    is_adalora = job.peft_type == "ADALORA"
-    if is_adalora:
-        _prepare_adalora(job, steps)
-    training_args = trainer_arguments(job.args, output_dir=run.output_dir, device=device, model=pm, steps=steps,
+    reallocates = prepare_schedule(job)
+    training_args = trainer_arguments(job.args, output_dir=run.output_dir, device=device, model=pm,
                                       has_eval=job.eval_set is not None, label_names=family(job.task).label_keys)
     interrupt = InterruptToStop()
     run.status, run.message = "running", None
@@ -289,14 +293,13 @@ def _run_trainer(job: _Job) -> Run:
         _warn_if_too_big(pm, job.st, run, job.args, job.examples)
     sampler = PeakSampler(device, interval=0.1)
     trainer = _make_trainer(job, training_args, collator,
-                            make_callbacks(run, interrupt, collator, device, sampler, pm, is_adalora,
+                            make_callbacks(run, interrupt, collator, device, sampler, pm, reallocates,
                                            _evaluator(pm, job.eval_set)))
     speed = instruments.install(job, trainer, collator, device, job.profile)
     was_training = pm.training
     error = _train_guarded(trainer, job, sampler, interrupt)
     speed.finish()
     run.steps_done = trainer.state.global_step
-    run.total_steps = trainer.state.max_steps or run.total_steps
     trainer = None
     if not was_training:
         pm.eval()
@@ -388,9 +391,9 @@ def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], e
 
 
 def _latest_checkpoint(output_dir: str | None) -> str | None:
+    """The newest ``checkpoint-N`` folder of a run (transformers' own lookup), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
     if not output_dir or not os.path.isdir(output_dir):
         return None
-    cps = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir()]
-    if not cps:
-        return None
-    return str(max(cps, key=lambda p: int(p.name.split("-")[-1])))
+    return get_last_checkpoint(output_dir)

@@ -200,7 +200,7 @@ def write(job: Any, folder: Path, *, launch: dict[str, Any], overrides: dict[str
         "version": 1, "port": port, "token": token, "launch": launch,
         "model": source, "adapter": {"name": job.adapter, "peft_type": job.peft_type, "task": job.task},
         "args": _json_checked("training setting", dict(job.args)), "overrides": _json_checked("setting", overrides),
-        "steps": steps, "pad_id": int(pad), "has_eval": job.eval_examples is not None,
+        "total_steps": steps, "pad_id": int(pad), "has_eval": job.eval_examples is not None,
         "run": {"run_id": run.run_id, "model_id": run.model_id, "adapter": run.adapter, "method": run.method,
                 "seconds": run.seconds, "tokens": run.tokens, "total_steps": run.total_steps},
         "output_dir": run.output_dir, "resume_from": job.resume_from,

@@ -145,7 +145,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
-    from ..run import _latest_checkpoint, _make_trainer, _prepare_adalora, _train_guarded
+    from ..run import _latest_checkpoint, _make_trainer, _train_guarded, prepare_schedule
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
@@ -159,17 +159,16 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     src, ad = settings["model"], settings["adapter"]
     args = {**settings["overrides"], **settings["args"]}
     phase("joining the process group")
-    steps = int(settings["steps"])
+    args["total_steps"] = int(settings["total_steps"])
     training_args = trainer_arguments(args, output_dir=settings["output_dir"], device=device,
-                                      model=_precision_probe(src["dtype"]), steps=steps,
+                                      model=_precision_probe(src["dtype"]),
                                       has_eval=settings["has_eval"], label_names=family(ad["task"]).label_keys)
     phase("loading the model")
     pm = _load_model(src, folder, ad["name"], device)
     phase("reading the data")
     job = _job(pm, folder, settings)
-    is_adalora = ad["peft_type"] == "ADALORA"
-    if is_adalora:
-        _prepare_adalora(job, steps)
+    job.run.total_steps = args["total_steps"]
+    reallocates = prepare_schedule(job)
     run = job.run
     collator = collator_with_pad(ad["task"], settings["pad_id"], batch_needs(pm))
     interrupt = InterruptToStop()
@@ -182,7 +181,7 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
 
     phase("building the trainer")
     callbacks = _callbacks(stop, interrupt, device, client) + make_callbacks(
-        run, interrupt, collator, device, sampler, pm, is_adalora)
+        run, interrupt, collator, device, sampler, pm, reallocates)
     trainer = _make_trainer(job, training_args, collator, callbacks)
     unsubscribe = events.subscribe(forward)
     phase("training")
@@ -191,7 +190,6 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     finally:
         unsubscribe()
     run.steps_done = trainer.state.global_step
-    run.total_steps = trainer.state.max_steps or run.total_steps
     if error is not None:
         client.send({"t": "failed", "status": error[0], "message": error[1], "step": run.steps_done,
                      "run": delta()})

@@ -41,7 +41,7 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int =
     pm = model if is_peft_model(model) else peft_model_for(model)
     if pm is None:
         raise PeftMagicError("the model has no adapter to profile", "attach one first, e.g. %peft lora r=8")
-    for key in ("max_steps", "epochs", "num_train_epochs"):
+    for key in ("steps", "max_steps", "total_steps", "epochs", "num_train_epochs"):
         settings.pop(key, None)
     name = adapter or peft_view.active_adapter(pm)
     saved = peft_view.adapter_state(pm, name) if name in pm.peft_config else None
@@ -49,7 +49,7 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int =
     try:
         run = train(pm, data, tokenizer=tokenizer, adapter=adapter, output_dir=folder, keep_run=False,
                     profile=ProfileRequest(steps=steps, warmup=int(warmup), trace=trace),
-                    max_steps=int(warmup) + steps, **settings)
+                    steps=int(warmup) + steps, **settings)
     finally:
         if saved is not None:
             peft_view.set_adapter_state(pm, saved, name)
