@@ -170,7 +170,9 @@ class Run(HtmlRepr):
     started_at: float = 0.0  # time.time()
     message: str | None = None  # why it stopped, for interrupted / oom / error
     saved_to: list[str] = field(default_factory=list)  # folders the adapter was saved to after this run
-    output_dir: str | None = None  # trainer checkpoints (for --resume)
+    output_dir: str | None = None  # this run's checkpoint folder (training/checkpoints.py; --resume)
+    saved_step: int | None = None  # the step of the last checkpoint written
+    saved_at: float | None = None  # when it was written (time.time())
     last_lr: float | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
     task: str = "CAUSAL_LM"  # peft task type of the model trained

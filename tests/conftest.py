@@ -19,6 +19,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _checkpoints_out_of_the_tree(tmp_path_factory):
+    """Runs trained in the test process autosave into a temporary folder, not the repository."""
+    from peft_magic.settings import configure
+
+    configure(checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fmt import fmt_bytes, fmt_duration
+from ..fmt import fmt_ago, fmt_bytes, fmt_duration
 from ..svg import line_chart
 from .html import escape, wrap
 from .profile_html import speed_readouts
@@ -23,6 +23,17 @@ STATUS_COLOR = {"completed": "#16a34a", "interrupted": "#d97706", "oom": "#dc262
 
 def _num(v: Any, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
+
+
+def saved_text(p: dict[str, Any], now: float | None = None) -> str | None:
+    """``step 3,000 · 2 min ago`` for the last checkpoint a run wrote (``training/checkpoints.py``)."""
+    import time
+
+    saved = p.get("saved")
+    if not saved:
+        return None
+    step, at = saved
+    return f"step {step:,} · {fmt_ago(max(0.0, (now or time.time()) - at))}"
 
 
 def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
@@ -48,7 +59,8 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ] + ([("eval", p["eval"])] if p.get("eval") else []) + speed_readouts(p.get("speed"))
+    ] + ([("eval", p["eval"])] if p.get("eval") else []) + (
+        [("saved", saved_text(p))] if p.get("saved") else []) + speed_readouts(p.get("speed"))
 
 
 def _memory_variants(mem: dict[str, Any]) -> list[str]:
@@ -95,6 +107,8 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     }
     if p.get("eval"):
         fields["eval"] = [f"eval {p['eval']}"]
+    if p.get("saved"):
+        fields["saved"] = [f"saved {saved_text(p)}"]
     speed = {label: [value if label == "compile" else f"{label} {value}"]  # "compiled in 6.8 s" says what it is
              for label, value in speed_readouts(p.get("speed"))}
     fields.update(speed)  # compile / checkpointing readouts: last, and first to go on a narrow line
@@ -106,7 +120,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     if width is None:
         return f"{bar_of(24)} {count} · " + " · ".join(v[0] for v in fields.values())
     groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), ("lr", "epoch"),
-              tuple(k for k in ("eval",) if k in fields), tuple(speed))
+              tuple(k for k in ("eval", "saved") if k in fields), tuple(speed))
     chosen: dict[str, str] = {}
 
     def length(parts: dict[str, str], bar: int) -> int:

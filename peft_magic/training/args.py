@@ -31,7 +31,7 @@ ALIASES = {
 #: settings that are ours, not TrainingArguments fields. ``total_steps`` is the run's step
 #: budget under one name from the user's ``steps=`` (or ``max_steps=``) to the display; only
 #: :func:`trainer_arguments` hands it to transformers, as ``max_steps``.
-OWN_KEYS = ("max_len", "eval", "data", "stride", "total_steps")
+OWN_KEYS = ("max_len", "eval", "data", "stride", "total_steps", "save_every", "save_to", "keep")
 DEFAULT_BATCH = 8
 
 

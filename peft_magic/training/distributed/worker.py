@@ -182,6 +182,10 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     phase("building the trainer")
     callbacks = _callbacks(stop, interrupt, device, client) + make_callbacks(
         run, interrupt, collator, device, sampler, pm, reallocates)
+    if job.autosave is not None:
+        from ..checkpoints import make_callback
+
+        callbacks.append(make_callback(run, job.autosave, job.fingerprints, pm, processes=spec.processes))
     trainer = _make_trainer(job, training_args, collator, callbacks)
     unsubscribe = events.subscribe(forward)
     phase("training")
@@ -206,7 +210,7 @@ def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
     """The kernel's run record and data, rebuilt in this process as the trainer's job."""
     from ...inference.evaluate import EvalSet
     from ...state import Run, state_for
-    from ..run import _Job
+    from ..jobs import Job
 
     ad, r = settings["adapter"], settings["run"]
     examples = handoff.read_examples(folder / "train")
@@ -217,8 +221,18 @@ def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
     # the held-out rows give the eval loss here; the task's other metrics are computed in the
     # kernel on the trained adapter when it comes back (launch.py)
     held = EvalSet(ad["task"], [], eval_examples, None, 0) if eval_examples is not None else None
-    return _Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
-                examples, held, None, settings["resume_from"])
+    job = Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
+              examples, held, None, settings["resume_from"])
+    auto = settings.get("autosave")
+    if auto:
+        from ..checkpoints import Autosave, restore
+
+        job.autosave = Autosave(Path(settings["output_dir"]), auto["every_steps"], auto["every_seconds"], auto["keep"])
+        job.fingerprints = auto["fingerprints"]
+        rec = dict(auto["record"])
+        restore(run, {"run": rec, "step": rec.get("steps_done", 0)})
+        run.settings, run.task, run.data = rec.get("settings", {}), rec.get("task", run.task), rec.get("data", "")
+    return job
 
 
 def _save_result(pm: Any, trainer: Any, adapter: str, result: Path, strategy: str, rank: int) -> None:
