@@ -165,6 +165,7 @@ class Run(HtmlRepr):
     final_loss: float | None = None
     peak_memory: int | None = None  # bytes, on the device the model trained on
     memory_kind: str | None = None  # "CUDA" | "MPS" | "RAM"
+    memory_at_start: int | None = None  # the reading when the run started (its peak's baseline)
     seconds: float = 0.0
     tokens: int = 0  # real (non-padding) tokens seen
     started_at: float = 0.0  # time.time()

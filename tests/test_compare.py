@@ -112,7 +112,7 @@ def test_compare_magic_line_cell_and_stop_button(kernel, tmp_path):
     )
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(
-        res=kernel.run("%peft compare lora,ia3,prefix data=texts steps=40 batch=4")))
+        res=kernel.run("%peft compare lora,ia3,prefix data=texts steps=40 batch=4 lr=default")))
     worker.start()
     deadline = time.time() + 300
     while not flag.exists() and time.time() < deadline:

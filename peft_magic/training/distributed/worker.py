@@ -145,7 +145,12 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
-    from ..run import _latest_checkpoint, _make_trainer, _train_guarded, prepare_schedule
+    from ..run import (
+        _latest_checkpoint,
+        _make_trainer,
+        _train_guarded,
+        prepare_schedule,
+    )
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
