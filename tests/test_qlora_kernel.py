@@ -43,13 +43,9 @@ def test_qlora_on_unquantized_model_says_how(kernel):
 
 
 def test_hub_id_without_network_is_one_plain_line(kernel):
-    res = kernel.run("%peft load some-org/some-model-that-is-not-here")
-    assert res.error is not None and res.error["ename"] == "UsageError"
-    text = res.error_text
+    text = kernel.run("%peft load some-org/some-model-that-is-not-here").one_line_error()
     assert "not a local folder and the Hugging Face Hub is not reachable" in text
-    assert len(text.strip().splitlines()) == 1
-    res = kernel.run("%peft load ./no/such/folder")
-    assert "no such folder: ./no/such/folder" in res.error_text
+    assert "no such folder: ./no/such/folder" in kernel.run("%peft load ./no/such/folder").one_line_error()
 
 
 def test_4bit_gradients_unchanged_by_a_prior_inference_pass():
