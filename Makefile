@@ -137,3 +137,22 @@ browser-deps:
 
 clean:
 	rm -rf $(VENV) $(IPYW7) $(FLOOR) build dist .cache test-artifacts
+
+# ----------------------------------------------------------------------------- gpu-check
+# Every check that needs a CUDA GPU, in one command (≤ 8 minutes on one GPU): bench/gpu_check.py
+# (QLoRA 4-bit training with the VRAM readout vs NVML, %peft plan vs the measured peak,
+# compile=True, bf16 / SDPA, --gpus all strategies where there are several GPUs) writes its
+# figures to bench/RESULTS.md, then the tests marked `device` run with the GPU visible
+# (PEFT_MAGIC_TEST_GPU=1; `make test` hides a GPU so that its numbers mean the same everywhere).
+# Without CUDA the script says so in one line and runs its CPU dry path; the device tests
+# already ran on the CPU in `make test`. GPU_PY=python3 uses another interpreter (a machine
+# whose torch came with its image) and skips building $(VENV).
+GPU_PY ?= $(PY)
+GPU_TEST_WORKERS ?= 4
+
+.PHONY: gpu-check
+gpu-check: $(if $(filter command line environment,$(origin GPU_PY)),,venv)
+	$(GPU_PY) bench/gpu_check.py
+	@if $(GPU_PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  PEFT_MAGIC_TEST_GPU=1 $(GPU_PY) -m pytest -m "device and not browser" -n $(GPU_TEST_WORKERS) -q; \
+	fi
