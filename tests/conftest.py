@@ -1,10 +1,11 @@
 """Shared fixtures: offline environment, a model cache shared by all tests, kernels; and how
-the suite runs in parallel (xdist groups, threads per worker) and on which device."""
+the suite runs in parallel (xdist work units, threads per worker) and on which device."""
 
 from __future__ import annotations
 
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,23 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("PEFT_MAGIC_CACHE", str(ROOT / ".cache" / "models"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The text display wraps at $COLUMNS: the caller's terminal must not decide what the kernels print
+# (tests that are about the width set their own).
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 ARTIFACTS = ROOT / "test-artifacts"
+# Every process this test process starts (kernels, and the torchrun workers they launch) carries
+# this tag in its environment, so a check for "no process left behind" looks at ours only — not
+# at another test run's on the same machine (the other xdist worker, a second checkout, CI).
+os.environ["PEFT_MAGIC_TEST_SESSION"] = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def started_here(proc) -> bool:
+    """Whether a ``psutil.Process`` was started by this test process (directly or not)."""
+    try:
+        return proc.environ().get("PEFT_MAGIC_TEST_SESSION") == os.environ["PEFT_MAGIC_TEST_SESSION"]
+    except Exception:  # gone, or not ours to read
+        return False
 
 # The device. The suite checks peft_magic's behaviour with tiny models in float32 on the CPU,
 # on every machine, so that its numbers (hand-worked losses, logits equal after reload) mean
@@ -86,11 +103,41 @@ def _fp(m):
 '''
 
 
-# ----------------------------------------------------------------------------- xdist groups
+# ----------------------------------------------------------------------------- xdist scheduling
 
+#: Test files whose tests share no module-scoped fixture (checked at collection): under xdist
+#: each of their tests is scheduled on its own, so a file of long notebook runs or compiles is
+#: spread over the workers. Every other file runs whole on one worker (``--dist loadfile``), so
+#: its module-scoped kernel or model is made once.
+SPLIT_BY_TEST = {"tests/test_technique_notebooks.py", "tests/test_task_notebooks.py", "tests/test_compare.py",
+                 "tests/test_speed.py"}
 #: a guess of a test's seconds before any run has been timed (fresh clone): what dominates
 _GUESS_S = {"browser": 20.0, "slow": 40.0, "kernel": 6.0}
 _DURATIONS_KEY = "peft_magic/durations"
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::")[0]
+    return nodeid if path in SPLIT_BY_TEST else path
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile``, except that the files in ``SPLIT_BY_TEST`` go out test by test, and
+    work units go out in collection order (longest first, see below), not by test count.
+
+    (Why not ``--dist loadgroup`` with ``xdist_group`` marks: pytest 9.2 derives ``nodeid``
+    from a structured id, so the group suffix xdist 3.8 writes into ``item._nodeid`` is lost
+    and every test becomes its own unit — a module's kernel started on both workers.)"""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    config.option.loadscopereorder = False
+    return FileScheduling(config, log)
 
 
 def _shared_fixtures(item: pytest.Item) -> set[str]:
@@ -102,26 +149,24 @@ def _shared_fixtures(item: pytest.Item) -> set[str]:
             if defs and defs[-1].scope in ("module", "class", "package")}
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist (``--dist loadgroup``): one group per test file, so a module-scoped kernel
-    or model is made once; a file whose tests share no module-scoped fixture (the notebook
-    runs, the compile tests) is split so its long tests run side by side. Groups go out
-    longest first (the last run's timings from pytest's cache, else a guess by marker), so
-    no worker is left with a long file at the end. Outside xdist, and with ``-p randomly``,
-    the order is left alone."""
+    """Under xdist: refuse a file in ``SPLIT_BY_TEST`` whose tests share a module-scoped fixture
+    (split, it would be made on every worker and its tests would not see each other's state),
+    then order the work units longest first — the last run's timings from pytest's cache, else
+    a guess by marker — so that no worker is left with a long file at the end. Outside xdist,
+    and with ``-p randomly``, the order is left alone."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    by_file: dict[str, list[pytest.Item]] = {}
+    uses: dict[tuple[str, str], int] = {}
     for item in items:
-        by_file.setdefault(item.nodeid.split("::")[0], []).append(item)
-    for path, tests in by_file.items():
-        uses: dict[str, int] = {}
-        for t in tests:
-            for name in _shared_fixtures(t):
-                uses[name] = uses.get(name, 0) + 1
-        together = any(n > 1 for n in uses.values())
-        for t in tests:
-            t.add_marker(pytest.mark.xdist_group(path if together else t.nodeid))
+        path = item.nodeid.split("::")[0]
+        if path in SPLIT_BY_TEST:
+            for name in _shared_fixtures(item):
+                uses[path, name] = uses.get((path, name), 0) + 1
+    shared = sorted(f"{path} ({name})" for (path, name), n in uses.items() if n > 1)
+    if shared:
+        raise pytest.UsageError(f"tests/conftest.py SPLIT_BY_TEST: these files share a module fixture: {shared}")
     if config.pluginmanager.has_plugin("randomly") and config.getoption("randomly_reorganize", True):
         return  # a shuffled run stays shuffled
     timed = config.cache.get(_DURATIONS_KEY, {}) if config.cache else {}
@@ -131,11 +176,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             return timed[item.nodeid]
         return max([v for k, v in _GUESS_S.items() if item.get_closest_marker(k)] or [1.0])
 
-    group_s: dict[str, float] = {}
+    unit_s: dict[str, float] = {}
     for item in items:
-        group = item.get_closest_marker("xdist_group").args[0]
-        group_s[group] = group_s.get(group, 0.0) + seconds(item)
-    items.sort(key=lambda it: -group_s[it.get_closest_marker("xdist_group").args[0]])  # stable: file order within
+        unit_s[_scope(item.nodeid)] = unit_s.get(_scope(item.nodeid), 0.0) + seconds(item)
+    items.sort(key=lambda it: -unit_s[_scope(it.nodeid)])  # stable: file order within a unit
 
 
 _TIMED: dict[str, float] = {}

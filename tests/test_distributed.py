@@ -39,10 +39,13 @@ def pm_dtype(model) -> str:
 
 
 def _launched() -> list[psutil.Process]:
+    """Workers or launchers started from this test process (another run's on the machine are not ours)."""
+    from conftest import started_here
+
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if WORKER in cmd or ("torch.distributed.run" in cmd and "peft_magic" in cmd):
+        if (WORKER in cmd or ("torch.distributed.run" in cmd and "peft_magic" in cmd)) and started_here(p):
             out.append(p)
     return out
 

@@ -47,11 +47,14 @@ def _flag_at(path, step):
 
 
 def _ours() -> list[psutil.Process]:
-    """torchrun launchers and workers of ours anywhere on the machine (orphans included)."""
+    """torchrun launchers and workers of ours anywhere on the machine (orphans included), and
+    only ours: started from this test process (another test run's are not this test's business)."""
+    from conftest import started_here
+
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if WORKER in cmd or ("torch.distributed.run" in cmd and WORKER in cmd):
+        if (WORKER in cmd or ("torch.distributed.run" in cmd and WORKER in cmd)) and started_here(p):
             try:
                 if p.status() != psutil.STATUS_ZOMBIE:
                     out.append(p)
@@ -122,7 +125,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(kernel, kpid
     kernel.ok("_init = _state(); _events.clear()")
     common = "steps=6 lr=5e-3 train_sampling_strategy=sequential seed=0 --display text"
     res = kernel.ok(f"run2 = %peft train data=texts batch=4 {common} --processes 2")
-    assert "2 processes on CPU, gloo, ddp · global batch 4 × 2 × 1 = 8" in res.text, res.text
+    shown = " ".join(res.text.split())  # the header wraps at the terminal's width
+    assert "2 processes on CPU, gloo, ddp · global batch 4 × 2 × 1 = 8" in shown, res.text
     assert "completed 6/6" in res.text
     _assert_nothing_left(kpid)
     # the kernel saw the events a one-process run emits, rank 0's, with every rank's tokens/s and memory
