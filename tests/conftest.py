@@ -169,7 +169,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(f"tests/conftest.py SPLIT_BY_TEST: these files share a module fixture: {shared}")
     if config.pluginmanager.has_plugin("randomly") and config.getoption("randomly_reorganize", True):
         return  # a shuffled run stays shuffled
-    timed = config.cache.get(_DURATIONS_KEY, {}) if config.cache else {}
+    cache = getattr(config, "cache", None)  # None with -p no:cacheprovider
+    timed = cache.get(_DURATIONS_KEY, {}) if cache is not None else {}
 
     def seconds(item: pytest.Item) -> float:
         if item.nodeid in timed:
@@ -192,8 +193,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if os.environ.get("PYTEST_XDIST_WORKER") or not _TIMED or session.config.cache is None:
+    cache = getattr(session.config, "cache", None)  # None with -p no:cacheprovider
+    if os.environ.get("PYTEST_XDIST_WORKER") or not _TIMED or cache is None:
         return
-    timed = session.config.cache.get(_DURATIONS_KEY, {})
+    timed = cache.get(_DURATIONS_KEY, {})
     timed.update({k: round(v, 2) for k, v in _TIMED.items()})
-    session.config.cache.set(_DURATIONS_KEY, timed)
+    cache.set(_DURATIONS_KEY, timed)

@@ -112,18 +112,25 @@ def kpid(kernel):
 
 @pytest.mark.timeout(400)
 def test_two_processes_match_one_process_with_the_same_global_batch(kernel, kpid):
-    """2 gloo processes × batch 4 vs 1 process × batch 8, sequential sampling, same seed.
+    """2 gloo processes × batch 4 vs 1 process × batch 8, sequential sampling, same seed, SGD.
+
+    Why SGD: its update is the gradient times lr, so a wrong gradient shows in the weights in
+    proportion — a rank's gradient missing or counted twice moves them by ~100 % of the
+    update. AdamW would hide exactly that (its update is the gradient over its own running
+    scale: doubling every gradient leaves it the same), and it amplifies rounding in
+    gradients near its eps (1e-8) to a good part of lr, so two equally right runs with other
+    thread counts differed by 5e-5 in the weights.
 
     Tolerances (fp32): the two runs compute the same sums in a different order (each rank
     sums its half, gloo adds the halves; the Trainer divides by the token count gathered
     over ranks, so the math is the same mean) and pad to different lengths, so they differ
-    by rounding only: ~1e-6 on a loss of ~6 (a few ulps, measured 9.5e-7) and ~2e-7 on
-    weights that moved by up to 1.8e-2 (measured). 1e-5 leaves 10-50× room for rounding,
-    while any real mismatch — another batch, a rank's gradient missing or counted twice, a
-    wrong token normalisation — moves losses by >1e-3 and weights by a good part of lr=5e-3.
+    by rounding only: ~1e-6 on a loss of ~6 (a few ulps) and far below 1e-5 on weights that
+    move by ~7e-2 (lr 0.5). Any real mismatch — another batch, a rank's gradient missing or
+    counted twice, a wrong token normalisation — moves losses by >1e-3 and weights by a good
+    part of their 7e-2 change.
     """
     kernel.ok("_init = _state(); _events.clear()")
-    common = "steps=6 lr=5e-3 train_sampling_strategy=sequential seed=0 --display text"
+    common = "steps=6 lr=0.5 optim=sgd train_sampling_strategy=sequential seed=0 --display text"
     res = kernel.ok(f"run2 = %peft train data=texts batch=4 {common} --processes 2")
     shown = " ".join(res.text.split())  # the header wraps at the terminal's width
     assert "2 processes on CPU, gloo, ddp · global batch 4 × 2 × 1 = 8" in shown, res.text
