@@ -93,10 +93,15 @@ def _losses(run) -> list[float]:
     return [loss for _, loss in run.losses]
 
 
+def _tokens_per_s(run) -> float:
+    """Steady tokens/s (after the first step, without compiling steps), else the run's overall rate."""
+    return run.steady_tokens_per_s or (run.tokens / run.seconds if run.seconds else 0.0)
+
+
 # ----------------------------------------------------------------------------- 1. QLoRA + readout
 
 
-def check_qlora(ctx: Ctx) -> str:
+def check_qlora(ctx: Ctx) -> tuple[str, str]:
     import psutil
     import torch
 
@@ -129,41 +134,46 @@ def check_qlora(ctx: Ctx) -> str:
     if not ctx.cuda:
         expect(mem["kind"] == "RAM", f"the CPU readout is {mem['kind']}")
         expect(abs(mem["used"] - independent) < 256 * 2**20, f"RAM readout {mem['used']} vs psutil {independent}")
-        return f"QLoRA (NF4, CPU) {len(losses)} steps, RAM readout {_fmt(mem['used'])} vs psutil {_fmt(independent)}"
-    expect(mem["kind"] == "CUDA", f"the GPU readout is {mem['kind']}")
-    expect(independent is not None, "NVML does not list this process (nvidia-ml-py missing?)")
-    expect(mem.get("process") is not None, "the readout has no NVML figure: pip install nvidia-ml-py")
-    # NVML sees the whole process: the CUDA context and the allocator's reserve on top of live tensors
-    expect(mem["used"] <= mem["reserved"] <= independent, f"used {mem['used']} ≤ reserved {mem['reserved']} ≤ NVML "
-                                                          f"{independent} does not hold")
-    expect(abs(mem["process"] - independent) <= 64 * 2**20, f"readout's NVML {mem['process']} vs NVML {independent}")
+        summary = f"QLoRA (NF4, CPU) {len(losses)} steps, RAM readout {_fmt(mem['used'])} vs psutil {_fmt(independent)}"
+    else:
+        expect(mem["kind"] == "CUDA", f"the GPU readout is {mem['kind']}")
+        expect(independent is not None, "NVML does not list this process (nvidia-ml-py missing?)")
+        expect(mem.get("process") is not None, "the readout has no NVML figure: pip install nvidia-ml-py")
+        # NVML sees the whole process: the CUDA context and the allocator's reserve on top of live tensors
+        expect(mem["used"] <= mem["reserved"] <= independent,
+               f"used {mem['used']} ≤ reserved {mem['reserved']} ≤ NVML {independent} does not hold")
+        expect(abs(mem["process"] - independent) <= 64 * 2**20, f"readout's NVML {mem['process']} vs NVML {independent}")
+        summary = f"QLoRA (NF4, CUDA) {len(losses)} steps, readout {_fmt(mem['used'])}, NVML {_fmt(independent)}"
     step_s = run.seconds / max(1, run.steps_done)
-    return ("## QLoRA (4-bit NF4) on CUDA: the live display's memory readout vs NVML\n\n"
-            f"1B-class Llama (random weights), LoRA r=16 on every linear layer, batch 8 × ≤128 tokens, "
-            f"{run.steps_done} steps, {step_s:.2f} s/step; loss {losses[0]:.3f} → {losses[-1]:.3f}.\n\n"
-            "| at the last progress event | bytes |\n|---|---|\n"
-            f"| display: used (live tensors, `memory_allocated`) | {_fmt(mem['used'])} |\n"
-            f"| display: peak (`max_memory_allocated`) | {_fmt(mem['peak'])} |\n"
-            f"| allocator reserve (`memory_reserved`) | {_fmt(mem['reserved'])} |\n"
-            f"| display: this process per NVML | {_fmt(mem['process'])} |\n"
-            f"| NVML read independently | {_fmt(independent)} |\n"
-            f"| NVML − reserve (CUDA context, cuBLAS workspace) | {_fmt(independent - mem['reserved'])} |\n")
+    other = "NVML" if ctx.cuda else "psutil (resident set)"
+    beyond = independent - mem["reserved"] if ctx.cuda else None
+    return summary, (
+        f"## QLoRA (4-bit NF4): the live display's memory readout vs {other}\n\n"
+        f"{'1B-class Llama (random weights)' if ctx.cuda else 'tiny-llama'}, LoRA r=16 on every linear layer, "
+        f"batch 8 × ≤128 tokens, {run.steps_done} steps, {step_s:.2f} s/step; loss {losses[0]:.3f} → {losses[-1]:.3f}."
+        "\n\n| at the last progress event | bytes |\n|---|---|\n"
+        f"| display: used ({'live tensors, `memory_allocated`' if ctx.cuda else 'process RAM'}) | {_fmt(mem['used'])} |\n"
+        f"| display: peak | {_fmt(mem.get('peak'))} |\n"
+        f"| allocator reserve (`memory_reserved`) | {_fmt(mem.get('reserved'))} |\n"
+        f"| display: this process per NVML | {_fmt(mem.get('process'))} |\n"
+        f"| {other} read independently | {_fmt(independent)} |\n"
+        f"| NVML − reserve (CUDA context, cuBLAS workspace) | {_fmt(beyond)} |\n")
 
 
 # ----------------------------------------------------------------------------- 2. plan vs peak
 
 
-def check_plan(ctx: Ctx) -> str:
+def check_plan(ctx: Ctx) -> tuple[str, str]:
     import gpu_plan_check
 
-    if not ctx.cuda:
+    if ctx.cuda:
+        rows = gpu_plan_check.check(ctx.model_path, [(1, 256), (4, 512)], ["lora", "qlora", "full"])
+    else:
         rows = gpu_plan_check.check(gpu_plan_check.build_model_folder("tiny-llama"), [(2, 32)], ["lora", "qlora"])
-        expect(all(r.get("measured_peak") for r in rows), f"a plan row was not measured: {rows}")
-        return f"plan vs measured on CPU: {len(rows)} rows"
-    rows = gpu_plan_check.check(ctx.model_path, [(1, 256), (4, 512)], ["lora", "qlora", "full"])
     expect(all(r.get("measured_peak") for r in rows), f"a plan row was not measured: {rows}")
     worst = max(abs((r["est_peak"] - r["measured_peak"]) / r["measured_peak"]) for r in rows)
-    return ("## `%peft plan` vs `torch.cuda` peak memory (1B-class Llama, random weights)\n\n"
+    return f"plan vs measured: {len(rows)} rows, largest step-peak error {worst:.1%}", (
+            "## `%peft plan` vs the measured peak (1B-class Llama, random weights)\n\n"
             "Two real steps per row (AdamW, lr=0), peak of the second; step peak: activations + gradients at "
             "their joint peak; total: the plan without its runtime overhead vs `max_memory_allocated`.\n\n"
             + gpu_plan_check.table(rows) + f"\n\nLargest step-peak error: {worst:.1%}.\n")
@@ -172,7 +182,7 @@ def check_plan(ctx: Ctx) -> str:
 # ----------------------------------------------------------------------------- 3. compile=True
 
 
-def check_compile(ctx: Ctx) -> str:
+def check_compile(ctx: Ctx) -> tuple[str, str]:
     import torch
 
     import peft_magic as pm
@@ -192,11 +202,10 @@ def check_compile(ctx: Ctx) -> str:
            f"compiled losses differ: {eager} vs {comp}")
     r = runs[True]
     expect(r.compile_steps >= 1 and r.compile_seconds > 0, f"compiling was not seen: {r!r}")
-    if not ctx.cuda:
-        return f"compile=True (dynamo, eager backend) {len(comp)} steps, same losses"
-    speed = (f"{r.steady_tokens_per_s:,.0f} vs eager {runs[False].tokens_per_s:,.0f} tokens/s"
-             if r.steady_tokens_per_s and runs[False].tokens_per_s else "–")
-    return ("## `compile=True` on CUDA (tiny-llama, LoRA r=8, float32, batch 8)\n\n"
+    how = "inductor" if ctx.cuda else "dynamo, eager backend"
+    speed = f"{_tokens_per_s(r):,.0f} vs eager {_tokens_per_s(runs[False]):,.0f} tokens/s"
+    return f"compile=True ({how}) {len(comp)} steps, same losses", (
+            f"## `compile=True` ({how}; tiny-llama, LoRA r=8, float32, batch 8)\n\n"
             f"{len(comp)} seeded steps each: losses equal within 1e-4 relative (max relative difference "
             f"{max(abs(a - b) / abs(a) for a, b in zip(eager, comp)):.1e}); compiled in {r.compile_seconds:.1f} s "
             f"over {r.compile_steps} step(s); steady state {speed}.\n")
@@ -205,7 +214,7 @@ def check_compile(ctx: Ctx) -> str:
 # ----------------------------------------------------------------------------- 4. bf16 / SDPA
 
 
-def check_bf16_sdpa(ctx: Ctx) -> str:
+def check_bf16_sdpa(ctx: Ctx) -> tuple[str, str]:
     import torch
 
     import peft_magic as pm
@@ -228,10 +237,9 @@ def check_bf16_sdpa(ctx: Ctx) -> str:
     a, b = _losses(runs["auto"]), _losses(runs["fp32-eager"])
     expect(all(math.isfinite(x) for x in a + b), f"non-finite losses: {a} {b}")
     expect(abs(a[0] - b[0]) <= 0.02 * abs(b[0]), f"first losses differ beyond bf16's precision: {a[0]} vs {b[0]}")
-    if not ctx.cuda:
-        return f"bf16 + {attn} on CPU vs fp32 + eager: first loss {a[0]:.4f} vs {b[0]:.4f}"
-    ta, tb = runs["auto"].tokens_per_s or 0, runs["fp32-eager"].tokens_per_s or 0
-    return ("## bf16 and SDPA on CUDA (1B-class Llama, LoRA r=16 all-linear, batch 8 × ≤128)\n\n"
+    ta, tb = _tokens_per_s(runs["auto"]), _tokens_per_s(runs["fp32-eager"])
+    return f"{dtype} + {attn} vs fp32 + eager: first loss {a[0]:.4f} vs {b[0]:.4f}", (
+            "## bf16 and SDPA (LoRA r=16 all-linear, batch 8 × ≤128)\n\n"
             "| load | dtype | attention | first → last loss | tokens/s |\n|---|---|---|---|---|\n"
             f"| `%peft load` (auto) | {dtype} | {attn} | {a[0]:.3f} → {a[-1]:.3f} | {ta:,.0f} |\n"
             f"| `dtype=fp32`, eager attention | {facts['fp32-eager'][0]} | {facts['fp32-eager'][1]} | "
@@ -241,7 +249,7 @@ def check_bf16_sdpa(ctx: Ctx) -> str:
 # ----------------------------------------------------------------------------- 5. --gpus all
 
 
-def check_gpus(ctx: Ctx) -> str:
+def check_gpus(ctx: Ctx) -> tuple[str, str]:
     import peft_magic as pm
     from peft_magic.errors import PeftMagicError
     from peft_magic.training.distributed.dryrun import dry_run
@@ -251,9 +259,10 @@ def check_gpus(ctx: Ctx) -> str:
     if have >= 2:
         import gpu_check_distributed
 
-        sys.argv = [sys.argv[0], "--model", ctx.model_path, "--batch", "4", "--seq", "256", "--steps", "5"]
+        sys.argv = [sys.argv[0], "--model", "tiny-llama", "--batch", "4", "--seq", "256", "--steps", "5"]
         gpu_check_distributed.main()  # writes its own section, distributed_gpu
-        return f"## `--gpus all` strategies\n\n{have} GPUs: see the section `--gpus all` below.\n"
+        return f"{have} GPUs: every strategy trained", (
+            f"## `--gpus all` strategies\n\n{have} GPUs: see the section `--gpus all` below.\n")
     loaded = pm.load("tiny-llama")
     model = pm.attach(loaded.model, "lora", r=4).model
     for strategy in ("ddp", "fsdp", "deepspeed"):
@@ -266,9 +275,8 @@ def check_gpus(ctx: Ctx) -> str:
     else:
         raise CheckFailed("--gpus 2 was not refused on a machine with fewer than 2 GPUs")
     expect(("no CUDA GPU" in refusal) if have == 0 else (f"this machine has {have} GPU" in refusal), refusal)
-    if not ctx.cuda:
-        return f"--gpus: dry runs of 3 strategies, refusal: {refusal}"
-    return (f"## `--gpus all` strategies\n\n{have} GPU here: the strategies need two or more (run "
+    return f"--gpus: dry runs of 3 strategies, refusal: {refusal}", (
+            f"## `--gpus all` strategies\n\n{have} GPU{'s' if have != 1 else ''} here: the strategies need two or more (run "
             f"`python bench/gpu_check_distributed.py` on such a machine). `--gpus 2` is refused before anything "
             f"starts: \"{refusal}\"; the dry run of ddp, fsdp and deepspeed shows each launch.\n")
 
@@ -306,15 +314,14 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         try:
-            out = fn(ctx)
+            summary, section = fn(ctx)
         except Exception as e:  # every check runs; each failure is named at the end
             failed.append(f"{i}. {title}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
             print(f"[FAIL] {i}. {title} ({time.perf_counter() - t0:.0f} s)")
             traceback.print_exc()
             continue
-        print(f"[ok] {i}. {title} ({time.perf_counter() - t0:.0f} s)" + ("" if cuda else f": {out}"))
-        if cuda:
-            ctx.sections.append(out)
+        print(f"[ok] {i}. {title} ({time.perf_counter() - t0:.0f} s): {summary}")
+        ctx.sections.append(section)  # built on both paths (so the dry path exercises it), written on CUDA
     if cuda and ctx.sections:
         from _results import write_section
 
