@@ -165,27 +165,49 @@ def frontend(tmp_path_factory):
     f.close()
 
 
-def test_no_comm_until_the_extension_loads_and_nothing_sent_unasked(frontend: Frontend):
-    assert frontend.comms() == []
-    events = frontend.run(CELLS[0])  # %load_ext peft_magic
-    assert frontend.last_reply["status"] == "ok"
-    assert events == [], "the kernel must not open a comm by itself"
+def _ready(frontend: Frontend, *cells: str) -> None:
+    """The extension loaded and its comm found, then ``cells`` run: each test builds the state
+    it needs in the shared kernel, whatever ran there before (tests run in any order)."""
     ids = frontend.comms()
-    assert len(ids) == 1
+    if not ids:  # a fresh kernel, or one where the extension was unloaded
+        frontend.run(CELLS[0])
+        assert frontend.last_reply["status"] == "ok"
+        ids = frontend.comms()
+    assert len(ids) == 1, ids
     frontend.comm_id = ids[0]
+    for cell in cells:
+        frontend.run(cell)
+        assert frontend.last_reply["status"] == "ok", cell
 
 
-def test_idle_status_has_memory_of_this_kernel(frontend: Frontend):
-    st = frontend.ask()
-    assert st["phase"] == "idle" and st["adapter"] is None
-    mem = st["memory"]
-    assert mem["kind"] == "RAM" and mem["label"] == "process RAM"
-    assert 10 * 2**20 < mem["used"] < mem["total"]
-    assert st["peak"] >= mem["used"]
+def test_no_comm_until_the_extension_loads_and_nothing_sent_unasked(tmp_path: Path):
+    frontend = Frontend(tmp_path)  # its own kernel: nothing may have loaded the extension yet
+    try:
+        assert frontend.comms() == []
+        events = frontend.run(CELLS[0])  # %load_ext peft_magic
+        assert frontend.last_reply["status"] == "ok"
+        assert events == [], "the kernel must not open a comm by itself"
+        assert len(frontend.comms()) == 1
+    finally:
+        frontend.close()
+
+
+def test_idle_status_has_memory_of_this_kernel(tmp_path: Path):
+    frontend = Frontend(tmp_path)  # its own kernel: idle, no adapter, whatever the other tests did
+    try:
+        _ready(frontend)
+        st = frontend.ask()
+        assert st["phase"] == "idle" and st["adapter"] is None
+        mem = st["memory"]
+        assert mem["kind"] == "RAM" and mem["label"] == "process RAM"
+        assert 10 * 2**20 < mem["used"] < mem["total"]
+        assert st["peak"] >= mem["used"]
+    finally:
+        frontend.close()
 
 
 def test_adapter_and_memory_pushed_on_attach(frontend: Frontend):
-    frontend.run(CELLS[1])  # %peft load tiny-llama
+    _ready(frontend, CELLS[1])  # %peft load tiny-llama: a model without adapters
     pushed = frontend.run(CELLS[2])  # %peft lora r=8
     assert frontend.last_reply["status"] == "ok"
     assert pushed, "attaching must push the new adapter"
@@ -196,7 +218,7 @@ def test_adapter_and_memory_pushed_on_attach(frontend: Frontend):
 
 
 def test_training_progress_final_step_and_loss(frontend: Frontend):
-    frontend.run(CELLS[3])
+    _ready(frontend, *CELLS[1:4])  # a fresh tiny Llama with LoRA, and the texts
     t0 = time.monotonic()
     pushed = frontend.run(CELLS[4])  # %peft train data=texts steps=STEPS
     seconds = time.monotonic() - t0
@@ -220,6 +242,7 @@ def test_training_progress_final_step_and_loss(frontend: Frontend):
 
 
 def test_interrupt_is_reported(frontend: Frontend):
+    _ready(frontend, *CELLS[1:4])
     sent = {"done": False}
 
     def interrupt_once_running(st: dict) -> None:
@@ -236,6 +259,7 @@ def test_interrupt_is_reported(frontend: Frontend):
 
 
 def test_unload_closes_it_and_a_busy_cell_is_watched_live(frontend: Frontend):
+    _ready(frontend, *CELLS[1:4])
     old = frontend.comm_id
     events = frontend.run("%unload_ext peft_magic")
     assert {"_event": "comm_close", "comm_id": old} in events
