@@ -9,11 +9,18 @@ from conftest import FINGERPRINT
 pytestmark = pytest.mark.kernel
 
 
-def test_load_ext_imports_nothing_heavy(kernel):
-    heavy = kernel.eval("[m for m in ('torch', 'transformers', 'peft') if m in __import__('sys').modules]")
-    assert heavy == []
-    doc = kernel.ok("%peft?").text + kernel.run("print(get_ipython().find_line_magic('peft').__doc__)").stdout
-    assert "%peft load" in doc and "%peft METHOD" in doc
+def test_load_ext_imports_nothing_heavy(tmp_path):
+    from kernel import Kernel
+
+    fresh = Kernel(cwd=tmp_path)  # its own kernel: the module's shared one has loaded models by now
+    try:
+        fresh.ok("%load_ext peft_magic")
+        heavy = fresh.eval("[m for m in ('torch', 'transformers', 'peft') if m in __import__('sys').modules]")
+        assert heavy == []
+        doc = fresh.ok("%peft?").text + fresh.run("print(get_ipython().find_line_magic('peft').__doc__)").stdout
+        assert "%peft load" in doc and "%peft METHOD" in doc
+    finally:
+        fresh.shutdown()
 
 
 def test_load_attach_and_summary(kernel):
