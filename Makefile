@@ -137,3 +137,43 @@ browser-deps:
 
 clean:
 	rm -rf $(VENV) $(IPYW7) $(FLOOR) build dist .cache test-artifacts
+
+# ----------------------------------------------------------------------------- gpu-check
+# Every check that needs a CUDA GPU, in one command (≤ 8 minutes on one GPU): bench/gpu_check.py
+# (QLoRA 4-bit training with the VRAM readout vs NVML, %peft plan vs the measured peak,
+# compile=True, bf16 / SDPA, --gpus all strategies where there are several GPUs) writes its
+# figures to bench/RESULTS.md, then the tests marked `device` run with the GPU visible
+# (PEFT_MAGIC_TEST_GPU=1; `make test` hides a GPU so that its numbers mean the same everywhere).
+# Both always run; the target fails if either did. Without CUDA the script says so in one
+# line and runs its CPU dry path; the device tests already ran on the CPU in `make test`. GPU_PY=python3 uses another interpreter (a machine
+# whose torch came with its image) and skips building $(VENV).
+GPU_PY ?= $(PY)
+GPU_TEST_WORKERS ?= 4
+
+.PHONY: gpu-check
+gpu-check: $(if $(filter command line environment,$(origin GPU_PY)),,venv)
+	@rc=0; $(GPU_PY) bench/gpu_check.py || rc=1; \
+	if $(GPU_PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  PEFT_MAGIC_TEST_GPU=1 $(GPU_PY) -m pytest -m "device and not browser" -n $(GPU_TEST_WORKERS) -q || rc=1; \
+	fi; exit $$rc
+
+# Wheels for a GPU machine that cannot reach PyPI (its image has torch, transformers, pytest,
+# xdist, nvidia-ml-py, pandas, psutil, pyarrow): the rest of what gpu-check needs, for CPython
+# 3.12, downloaded here into .whl/ (git-ignored; ~48 MB, under a 64 MiB transfer) to be carried
+# there and installed with `pip install --no-index --no-deps --target /tmp/site .whl/*.whl`.
+# Pinned to the versions the suite runs on here; the image's transformers is used as it is.
+GPU_WHEELS ?= bitsandbytes==0.50.2 peft==0.21.2 accelerate==1.16.0 \
+  ipython==9.19.1 ipython_pygments_lexers ipykernel==7.4.0 jupyter_client==8.10.0 jupyter_core==5.9.1 \
+  nbclient==0.11.0 nbformat==5.11.1 fastjsonschema jsonschema jsonschema-specifications referencing rpds-py \
+  traitlets==5.16.1 tornado==6.6.1 pyzmq==27.3.0 comm==0.2.3 ipywidgets==8.1.9 jupyterlab_widgets nest_asyncio \
+  matplotlib-inline prompt_toolkit==3.0.53 wcwidth decorator pexpect ptyprocess stack_data asttokens executing \
+  pure_eval platformdirs datasets==5.2.0 dill multiprocess
+GPU_WHEEL_PLATFORMS := $(foreach n,17 24 27 28 31 34,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+
+.PHONY: gpu-wheels
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	x="$$(git rev-parse --git-common-dir)/info/exclude"; grep -qx '/.whl/' "$$x" 2>/dev/null || echo '/.whl/' >> "$$x"
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_WHEEL_PLATFORMS) --platform any -d .whl $(GPU_WHEELS)
+	@du -sh .whl
