@@ -46,6 +46,8 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any
     from .training.speed.profile_steps import profile as profile_run
 
     view = display if isinstance(display, TrainingView) else TrainingView(_mode(display), title="Profiling")
+    if view.verb == "Training":  # a view made for training heads a profile as what it is
+        view.verb = view.title = "Profiling"
     with view:
         return profile_run(model, data, tokenizer=tokenizer, **settings)
 

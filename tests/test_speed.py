@@ -91,9 +91,9 @@ def test_profile_phases_add_up_to_the_step_and_agree_with_the_trace(tmp_path):
     for name in ("forward", "backward", "optimizer", "data"):
         in_trace = sum(ranges[name]) / 5
         # A phase can be several ranges a step (optimizer: clipping, step, scheduler, zero_grad);
-        # entering and leaving each costs the profiler ~10 µs that one clock sees and the other
-        # does not, so the floor is 20 µs per range, not per phase.
-        floor = 0.02 * max(1.0, len(ranges[name]) / 5)
+        # entering and leaving each costs the profiler 10-15 µs that one clock sees and the other
+        # does not (more on a loaded machine), so the floor is 30 µs per range, not per phase.
+        floor = 0.03 * max(1.0, len(ranges[name]) / 5)
         assert abs(in_trace - p.phase(name).ms) <= max(0.05 * p.phase(name).ms, floor), (name, in_trace)
     # the trace is a Chrome / Perfetto trace with the operators in it too, and the phases hold the
     # work they name: every matrix product of the profiled steps lies inside a forward or a

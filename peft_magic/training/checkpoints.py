@@ -79,7 +79,17 @@ def plan(args: dict[str, Any], adapter: str, autosave: bool = True, folder: str 
     for key, value, low in (("save_every", every, 1), ("keep", keep, 1)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise PeftMagicError(f"{key} must be a whole number ≥ {low}, got {value!r}")
-    run_folder = Path(folder) if folder else Path(save_to).expanduser() / f"{adapter}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = f"{adapter}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if folder:
+        run_folder = Path(folder)
+    elif autosave:
+        run_folder = Path(save_to).expanduser() / name
+    else:  # saves nothing unless stopped (the in-kernel resume's checkpoint): out of the user's folder
+        from ..model.builtins import cache_dir
+
+        run_folder = cache_dir().parent / "runs" / name
+    # absolute: worker processes and a later kernel may start elsewhere
+    run_folder = run_folder.absolute()
     minutes = float(SETTINGS.autosave_minutes or 0)
     return Autosave(run_folder, every, minutes * 60 if minutes > 0 else None, int(keep), autosave)
 

@@ -126,8 +126,10 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
                                      resume if isinstance(resume, str) else None,
                                      spec.processes if spec is not None else 1)
     else:
+        # a profiled run measures steps: a checkpoint written inside the window would be measured
+        # too, and the profiler's wrapped step functions are not a state to save
         job = jobs.new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, settings, keep_run,
-                           autosave)
+                           autosave and not profile)
     # the step budget, once per run (a resumed run keeps its own): everything after reads it
     job.args["total_steps"] = job.run.total_steps = total_steps(job.args, len(job.examples),
                                                                 spec.processes if spec is not None else 1)
