@@ -69,7 +69,13 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ] + ([("eval", p["eval"])] if p.get("eval") else []) + speed_readouts(p.get("speed"))
+    ] + ([("eval", p["eval"])] if p.get("eval") else []) + speed_readouts(p.get("speed")) + _loss_path(p)
+
+
+def _loss_path(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """Which loss the run computes (fused without the logits, or the model's own)."""
+    path = (p.get("speed") or {}).get("loss_path")
+    return [("loss path", path)] if path else []
 
 
 def _memory_variants(mem: dict[str, Any]) -> list[str]:
@@ -117,7 +123,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     if p.get("eval"):
         fields["eval"] = [f"eval {p['eval']}"]
     speed = {label: [value if label == "compile" else f"{label} {value}"]  # "compiled in 6.8 s" says what it is
-             for label, value in speed_readouts(p.get("speed"))}
+             for label, value in speed_readouts(p.get("speed")) + _loss_path(p)}
     fields.update(speed)  # compile / checkpointing readouts: last, and first to go on a narrow line
 
     def bar_of(n: int) -> str:
@@ -398,8 +404,10 @@ class ProgressDisplay:
             if launch:
                 r.title += (f" · {launch['describe']} · global batch {launch['batch']} × {launch['processes']} × "
                             f"{launch['grad_accum']} = {launch['global_batch']}")
+            if e.data.get("loss_path"):
+                self.speed["loss_path"] = e.data["loss_path"]
             r.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
-                       "status": "training"}
+                       "status": "training", "speed": dict(self.speed)}
             record = next((x for x in reversed(runs()) if x.run_id == rid), None)
             if record is not None:
                 # Draw from the run's own loss history (every logged step), not only from the

@@ -17,6 +17,7 @@ from typing import Any
 from ..errors import PeftMagicError, did_you_mean, first_line
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import config_fields
+from . import loss_path
 
 #: short names a user types → TrainingArguments fields
 ALIASES = {
@@ -29,7 +30,7 @@ ALIASES = {
     "compile": "torch_compile", "compile_backend": "torch_compile_backend", "compile_mode": "torch_compile_mode",
 }
 #: settings that are ours, not TrainingArguments fields
-OWN_KEYS = ("max_len", "eval", "data", "stride")
+OWN_KEYS = ("max_len", "eval", "data", "stride", "fused_loss")
 DEFAULT_BATCH = 8
 
 
@@ -46,7 +47,7 @@ def normalize_args(settings: dict[str, Any]) -> dict[str, Any]:
     for key, value in settings.items():
         real = ALIASES.get(key, key)
         if real in OWN_KEYS:
-            out[real] = value
+            out[real] = loss_path.setting(value) if real == "fused_loss" else value
             continue
         if real not in fields:
             hint = did_you_mean(key, list(fields) + list(ALIASES) + list(OWN_KEYS))
@@ -99,7 +100,7 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
     if has_eval:
         targs.update(eval_strategy="steps", eval_steps=max(1, steps // 5),
                      per_device_eval_batch_size=args.get("per_device_train_batch_size", DEFAULT_BATCH))
-    targs.update(args)
+    targs.update({k: v for k, v in args.items() if k != "fused_loss"})  # ours (training/loss_path.py)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
