@@ -124,49 +124,52 @@ def llama_plan() -> list[str]:
     return rows
 
 
+def summary(results: dict, rounds: int, steps: int) -> list[str]:
+    lines = [f"SmolLM2-135M + LoRA r=8, batch {BATCH} × {SEQ}, fp32, CPU, one thread; each run a fresh process, "
+             f"{rounds} round(s) of interleaved pairs, {steps} steps a run (medians after the first step).", "",
+             "| checkpointing | loss | peak above the model | tokens/s (wall) | CPU s / step | first loss |",
+             "|---|---|---:|---:|---:|---:|"]
+    out = []
+    for ckpt in (True, False):
+        med = {}
+        for name in ("standard", "fused"):
+            rs = results.get((name, ckpt))
+            if not rs:
+                continue
+            peak = statistics.median(x["peak_above"] for x in rs)
+            step = statistics.median(s for x in rs for s in (x["step_s"][1:] or x["step_s"]))
+            cpu = statistics.median(s for x in rs for s in (x["cpu_s"][1:] or x["cpu_s"]))
+            med[name] = (peak, BATCH * SEQ / step, cpu, rs[0]["first_loss"])
+            lines.append(f"| {'on' if ckpt else 'off'} | {name} ({rs[0]['loss_path']}) | {gib(peak)} | "
+                         f"{BATCH * SEQ / step:,.0f} | {cpu:.1f} | {rs[0]['first_loss']:.6f} |")
+        if len(med) == 2:
+            (ps, ts, cs, ls), (pf, tf, cf, lf) = med["standard"], med["fused"]
+            out.append(f"checkpointing {'on' if ckpt else 'off'}: peak above the model fused / standard = "
+                       f"**{pf / ps:.2f}×**, tokens/s **{tf / ts:.2f}×** wall, **{cs / cf:.2f}×** by CPU time, "
+                       f"first-step loss difference {abs(lf - ls) / abs(ls):.1e} (relative)")
+    return lines + [""] + [f"- {x}" for x in out] + [""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--skip-smollm2", action="store_true")
     a = ap.parse_args()
+    head = ["## Memory: the loss without the logits (`fused_loss`)", ""]
+    plan = llama_plan()
     results: dict[tuple[str, bool], list[dict]] = {}
-    if not a.skip_smollm2:
-        for r in range(a.rounds):
-            order = CONFIGS if r % 2 == 0 else [CONFIGS[i] for i in (1, 0, 3, 2)]  # pairs, alternating first
-            for name, fused, ckpt in order:
-                res = child(fused, ckpt, a.steps)
-                results.setdefault((name, ckpt), []).append(res)
-                print(f"round {r + 1} {name:8s} ckpt={ckpt!s:5s} peak above model {gib(res['peak_above'])} "
-                      f"steps {[round(s, 1) for s in res['step_s']]} cpu {[round(s, 1) for s in res['cpu_s']]} "
-                      f"loss {res['first_loss']:.6f} ({res['loss_path']})", flush=True)
-    lines = ["## Memory: the loss without the logits (`fused_loss`)", ""]
-    if results:
-        lines += [f"SmolLM2-135M + LoRA r=8, batch {BATCH} × {SEQ}, fp32, CPU; each run a fresh process, "
-                  f"{a.rounds} rounds of interleaved pairs, {a.steps} steps a run (medians after the first step).",
-                  "", "| checkpointing | loss | peak above the model | tokens/s (wall) | CPU s / step | first loss |",
-                  "|---|---|---:|---:|---:|---:|"]
-        summary = []
-        for ckpt in (True, False):
-            med = {}
-            for name in ("standard", "fused"):
-                rs = results[(name, ckpt)]
-                peak = statistics.median(x["peak_above"] for x in rs)
-                step = statistics.median(s for x in rs for s in x["step_s"][1:])
-                cpu = statistics.median(s for x in rs for s in x["cpu_s"][1:])
-                tps = BATCH * SEQ / step
-                med[name] = (peak, tps, cpu, rs[0]["first_loss"])
-                lines.append(f"| {'on' if ckpt else 'off'} | {name} ({rs[0]['loss_path']}) | {gib(peak)} | "
-                             f"{tps:,.0f} | {cpu:.1f} | {rs[0]['first_loss']:.6f} |")
-            (ps, ts, cs, ls), (pf, tf, cf, lf) = med["standard"], med["fused"]
-            summary.append(f"checkpointing {'on' if ckpt else 'off'}: peak above the model fused / standard = "
-                           f"**{pf / ps:.2f}×**, tokens/s **{tf / ts:.2f}×** (CPU time per step {cs / cf:.2f}×), "
-                           f"first-step loss difference {abs(lf - ls) / abs(ls):.1e} (relative)")
-        lines += [""] + [f"- {s}" for s in summary] + [""]
-    lines += llama_plan()
-    body = "\n".join(lines)
-    print(body)
-    write_section("bench_memory", body)
+    write_section("bench_memory", "\n".join(head + plan))
+    for r in range(0 if a.skip_smollm2 else a.rounds):
+        order = CONFIGS if r % 2 == 0 else [CONFIGS[i] for i in (1, 0, 3, 2)]  # pairs, alternating first
+        for name, fused, ckpt in order:
+            res = child(fused, ckpt, a.steps)
+            results.setdefault((name, ckpt), []).append(res)
+            print(f"round {r + 1} {name:8s} ckpt={ckpt!s:5s} peak above model {gib(res['peak_above'])} "
+                  f"steps {[round(s, 1) for s in res['step_s']]} cpu {[round(s, 1) for s in res['cpu_s']]} "
+                  f"loss {res['first_loss']:.6f} ({res['loss_path']})", flush=True)
+            write_section("bench_memory", "\n".join(head + summary(results, r + 1, a.steps) + plan))
+    print((HERE / "RESULTS.md").read_text().split("<!-- bench_memory -->")[1].split("<!--")[0])
 
 
 if __name__ == "__main__":
