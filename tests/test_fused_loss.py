@@ -194,3 +194,20 @@ def test_the_plan_matches_a_measured_step_within_ten_percent(smollm2_lora, fused
     p = pm.plan(smollm2_lora, "lora", r=8, batch=2, seq=64, measure=True, limits=False, fused_loss=fused)
     m = p.measurement
     assert abs(m.error) <= 0.10, m.line()
+
+
+@pytest.mark.kernel
+def test_peft_train_says_which_loss_ran_and_refuses_a_bad_value_in_one_line(kernel):
+    kernel.ok("%peft load tiny-llama")
+    kernel.ok("%peft lora r=4")
+    kernel.ok("texts = ['the red cat sat on the mat', 'a blue bird sang', 'the sun is warm today'] * 4")
+    before = kernel.eval("sum(float(p.sum()) for p in model.parameters() if p.requires_grad)")
+    bad = kernel.run("%peft train data=texts steps=2 fused_loss=nope")
+    assert bad.error is not None and "fused_loss='nope'" in bad.error_text and "\n" not in bad.error_text.strip()
+    assert kernel.eval("sum(float(p.sum()) for p in model.parameters() if p.requires_grad)") == before
+    res = kernel.ok("run = %peft train data=texts steps=2 batch=4 fused_loss=True --display text")
+    assert kernel.eval("run.status") == "completed" and kernel.eval("run.loss_path") == "fused (chunked, 1 chunk)"
+    assert "loss path fused (chunked, 1 chunk)" in res.text, res.text
+    assert "loss fused (chunked, 1 chunk)" in kernel.ok("%peft runs").text
+    off = kernel.ok("run = %peft train data=texts steps=1 batch=4 fused_loss=False --display text")
+    assert kernel.eval("run.loss_path") == "standard (fused_loss=False)" and "loss path standard" in off.text
