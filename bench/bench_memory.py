@@ -140,7 +140,7 @@ def summary(results: dict, rounds: int, steps: int) -> list[str]:
             step = statistics.median(s for x in rs for s in (x["step_s"][1:] or x["step_s"]))
             cpu = statistics.median(s for x in rs for s in (x["cpu_s"][1:] or x["cpu_s"]))
             med[name] = (peak, BATCH * SEQ / step, cpu, rs[0]["first_loss"])
-            lines.append(f"| {'on' if ckpt else 'off'} | {name} ({rs[0]['loss_path']}) | {gib(peak)} | "
+            lines.append(f"| {'on' if ckpt else 'off'} | {rs[0]['loss_path']} | {gib(peak)} | "
                          f"{BATCH * SEQ / step:,.0f} | {cpu:.1f} | {rs[0]['first_loss']:.6f} |")
         if len(med) == 2:
             (ps, ts, cs, ls), (pf, tf, cf, lf) = med["standard"], med["fused"]
