@@ -103,7 +103,6 @@ def _tokens_per_s(run) -> float:
 
 def check_qlora(ctx: Ctx) -> tuple[str, str]:
     import psutil
-    import torch
 
     import peft_magic as pm
 

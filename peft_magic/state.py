@@ -186,6 +186,7 @@ class Run(HtmlRepr):
     compile_steps: int = 0
     checkpointing: Any = None  # training.checkpointing.CheckpointingCost with checkpointing=True
     step_times: Any = None  # training.compiling.StepTimes: each step's seconds, tokens, whether it compiled
+    loss_path: str | None = None  # which loss ran (training/loss_path.py): "fused (chunked, 25 chunks)", "standard"
 
     def __repr__(self) -> str:
         first = self.losses[0][1] if self.losses else None

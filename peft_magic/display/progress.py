@@ -224,8 +224,10 @@ class TrainingView(LiveView):
         if launch:
             self.title += (f" · {launch['describe']} · global batch {launch['batch']} × {launch['processes']} × "
                            f"{launch['grad_accum']} = {launch['global_batch']}")
+        if e.data.get("loss_path"):
+            self.speed["loss_path"] = e.data["loss_path"]
         self.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
-                      "status": "training"}
+                      "status": "training", "speed": dict(self.speed)}
         record = next((x for x in reversed(runs()) if x.run_id == self.run_id), None)
         if record is not None:
             # Draw from the run's own loss history (every logged step), not only from the

@@ -60,7 +60,13 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
     ] + ([("eval", p["eval"])] if p.get("eval") else []) + (
-        [("saved", saved_text(p))] if p.get("saved") else []) + speed_readouts(p.get("speed"))
+        [("saved", saved_text(p))] if p.get("saved") else []) + speed_readouts(p.get("speed")) + _loss_path(p)
+
+
+def _loss_path(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """Which loss the run computes (fused without the logits, or the model's own)."""
+    path = (p.get("speed") or {}).get("loss_path")
+    return [("loss path", path)] if path else []
 
 
 def _memory_variants(mem: dict[str, Any]) -> list[str]:
@@ -110,7 +116,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     if p.get("saved"):
         fields["saved"] = [f"saved {saved_text(p)}"]
     speed = {label: [value if label == "compile" else f"{label} {value}"]  # "compiled in 6.8 s" says what it is
-             for label, value in speed_readouts(p.get("speed"))}
+             for label, value in speed_readouts(p.get("speed")) + _loss_path(p)}
     fields.update(speed)  # compile / checkpointing readouts: last, and first to go on a narrow line
 
     def bar_of(n: int) -> str:

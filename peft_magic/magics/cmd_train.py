@@ -33,7 +33,7 @@ def _launch_options(ctx: Context, settings: dict[str, Any]) -> dict[str, Any]:
 
 @command("train",
          args="[data=EXPR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=EXPR|PATH|0.1] "
-              "[compile=True] [checkpointing=True] [save_every=N] [save_to=DIR] [keep=2] "
+              "[compile=True] [checkpointing=True] [fused_loss=auto|False] [save_every=N] [save_to=DIR] [keep=2] "
               "[any TrainingArguments field=…]",
          summary="train the attached adapter with live progress, loss, tokens/s and memory",
          flags=("--model VAR", "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
@@ -91,6 +91,14 @@ def cmd_train(ctx: Context) -> Any:
     how long compiling took and the steady tokens/s after it); ``checkpointing=True``
     trades recompute time for activation memory (both shown). ``%peft profile`` profiles
     a few steps without a full run.
+
+    Memory: a language model's loss is computed without its ``[batch, seq, vocab]``
+    logits — a chunk of tokens at a time (Liger-Kernel or cut-cross-entropy on a GPU where
+    installed) — wherever one batch's logits would take 64 MB or more
+    (``fused_loss=auto``); the loss and gradients are the model's own. ``fused_loss=True``
+    fuses at any size, ``fused_loss=False`` computes the model's own loss from the full
+    logits. The display's "loss path" says which ran; a model the fused loss cannot
+    reproduce falls back with the reason.
 
     Examples::
 

@@ -40,6 +40,8 @@ def run_row(r: Run) -> list[str]:
     final = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
     settings = " ".join(f"{k}={v}" for k, v in r.settings.items() if k not in ("data", "eval"))
     peak = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
+    if r.loss_path:
+        peak += f" · loss {r.loss_path}"
     evaluated = fmt_metrics(r.eval_metrics[-1][1]) if r.eval_metrics else "–"
     return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
             first, final, evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status, ", ".join(r.saved_to)]

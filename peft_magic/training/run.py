@@ -16,6 +16,8 @@ What plain ``Trainer`` gets wrong for PEFT is fixed here, each in one place:
 * **Out of memory**: caught; the trainer, its optimizer and the traceback's frames are
   dropped and the allocator cache emptied, so the model stays usable and the kernel
   never needs a restart; the message says what to change.
+* **The logits**: a language model's loss is computed without its ``[batch, seq, vocab]``
+  logits where that saves memory (``loss_path``: which loss, and the Trainer that computes it).
 
 The engine prints nothing: progress goes out as events (``callbacks``), and the run is
 recorded in ``state`` for ``%peft runs``, model cards and the status bar.
@@ -37,7 +39,7 @@ from ..model.quantized import disable_cpu_4bit_repacking
 from ..peft_methods.behaviour import behaviour
 from ..state import Run, is_peft_model, set_resume, state_for
 from ..tasks.families import collator_for, family
-from . import checkpoints, jobs
+from . import checkpoints, jobs, loss_path
 from .args import DEFAULT_BATCH, total_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
@@ -154,13 +156,13 @@ def prepare_schedule(job: jobs.Job) -> bool:
 
 
 def _make_trainer(job: jobs.Job, training_args: Any, collator: Any, callbacks: list[Any]) -> Any:
-    from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    trainer_cls = loss_path.trainer_class(job, training_args)  # Trainer, or one whose loss skips the logits
     with stack.stack_warnings_off():
-        trainer = Trainer(model=job.peft_model, args=training_args, train_dataset=job.examples,
-                          eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
-                          callbacks=callbacks)
+        trainer = trainer_cls(model=job.peft_model, args=training_args, train_dataset=job.examples,
+                              eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
+                              callbacks=callbacks)
     for cb in (PrinterCallback, ProgressCallback):  # we own the display
         trainer.remove_callback(cb)
     if behaviour(job.peft_type).virtual_tokens and job.task == "CAUSAL_LM" and hasattr(trainer, "_loss_shifts_labels"):
@@ -184,7 +186,7 @@ def _run_trainer(job: jobs.Job) -> Run:
     interrupt = InterruptToStop()
     run.status, run.message = "running", None
     if job.resume_from is None and job.keep_run:  # not for a probe (%peft profile, lr=auto's search)
-        _warn_if_too_big(pm, job.st, run, job.args, job.examples)
+        _warn_if_too_big(pm, job.st, run, job.args, job.examples, job.task, job.peft_type)
     sampler = PeakSampler(device, interval=0.1)
     callbacks = make_callbacks(run, interrupt, collator, device, sampler, pm, reallocates,
                                _evaluator(pm, job.eval_set))
@@ -286,7 +288,8 @@ def _finish(job: jobs.Job, device: str, sampler: PeakSampler, error: tuple[str, 
                 peak_memory=run.peak_memory, message=run.message)
 
 
-def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], examples: Any) -> None:
+def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], examples: Any, task: str,
+                     peft_type: str) -> None:
     """Before starting, ask the memory plan whether the run fits; record a warning if not.
 
     The estimate is for the longest batch the data can produce (what decides an OOM),
@@ -300,7 +303,9 @@ def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], e
     verdict = check_fit(peft_model, batch=int(args.get("per_device_train_batch_size", DEFAULT_BATCH)), seq=seq,
                         grad_accum=int(args.get("gradient_accumulation_steps", 1)),
                         gradient_checkpointing=bool(args.get("gradient_checkpointing") or st.kbit_prepared),
-                        optim=str(args.get("optim", "adamw")))
+                        optim=str(args.get("optim", "adamw")),
+                        fused_loss=loss_path.choose(peft_model, task, peft_type, args, examples,
+                                                    device_of(peft_model)).fused)
     if verdict.fits is False:
         run.warnings.append(f"may not fit: {verdict.message}")
 

@@ -37,7 +37,7 @@ from . import handoff
 from .channel import Client
 from .strategies import LaunchSpec
 
-FORWARDED = ("run_start", "progress", "eval")
+FORWARDED = ("run_start", "progress", "eval", "speed")
 
 
 def _redirect_stderr(folder: Path, rank: int) -> None:
@@ -60,7 +60,7 @@ class _RunDelta:
         r = self.run
         out = {"losses": r.losses[self.losses:], "eval_losses": r.eval_losses[self.evals:],
                "steps_done": r.steps_done, "total_steps": r.total_steps, "seconds": r.seconds,
-               "tokens": r.tokens, "last_lr": r.last_lr}
+               "tokens": r.tokens, "last_lr": r.last_lr, "loss_path": r.loss_path}
         self.losses, self.evals = len(r.losses), len(r.eval_losses)
         return out
 
