@@ -67,7 +67,7 @@ def attach(n: int = 9) -> str:
     from peft import LoraConfig, get_peft_model
 
     import peft_magic as pm
-    from peft_magic.adapter_ops.config import build_config, validate
+    from peft_magic.peft_methods.config import build_config, validate
     from peft_magic.peft_methods.coerce import normalize_settings
     from peft_magic.peft_methods.discovery import resolve_method
 
@@ -179,7 +179,7 @@ CASES = {  # name → (steps, batch, max_len, data)
 
 def profile_overhead() -> str:
     import peft_magic as pm
-    from peft_magic.training.profiling import ProfileRequest
+    from peft_magic.training.speed.profiler import ProfileRequest
 
     lines = []
     for name, (steps, batch, max_len, _) in CASES.items():
@@ -218,8 +218,8 @@ def compile_child(name: str, variant: str) -> dict:
     ``plain`` (transformers' ``Trainer(torch_compile=True)`` with our data and collator) or
     ``ours`` (``pm.train(compile=True)``). Returns every step's seconds and real tokens."""
     import peft_magic as pm
-    from peft_magic.training import data as pm_data
-    from peft_magic.training.profiling import ProfileRequest
+    from peft_magic.tasks import data as pm_data
+    from peft_magic.training.speed.profiler import ProfileRequest
 
     steps, batch, max_len, data = CASES[name]
     model, tok = _model(name)

@@ -11,33 +11,44 @@ from __future__ import annotations
 from typing import Any
 
 from .display.profile_html import show_profile
-from .display.progress import ProgressDisplay, pick_renderer
+from .display.progress import TrainingView
+
+
+def _mode(display: Any) -> Any:
+    """``"auto"`` is the notebook's default (``%config PeftMagic.display``)."""
+    from .settings import SETTINGS
+
+    return SETTINGS.display if display == "auto" else display
 
 
 def train(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any = "auto", **settings: Any) -> Any:
     """Train with the live progress display (the ``%peft train`` of plain Python).
 
     Same arguments as :func:`peft_magic.training.run.train`; ``display`` is ``"auto"``
-    (widgets in a notebook, a text line elsewhere), ``"widget"``, ``"text"`` or ``None``.
+    (widgets in a notebook, a text line elsewhere), ``"widget"``, ``"text"``, ``None``, or
+    a :class:`~peft_magic.display.progress.TrainingView` to draw into.
     With ``profile=True`` the profile is shown under the training display.
     Returns the :class:`~peft_magic.state.Run` record.
     """
     from .training.run import train as train_run
 
-    renderer = pick_renderer(display)
-    with ProgressDisplay(renderer):
+    view = display if isinstance(display, TrainingView) else TrainingView(_mode(display))
+    with view:
         run = train_run(model, data, tokenizer=tokenizer, **settings)
-    show_profile(getattr(run, "profile", None), renderer)
+    show_profile(getattr(run, "profile", None), view)
     return run
 
 
 def profile(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any = "auto", **settings: Any) -> Any:
     """Profile a few training steps (the ``%peft profile`` of plain Python) with the live
-    display; the model is left as it was. Arguments as :func:`peft_magic.training.probe.profile`.
-    Returns the :class:`~peft_magic.training.profiling.Profile` (a table in a notebook)."""
-    from .training.probe import profile as profile_run
+    display; the model is left as it was. Arguments as :func:`peft_magic.training.speed.profile_steps.profile`.
+    Returns the :class:`~peft_magic.training.speed.profile_report.Profile` (a table in a notebook)."""
+    from .training.speed.profile_steps import profile as profile_run
 
-    with ProgressDisplay(pick_renderer(display), title="Profiling"):
+    view = display if isinstance(display, TrainingView) else TrainingView(_mode(display), title="Profiling")
+    if view.verb == "Training":  # a view made for training heads a profile as what it is
+        view.verb = view.title = "Profiling"
+    with view:
         return profile_run(model, data, tokenizer=tokenizer, **settings)
 
 
@@ -45,11 +56,12 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any
     """``%peft compare`` in plain Python: the same live table while it runs; returns the
     :class:`~peft_magic.training.compare.Comparison` (``.rows`` best first)."""
     from .display.compare import LiveCompare
-    from .training.compare import compare as compare_run
+    from .training.comparison import compare as compare_run
 
+    display = _mode(display)
     if display in (None, "none", False):
         return compare_run(model, methods, data, tokenizer=tokenizer, **settings)
-    with LiveCompare():
+    with LiveCompare(display):
         return compare_run(model, methods, data, tokenizer=tokenizer, **settings)
 
 
@@ -61,7 +73,8 @@ def export(model: Any, format: str, path: Any, *, tokenizer: Any = None, display
     from .display.export_view import LiveExport
     from .exporting.export import export as export_run
 
+    display = _mode(display)
     if display in (None, "none", False):
         return export_run(model, format, path, tokenizer=tokenizer, **options)
-    with LiveExport(text=display == "text"):
+    with LiveExport(display):
         return export_run(model, format, path, tokenizer=tokenizer, **options)

@@ -19,7 +19,7 @@ Event kinds (``Event.kind``) and their ``data`` keys:
 ``run_end``     run_id, model_id, adapter, status ("completed" | "interrupted" | "oom" |
                 "error"), step, total_steps, loss, elapsed_s, peak_memory, message
 ``adapter``     model_id, adapter, method, action ("attached" | "replaced" | "deleted" |
-                "activated" | "loaded" | "merged" | "disabled" | "enabled"), trainable, total
+                "activated" | "loaded" | "merged" | "off" | "on"), trainable, total
 ``memory``      model_id, memory, live (readings during / after a ``%%peft watch`` cell; ``live``
                 while it runs, throttled like progress)
 ``export``      format, quant, path, model_id, stage ("start" | "merging" | "converting" | "writing" |

@@ -258,12 +258,12 @@ def test_switch_off_on_delete_and_merge_logits(tmp_path):
         assert [(r.name, r.active) for r in table.rows] == [("a", False), ("b", True)]
         assert "b" in repr(table) and "<table>" in table._repr_html_()
 
-        res = pm.disable_adapters(model)
+        res = pm.adapters_off(model)
         assert "off" in repr(res)
         assert torch.equal(_logits(model, IDS), base_logits)  # exactly the base model
         assert "switched off" in repr(pm.adapters(model))
-        assert "already off" in repr(pm.disable_adapters(model))
-        pm.enable_adapters(model)
+        assert "already off" in repr(pm.adapters_off(model))
+        pm.adapters_on(model)
         assert torch.equal(_logits(model, IDS), lb)
 
         with pytest.raises(PeftMagicError, match="no adapter 'c' on this model"):
@@ -289,7 +289,7 @@ def test_switch_off_on_delete_and_merge_logits(tmp_path):
         assert "merged" in (tmp_path / "after-merge" / "README.md").read_text()
     finally:
         unsubscribe()
-    for action in ("activated", "disabled", "enabled", "deleted", "merged"):
+    for action in ("activated", "off", "on", "deleted", "merged"):
         assert action in events
 
 

@@ -84,9 +84,9 @@ def _expected_trainable(hidden: int, size: int, points: int) -> int:
 
 
 def test_bottleneck_is_a_member_of_peft_type_and_registered():
-    from peft_magic import _heavy
+    from peft_magic import stack
 
-    _heavy.ensure()
+    stack.ensure()
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING, PEFT_TYPE_TO_PREFIX_MAPPING, PEFT_TYPE_TO_TUNER_MAPPING
     from peft.utils import PeftType
 

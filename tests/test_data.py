@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from peft_magic.training import data
+from peft_magic.tasks import data
 from peft_magic.errors import PeftMagicError
 
 

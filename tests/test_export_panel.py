@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import peft_magic as pm
+from peft_magic import events
 from peft_magic.syntax.read import parse_line
 
 
@@ -33,7 +34,18 @@ def test_export_merged_from_the_save_tab_with_the_size_line_first(panel, tmp_pat
     assert parse_line(panel.line.value.removeprefix("%peft ")).positionals == ["export", "merged", str(target)]
     assert ex.size.value.count("writes about") == 1 and " free on " in ex.size.value
     assert not ex.button.disabled and not target.exists()
-    ex.button.click()
+    drawn: list[str] = []  # the live bar, drawn in the tab while the export runs
+
+    def seen(e: Any) -> None:
+        if e.kind == "export" and ex.progress.children:
+            drawn.append(ex.progress.children[0].value)
+
+    unsubscribe = events.subscribe(seen)
+    try:
+        ex.button.click()
+    finally:
+        unsubscribe()
+    assert any("export merged →" in d and "%" in d for d in drawn), drawn
     assert "✓" in panel.status.value and "exported the merged model" in panel.status.value, panel.status.value
     assert (target / "model.safetensors").exists() and (target / "README.md").exists()
     assert "exported the merged model" in panel.result.value and ex.progress.children == ()

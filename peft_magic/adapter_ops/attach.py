@@ -24,20 +24,21 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, events, peft_view
+from .. import events, peft_view, stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_value
-from ..model.facts import count_params, infer_task, quantization_of, require_model
+from ..model.properties import count_params, infer_task, quantization_of, require_model
+from ..peft_methods.behaviour import behaviour
 from ..peft_methods.coerce import normalize_settings
+from ..peft_methods.config import attach_error, build_config, failure_hint, require_trainable, validate
 from ..peft_methods.discovery import MethodSpec, resolve_method
-from ..peft_methods.quirks import quirk
-from ..peft_methods.tasks import normalize_task
 from ..rendering import HtmlRepr
 from ..state import AdapterRecord, ModelState, is_peft_model, state_for, unwrap
-from .config import attach_error, build_config, failure_hint, require_trainable, validate
-from .lookup import check_adapter_name, emit_adapter
+from ..tasks.names import normalize_task
+from .announce import emit_adapter
+from .find import check_adapter_name
 from .rollback import prepare_kbit, restore, restore_grads, snapshot
-from .summary import ModelSummary, summarize
+from .summary import ModelSummary, show
 
 
 class _Unset:
@@ -114,7 +115,7 @@ class _Request:
 
 def _resolve(model: Any, method: str, name: str, task: str | None, settings: dict[str, Any]) -> _Request:
     """Check the request and find the model's state; one line for anything wrong."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     spec = resolve_method(method)
     settings = normalize_settings(spec, settings)
@@ -150,7 +151,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
     if pm is not None and name in pm.peft_config:  # re-run of the same cell: nothing to do
         old = st.adapters.get(name)
         if old is not None and old.same_request(req.record):
-            return AttachResult(pm, "unchanged", name, req.spec.requested, summary=summarize(pm))
+            return AttachResult(pm, "unchanged", name, req.spec.requested, summary=show(pm))
 
     config = build_config(req.spec, req.settings, req.task, req.base)
     if pm is not None:  # a first adapter needs no dry run: its rollback is structural (see above)
@@ -167,7 +168,7 @@ def attach(model: Any, method: str, *, name: str = "default", task: str | None =
 
     st.adapters[name] = req.record
     st.set_peft(new_model)
-    summary = summarize(new_model)
+    summary = show(new_model)
     notes += _unmatched_target_notes(new_model, req)
     emit_adapter(st, new_model, name, req.spec.requested, status, counts=(summary.trainable, summary.total))
     return AttachResult(new_model, status, name, req.spec.requested, changes=changes, summary=summary, notes=notes)
@@ -197,11 +198,11 @@ def _attach_fresh(req: _Request, config: Any, base: Any, notes: list[str]) -> An
         if req.quantized:
             prepare_kbit(base, req.st)
             notes.append("prepared the quantized model for k-bit training (gradient checkpointing on)")
-        if use_cache and quirk(req.spec.info.peft_type).cache_off:
+        if use_cache and behaviour(req.spec.info.peft_type).cache_off:
             model_config.use_cache = False
             notes.append(f"turned the model's cache off (config.use_cache = False): {req.spec.requested} "
                          "refuses a model that caches")
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model = get_peft_model(base, config, adapter_name=req.name)
         require_trainable(req.spec, peft_model)
         return peft_model
@@ -232,14 +233,14 @@ def _add(req: _Request, config: Any, peft_model: Any) -> Any:
     active_before = peft_model.active_adapter
     snap = snapshot(req.base)
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             peft_model.add_adapter(name, config)
             peft_model.set_adapter(name)
     except Exception as e:
-        with contextlib.suppress(Exception), _heavy.quiet():
+        with contextlib.suppress(Exception), stack.quiet():
             if name in peft_model.peft_config and name not in before:
                 peft_model.delete_adapter(name)
-        with contextlib.suppress(Exception), _heavy.quiet():
+        with contextlib.suppress(Exception), stack.quiet():
             peft_model.set_adapter(active_before)
         restore_grads(req.base, snap)
         msg = first_line(e)
@@ -273,15 +274,15 @@ def _replace(req: _Request, config: Any, notes: list[str]) -> Any:
 
     if peft_view.peft_type(old_config) == req.spec.info.peft_type and others:
         # Same method among several adapters: delete and re-add under the same name.
-        with _heavy.quiet():
+        with stack.quiet():
             pm.delete_adapter(name)
         try:
             _add(req, config, pm)
         except PeftMagicError:
-            with _heavy.quiet():
+            with stack.quiet():
                 pm.add_adapter(name, old_config)
             peft_view.set_adapter_state(pm, old_state, name)
-            with _heavy.quiet():
+            with stack.quiet():
                 pm.set_adapter(active_before if active_before in pm.peft_config else name)
             raise
         return pm
@@ -300,7 +301,7 @@ def _replace(req: _Request, config: Any, notes: list[str]) -> Any:
 
 def detach(model: Any) -> Any:
     """Remove all adapters and return the base model (the wrapper is discarded)."""
-    _heavy.ensure()
+    stack.ensure()
     st0 = state_for(model)
     peft_model = model if is_peft_model(model) else (st0.peft_model if st0 else None)
     if peft_model is None:

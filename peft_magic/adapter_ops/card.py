@@ -43,29 +43,33 @@ def loss_svg(runs: list[Any]) -> str | None:
 
 
 def card_metadata(folder: Path) -> dict[str, Any]:
-    """The YAML front matter of a folder's README.md (``{}`` when there is none or it is unreadable).
+    """The YAML front matter of a folder's README.md (``{}`` when there is none or it is
+    unreadable), read by huggingface_hub's own model-card reader.
 
     peft_magic writes the base model's architecture there (``base_model_type``), which
     lets loading refuse an adapter for another architecture even when its tensors
     happen to have the right shapes (prompt embeddings of the same width).
     """
-    path = folder / CARD_NAME
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError):
-        return {}
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
-    import yaml
+    from huggingface_hub.repocard import metadata_load
 
     try:
-        data = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
+        data = metadata_load(folder / CARD_NAME)
+    except Exception:  # noqa: BLE001 — an unreadable or malformed card has no metadata
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def card_header(*, base_model: str, base_class: str, model_type: str | None, method: str, merged: bool,
+                library: str | None = None) -> str:
+    """The card's YAML front matter, written by huggingface_hub's ``ModelCardData`` (the
+    fields the Hub reads: base_model, library_name, tags; ours beside them). ``library``
+    names another reader (an export's ``gguf``); by default transformers or peft."""
+    from huggingface_hub import ModelCardData
+
+    extra = {"base_model_type": model_type} if model_type else {}
+    data = ModelCardData(base_model=base_model, library_name=library or ("transformers" if merged else "peft"),
+                         tags=[method, "peft", "peft_magic"], base_model_class=base_class, **extra)
+    return f"---\n{data.to_yaml()}\n---"
 
 
 def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, base_class: str,
@@ -80,16 +84,8 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
     """
     what = "merged model" if merged else "adapter"
     lines = [
-        "---",
-        f"base_model: {base_model}",
-        f"base_model_class: {base_class}",
-    ] + ([f"base_model_type: {model_type}"] if model_type else []) + [
-        "library_name: " + (library or ("transformers" if merged else "peft")),
-        "tags:",
-        f"- {method}",
-        "- peft",
-        "- peft_magic",
-        "---",
+        card_header(base_model=base_model, base_class=base_class, model_type=model_type, method=method,
+                    merged=merged, library=library),
         "",
         f"# {adapter}: {method} {what} for {base_model}",
         "",

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..fmt import group_names
-from ..model.facts import require_model
+from ..model.properties import require_model
+from ..peft_methods.behaviour import behaviour
 from ..rendering import HtmlRepr
 from ..state import ModelState, peft_model_for, state_for, unwrap
-from .lookup import method_name
+from .find import method_name
 
 
 @dataclass
@@ -32,9 +33,6 @@ class AdapterInfo:
         return group_names(self.targets)
 
 
-AdapterRow = AdapterInfo  # the name ``%peft adapters`` rows had before the listings were one
-
-
 def adapter_infos(pm: Any, st: ModelState | None, *, targets: bool = True,
                   counts: dict[str, tuple[int, bool]] | None = None) -> list[AdapterInfo]:
     """The adapters of PeftModel ``pm`` (none for ``None``), in the order peft keeps them
@@ -49,7 +47,7 @@ def adapter_infos(pm: Any, st: ModelState | None, *, targets: bool = True,
     for name, cfg in cfgs.items():
         n, grad = counts[name]
         targets = layers.get(name, [])
-        if peft_view.peft_type(cfg) == "XLORA":  # its own part is the gate; its layers are its experts'
+        if behaviour(peft_view.peft_type(cfg)).gated:  # its own part is the gate; its layers are its experts'
             n, grad = peft_view.xlora_gate_params(pm)
             targets = sorted({t for other, ts in layers.items() if other != name for t in ts})
         rec = st.adapters.get(name) if st is not None else None
@@ -64,7 +62,7 @@ class AdaptersTable(HtmlRepr):
     """Every adapter of a model: name, method, parameters, active, merged."""
 
     rows: list[AdapterInfo]
-    disabled: bool
+    adapters_off: bool
     model_class: str
 
     @property
@@ -75,11 +73,11 @@ class AdaptersTable(HtmlRepr):
         if not self.rows:
             return f"{self.model_class}: no adapters — attach one (%peft lora) or %peft load-adapter DIR"
         head = f"{self.model_class}: {len(self.rows)} adapter(s)" + (" — all switched off (%peft on)"
-                                                                  if self.disabled else "")
+                                                                  if self.adapters_off else "")
         width = max([4] + [len(r.name) for r in self.rows])
         lines = [head, f"  {'name'.ljust(width)}  {'method':<10} {'params':>12}  active  merged"]
         for r in self.rows:
-            active = "yes" if r.active and not self.disabled else ("off" if r.active else "")
+            active = "yes" if r.active and not self.adapters_off else ("off" if r.active else "")
             params = "–" if r.merged else f"{r.trainable:,}"
             lines.append(f"  {r.name.ljust(width)}  {r.method:<10} {params:>12}  {active:<6}  "
                          f"{'yes' if r.merged else ''}".rstrip())
@@ -88,11 +86,11 @@ class AdaptersTable(HtmlRepr):
 
 def adapters(model: Any) -> AdaptersTable:
     """Every adapter on ``model``: name, method, trainable parameters, active, merged."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     st = state_for(model, create=True)
     pm = peft_model_for(model)
     rows = adapter_infos(pm if pm is not None and peft_view.configs(pm) else None, st, targets=False)
     rows += [AdapterInfo(name=name, method="merged", peft_type="", trainable=0, active=False, merged=True)
              for name in st.merged]
-    return AdaptersTable(rows, st.disabled, type(unwrap(model)).__name__)
+    return AdaptersTable(rows, st.adapters_off, type(unwrap(model)).__name__)

@@ -15,15 +15,16 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..errors import PeftMagicError, first_line
-from ..model.facts import model_label, model_name, quantized_bits, require_model
+from ..model.properties import model_label, model_name, quantized_bits, require_model
 from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
 from ..peft_methods.discovery import method_info
 from ..peft_methods.fields import changed_settings
 from ..state import AdapterRecord, ModelState, peft_model_for, state_for, unwrap
 from . import card, files
-from .lookup import check_adapter_name, emit_adapter, method_name
+from .announce import emit_adapter
+from .find import check_adapter_name, method_name
 from .results import LifecycleResult
 from .rollback import prepare_kbit, restore, snapshot
 from .switch import set_on
@@ -108,7 +109,7 @@ def _read(folder: Path, allow_pickle: bool) -> tuple[dict[str, Any], Path, Any]:
         raise PeftMagicError(f"{folder} holds a {pt} adapter, which this peft does not know",
                              "upgrade peft, or see %peft methods")
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             cfg = PeftConfig.from_pretrained(str(folder))
     except Exception as e:
         raise PeftMagicError(f"cannot read the adapter config in {folder}: {first_line(e)}") from None
@@ -140,7 +141,7 @@ def _load_fresh(base: Any, st: ModelState, folder: Path, name: str, trainable: b
     try:
         if trainable and quantized_bits(base):
             prepare_kbit(base, st)
-        with _heavy.quiet():
+        with stack.quiet():
             return PeftModel.from_pretrained(base, str(folder), adapter_name=name, is_trainable=trainable,
                                              use_safetensors=safetensors)
     except Exception as e:
@@ -151,11 +152,11 @@ def _load_fresh(base: Any, st: ModelState, folder: Path, name: str, trainable: b
 def _load_beside(pm: Any, folder: Path, name: str, trainable: bool, safetensors: bool) -> None:
     before_active = peft_view.active_adapters(pm)
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             pm.load_adapter(str(folder), adapter_name=name, is_trainable=trainable, use_safetensors=safetensors)
             pm.set_adapter(name, inference_mode=not trainable)
     except Exception as e:
-        with contextlib.suppress(Exception), _heavy.quiet():
+        with contextlib.suppress(Exception), stack.quiet():
             if name in pm.peft_config:
                 pm.delete_adapter(name)
             pm.set_adapter(before_active[0])
@@ -172,7 +173,7 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     ``allow_pickle=True``; an adapter made for another model is refused before anything
     is changed.
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     folder = Path(path).expanduser()
     raw, weights, cfg = _read(folder, allow_pickle)
@@ -192,7 +193,7 @@ def load_adapter(model: Any, path: str | Path, *, name: str | None = None, train
     else:
         new = pm
         _load_beside(pm, folder, name, trainable, safetensors)
-    if st.disabled:
+    if st.adapters_off:
         set_on(new, st)
     method = method_name(cfg, st, None)
     st.adapters[name] = AdapterRecord(name=name, method=method, peft_type=pt, settings=changed_settings(cfg),

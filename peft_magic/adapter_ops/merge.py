@@ -12,14 +12,15 @@ import contextlib
 import copy
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_bytes
-from ..model.facts import quantized_bits
+from ..model.properties import quantized_bits
 from ..model.quantized import dequantized_bytes
 from ..peft_methods.discovery import method_info
 from ..state import state_for
-from .lookup import emit_adapter, method_name, peft_or_fail
+from .announce import emit_adapter
+from .find import method_name, peft_or_fail
 from .results import LifecycleResult
 
 
@@ -66,7 +67,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
     memory) or ``keep_quantized=True`` (round the merged weights back to 4/8 bits).
     """
     st, pm = peft_or_fail(model, "merge")
-    if st.disabled:
+    if st.adapters_off:
         raise PeftMagicError("adapters are switched off, so there is nothing active to merge",
                              "%peft on first (or %peft use NAME)")
     active = peft_view.active_adapters(pm)
@@ -84,7 +85,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
                      f"({fmt_bytes(need)}) before merging: no rounding")
     else:
         try:
-            with _heavy.quiet():
+            with stack.quiet():
                 merged = pm.merge_and_unload(adapter_names=active)
         except Exception as e:
             raise PeftMagicError(f"merge failed: {first_line(e)}") from None
@@ -96,7 +97,7 @@ def merge(model: Any, *, dequantize: bool = False, keep_quantized: bool = False)
     st2.merged += [n for n in active if n not in st2.merged]
     st2.adapters.clear()
     st2.set_peft(None)
-    st2.disabled = False
+    st2.adapters_off = False
     if dropped:
         notes.append("inactive adapters are gone with the wrapper: " + ", ".join(f"'{n}'" for n in dropped))
     for n in active:
@@ -116,7 +117,7 @@ def _merge_dequantized(pm: Any, active: list[str], notes: list[str]) -> Any:
     sd = peft_view.adapter_state(pm, name)
     base = peft_view.unwrap_all(pm)
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             base.dequantize()
     except Exception as e:
         peft_view.reattach(base, cfg, sd, name)  # put the adapter back as it was
@@ -127,7 +128,7 @@ def _merge_dequantized(pm: Any, active: list[str], notes: list[str]) -> Any:
                 setattr(base, attr, False)
     base.__dict__.pop("hf_quantizer", None)
     again = peft_view.reattach(base, cfg, sd, name)
-    with _heavy.quiet():
+    with stack.quiet():
         merged = again.merge_and_unload()
     state_for(merged, create=True).bits = None
     return merged

@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..errors import PeftMagicError
 from ..fmt import strip_peft_prefix
-from ..model.facts import infer_task, require_model
+from ..model.properties import infer_task, require_model
 from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
 from ..peft_methods.coerce import normalize_settings
+from ..peft_methods.config import attach_error, build_config
 from ..peft_methods.discovery import resolve_method
-from ..peft_methods.tasks import normalize_task
 from ..state import unwrap
-from .config import attach_error, build_config
+from ..tasks.names import normalize_task
 
 
 @dataclass
@@ -41,7 +41,7 @@ def preview(model: Any, method: str, *, name: str = "default", task: str | None 
 
     Raises :class:`PeftMagicError` for settings that would not attach.
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     spec = resolve_method(method)
     norm = normalize_settings(spec, settings)

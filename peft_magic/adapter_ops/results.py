@@ -15,7 +15,7 @@ class LifecycleResult(HtmlRepr):
     loading onto a plain model return a different object than they were given)."""
 
     model: Any
-    action: str  # saved | loaded | activated | disabled | enabled | deleted | merged
+    action: str  # saved | loaded | activated | off | on | deleted | merged
     adapter: str | None
     message: str
     notes: list[str] = field(default_factory=list)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from .. import _heavy, peft_view
-from ..model.facts import is_checkpointing, is_quantized_param
+from .. import peft_view, stack
+from ..model.properties import is_checkpointing, is_quantized_param
 from ..model.quantized import disable_cpu_4bit_repacking
 from ..state import ModelState
-
 
 #: the per-module dicts torch keeps a model's structure and hooks in
 _TREE = ("_modules", "_parameters", "_buffers")
@@ -119,7 +118,7 @@ def prepare_kbit(base: Any, st: ModelState) -> bool:
     if st.kbit_prepared:
         return False
     disable_cpu_4bit_repacking(base)
-    with _heavy.quiet():
+    with stack.quiet():
         prepare_model_for_kbit_training(base, use_gradient_checkpointing=True,
                                          gradient_checkpointing_kwargs={"use_reentrant": False})
     st.kbit_prepared = True

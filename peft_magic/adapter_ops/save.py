@@ -11,16 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from .. import state as state_mod
 from ..errors import PeftMagicError
-from ..model.facts import model_name, quantization_of, require_model
+from ..model.properties import model_name, quantization_of, require_model
+from ..peft_methods.behaviour import behaviour
 from ..peft_methods.discovery import method_info
 from ..peft_methods.fields import changed_settings
-from ..peft_methods.quirks import quirk
 from ..state import ModelState, peft_model_for, state_for, unwrap
 from . import card, files
-from .lookup import emit_adapter, method_name, pick_adapter
+from .announce import emit_adapter
+from .find import method_name, pick_adapter
 from .results import LifecycleResult
 
 
@@ -39,7 +40,7 @@ def _save_merged_plain(model: Any, st: ModelState, target: Path, force: bool, to
     base = unwrap(model)
 
     def fill(tmp: Path) -> None:
-        with _heavy.quiet():
+        with stack.quiet():
             base.save_pretrained(str(tmp), safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(str(tmp))
@@ -77,7 +78,7 @@ def save(model: Any, path: str | Path, *, name: str | None = None, merged: bool 
     ``merged=True`` saves the full model with the adapter merged into the weights
     (loadable without peft); the live model is left as it was.
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     target = Path(path).expanduser()
     st = state_for(model, create=True)
@@ -98,8 +99,8 @@ def save(model: Any, path: str | Path, *, name: str | None = None, merged: bool 
     method = method_name(cfg, st, name)
     if merged:
         _check_mergeable(pm, name, method, path)
-    elif quirk(pt).no_save:
-        raise PeftMagicError(f"{method} adapters cannot be saved: {quirk(pt).no_save}; nothing was written",
+    elif behaviour(pt).no_save:
+        raise PeftMagicError(f"{method} adapters cannot be saved: {behaviour(pt).no_save}; nothing was written",
                              "keep it in the kernel; its experts are the LoRA adapters it was given")
     _refuse_existing(target, force)
     runs = [r for r in state_mod.runs() if r.model_id == st.model_id and r.adapter == name]
@@ -109,7 +110,7 @@ def save(model: Any, path: str | Path, *, name: str | None = None, merged: bool 
     def fill(tmp: Path) -> None:
         if merged:
             sd = peft_view.merged_state_dict(pm, name)
-            with _heavy.quiet():
+            with stack.quiet():
                 pm.get_base_model().save_pretrained(str(tmp), state_dict=sd, safe_serialization=True)
                 if tokenizer is not None:
                     tokenizer.save_pretrained(str(tmp))

@@ -14,12 +14,12 @@ from typing import Any
 from .. import peft_view
 from ..fmt import fmt_bytes
 from ..memory import MemoryReading, device_of, reading
-from ..model.facts import footprint, infer_task, param_numel, quantization_of
+from ..model.properties import footprint, infer_task, param_numel, quantization_of
 from ..rendering import HtmlRepr
 from ..state import is_peft_model, state_for, unwrap
 from .listing import AdapterInfo, adapter_infos
 
-__all__ = ["AdapterInfo", "ModelSummary", "summarize"]
+__all__ = ["AdapterInfo", "ModelSummary", "show"]
 
 
 @dataclass
@@ -37,7 +37,7 @@ class ModelSummary(HtmlRepr):
     quantization: str | None
     footprint: int
     memory: MemoryReading
-    disabled: bool = False  # adapters switched off (%peft off)
+    adapters_off: bool = False  # adapters switched off (%peft off)
 
     @property
     def percent(self) -> float:
@@ -55,7 +55,7 @@ class ModelSummary(HtmlRepr):
         if not self.adapters:
             out.append("no adapters — attach one with %peft lora (or any method in %peft methods)")
         for a in self.adapters:
-            flag = "active" if a.active and not self.disabled else ("off" if self.disabled else "inactive")
+            flag = "active" if a.active and not self.adapters_off else ("off" if self.adapters_off else "inactive")
             settings = ", ".join(f"{k}={v!r}" for k, v in a.settings.items())
             tgt = f" · {len(a.targets)} modules: {a.targets_grouped}" if a.targets else ""
             out.append(f"  [{flag}] {a.name}: {a.method}" + (f" ({settings})" if settings else "")
@@ -108,7 +108,7 @@ def _weights(params: Any, buffer_bytes: int) -> tuple[str, int]:
     return (str(dtype).replace("torch.", "") if dtype is not None else "?"), size
 
 
-def summarize(model: Any) -> ModelSummary:
+def show(model: Any) -> ModelSummary:
     """Collect the PEFT state of ``model`` (a plain model or a PeftModel)."""
     base = unwrap(model)
     st = state_for(model)
@@ -133,5 +133,5 @@ def summarize(model: Any) -> ModelSummary:
         trainable=trainable,
         total=total, device=dev, dtype=dtype, quantization=quantization_of(base),
         footprint=size if hasattr(base, "get_memory_footprint") else footprint(base), memory=reading(dev),
-        disabled=bool(peft_model is not None and st and st.disabled),
+        adapters_off=bool(peft_model is not None and st and st.adapters_off),
     )

@@ -8,22 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import peft_view, stack
 from ..state import ModelState
-from .lookup import emit_adapter, method_name, peft_or_fail, pick_adapter
+from .announce import emit_adapter
+from .find import method_name, peft_or_fail, pick_adapter
 from .results import LifecycleResult
 
 
 def set_off(pm: Any, st: ModelState) -> None:
     """Switch the adapters off and record it (the model computes the base model)."""
-    peft_view.switch_off(pm)
-    st.disabled = True
+    peft_view.adapters_off(pm)
+    st.adapters_off = True
 
 
 def set_on(pm: Any, st: ModelState) -> None:
     """Switch the adapters back on and record it."""
-    peft_view.switch_on(pm)
-    st.disabled = False
+    peft_view.adapters_on(pm)
+    st.adapters_off = False
 
 
 def use_adapter(model: Any, name: str) -> LifecycleResult:
@@ -35,39 +36,39 @@ def use_adapter(model: Any, name: str) -> LifecycleResult:
     name = pick_adapter(pm, name)
     cfg = pm.peft_config[name]
     notes = []
-    if st.disabled:
+    if st.adapters_off:
         set_on(pm, st)
         notes.append("adapters were switched off; they are on again")
-    with _heavy.quiet():
+    with stack.quiet():
         pm.set_adapter(name, inference_mode=bool(getattr(cfg, "inference_mode", False)))
     method = method_name(cfg, st, name)
     emit_adapter(st, pm, name, method, "activated")
     return LifecycleResult(pm, "activated", name, f"active adapter: '{name}' ({method})", notes)
 
 
-def disable_adapters(model: Any) -> LifecycleResult:
+def adapters_off(model: Any) -> LifecycleResult:
     """Switch every adapter off: the model computes exactly what the base model computes.
 
-    Nothing is removed; ``enable_adapters`` (``%peft on``) switches them back on.
+    Nothing is removed; ``adapters_on`` (``%peft on``) switches them back on.
     """
     st, pm = peft_or_fail(model, "switch off")
-    if st.disabled:
-        return LifecycleResult(pm, "disabled", None, "adapters are already off — nothing changed")
+    if st.adapters_off:
+        return LifecycleResult(pm, "off", None, "adapters are already off — nothing changed")
     set_off(pm, st)
-    emit_adapter(st, pm, None, None, "disabled")
-    return LifecycleResult(pm, "disabled", None, "adapters off: the model now computes the base model "
+    emit_adapter(st, pm, None, None, "off")
+    return LifecycleResult(pm, "off", None, "adapters off: the model now computes the base model "
                            "(%peft on to switch them back on)")
 
 
-def enable_adapters(model: Any) -> LifecycleResult:
-    """Switch adapters back on after ``disable_adapters`` (``%peft off``)."""
+def adapters_on(model: Any) -> LifecycleResult:
+    """Switch adapters back on after ``adapters_off`` (``%peft off``)."""
     st, pm = peft_or_fail(model, "switch on")
-    if not st.disabled:
-        return LifecycleResult(pm, "enabled", None, "adapters are already on — nothing changed")
+    if not st.adapters_off:
+        return LifecycleResult(pm, "on", None, "adapters are already on — nothing changed")
     set_on(pm, st)
     active = peft_view.active_adapters(pm)
-    emit_adapter(st, pm, active[0] if active else None, None, "enabled")
-    return LifecycleResult(pm, "enabled", None, "adapters on; active: " + ", ".join(f"'{a}'" for a in active))
+    emit_adapter(st, pm, active[0] if active else None, None, "on")
+    return LifecycleResult(pm, "on", None, "adapters on; active: " + ", ".join(f"'{a}'" for a in active))
 
 
 def delete_adapter(model: Any, name: str) -> LifecycleResult:
@@ -78,16 +79,16 @@ def delete_adapter(model: Any, name: str) -> LifecycleResult:
     if len(pm.peft_config) == 1:
         from .attach import detach
 
-        if st.disabled:
+        if st.adapters_off:
             set_on(pm, st)
         base = detach(pm)
         st.adapters.pop(name, None)
-        st.disabled = False
+        st.adapters_off = False
         emit_adapter(st, base, name, method, "deleted")
         return LifecycleResult(base, "deleted", name, f"deleted {method} adapter '{name}'; the model is the plain "
                                f"base model again ({type(base).__name__})")
     was_active = name in peft_view.active_adapters(pm)
-    with _heavy.quiet():
+    with stack.quiet():
         pm.delete_adapter(name)
     st.adapters.pop(name, None)
     notes = []

@@ -19,6 +19,7 @@ from .. import peft_view
 from ..errors import PeftMagicError, did_you_mean
 from ..fmt import fmt_targets, strip_peft_prefix
 from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
+from ..peft_methods.behaviour import behaviour
 from ..rendering import HtmlRepr
 
 _ADAPTABLE = ("Linear", "Conv1D", "Embedding", "Conv1d", "Conv2d", "Conv3d", "Linear4bit", "Linear8bitLt",
@@ -102,11 +103,9 @@ def candidate_modules(model: Any) -> "OrderedDict[str, Any]":
 
 def default_targets(model_type: str, peft_type: str = "LORA") -> list[str] | None:
     """peft's per-architecture default ``target_modules`` for a method, or ``None``."""
-    if peft_type == "BOTTLENECK":
-        from ..bottleneck import default_target_modules
-
-        t = default_target_modules(model_type)
-        return [t] if isinstance(t, str) else (list(t) if t is not None else None)
+    own = behaviour(peft_type).default_targets
+    if own is not None:
+        return own(model_type)
     return peft_view.default_target_modules(model_type, peft_type)
 
 

@@ -24,11 +24,11 @@ def adapters_html(t: Any) -> str:
         return wrap(f"<div class='pm-dim'>{escape(t.model_class)}: no adapters — attach one with "
                     "<code>%peft lora</code> or <code>%peft load-adapter DIR</code></div>")
     head = f"<div class='pm-head'>{escape(t.model_class)}: {len(t.rows)} adapter(s)"
-    if t.disabled:
+    if t.adapters_off:
         head += " <span class='pm-warn'>— all switched off (%peft on)</span>"
     rows = []
     for r in t.rows:
-        active = "yes" if r.active and not t.disabled else ("off" if r.active else "")
+        active = "yes" if r.active and not t.adapters_off else ("off" if r.active else "")
         rows.append([Raw(f"<b>{escape(r.name)}</b>") if r.active else r.name, r.method,
                      f"{r.trainable:,}" if not r.merged else "–",
                      "yes" if r.requires_grad else "", active, "yes" if r.merged else ""])

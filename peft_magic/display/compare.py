@@ -8,8 +8,6 @@ is training; curves come from the run records, so every logged step is drawn.
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Any
 
 from .. import events
@@ -17,11 +15,11 @@ from ..fmt import fmt_bytes, fmt_duration, fmt_metric, fmt_params
 from ..state import runs
 from ..svg import line_chart
 from .html import Raw, escape, table, wrap
-from .live import LiveOutput
+from .live import LiveView, dim
 
-_LOWER_BETTER = {"trainable", "final loss", "loss", "perplexity", "peak memory", "time"}
-_STATUS_COLOR = {"done": "#16a34a", "training": "#2563eb", "failed": "#dc2626", "stopped": "#d97706",
-                 "waiting": "#6b7280"}
+_LOWER_BETTER = {"trainable", "adapter size", "final loss", "loss", "perplexity", "peak memory", "time"}
+_STATUS_COLOR = {"done": "#16a34a", "training": "#2563eb", "searching": "#7c3aed", "failed": "#dc2626",
+                 "stopped": "#d97706", "waiting": "#6b7280"}
 
 
 def _curves(run_ids: dict[str, int | None]) -> str:
@@ -39,16 +37,14 @@ def _best(values: list[float | None], lower: bool) -> float | None:
 
 def comparison_html(c: Any) -> str:
     """The finished comparison: the table (best per column in bold), the curves, the reading."""
-    headers = ["method", "status", "trainable", "steps", "final loss", *c.metric_names, "tokens/s", "peak memory",
-               "time"]
+    headers, texts = c.table()
     done = [r for r in c.rows if r.status == "done"]
     numeric = {
-        "trainable": lambda r: r.trainable, "final loss": lambda r: r.loss,
+        "trainable": lambda r: r.trainable, "adapter size": lambda r: r.adapter_bytes, "final loss": lambda r: r.loss,
         "tokens/s": lambda r: r.tokens_per_s, "peak memory": lambda r: r.peak_memory, "time": lambda r: r.seconds,
         **{m: (lambda r, m=m: r.metrics.get(m)) for m in c.metric_names},
     }
     best = {h: _best([f(r) for r in done], h in _LOWER_BETTER) for h, f in numeric.items()}
-    _, texts = c.table()
     rows = []
     for r, cells in zip(c.rows, texts):
         out = []
@@ -65,22 +61,29 @@ def comparison_html(c: Any) -> str:
             f"<span class='pm-dim'>({'higher' if c.higher_is_better else 'lower'} is better; ★ best in its column)"
             f"</span></div>")
     reading = f"<div><b>{escape(c.reading)}</b></div>" if c.reading else ""
+    searches = c.searches()
+    search = ("<div class='pm-dim'>learning rates (lr=auto) — each rate tried, scored, ★ chosen:</div>"
+              + "".join(f"<div class='pm-dim' style='margin-left:1em'>{escape(line)}</div>" for line in searches)
+              ) if searches else ""
     notes = "".join(f"<div class='pm-dim'>note: {escape(n)}</div>" for n in c.notes)
     numeric_cols = {i for i, h in enumerate(headers) if h in numeric}
-    return wrap(head + table(headers, rows, numeric_cols) + reading + notes
+    return wrap(head + table(headers, rows, numeric_cols) + reading + search + notes
                 + _curves({r.label: r.run_id for r in c.rows}))
 
 
-class LiveCompare(LiveOutput):
-    """The live table, subscribed while ``with`` is active (a widget in a kernel, lines elsewhere)."""
+class LiveCompare(LiveView):
+    """The live table while ``with`` is active: a widget in a kernel, a line per finished
+    candidate in a terminal; at the end one static line (the result's table follows it)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, surface: Any = "auto", stream: Any = None) -> None:
+        super().__init__(surface, stream)
         self.rows: list[dict[str, Any]] = []
         self.steps = 0
         self.current: int | None = None
         self.progress: dict[str, Any] = {}
-        self._drawn = 0.0
+
+    def placeholder(self) -> str:
+        return "compare: starting"
 
     def _html(self) -> str:
         cells = []
@@ -95,6 +98,7 @@ class LiveCompare(LiveOutput):
             status = r["status"] + (f": {r['reason']}" if r.get("reason") else "")
             cells.append([r["label"], Raw(f"<span style='color:{_STATUS_COLOR.get(r['status'], '')}'>"
                                           f"{escape(status)}</span>"),
+                          f"{r['lr']:.1e}" if r.get("lr") else "–",
                           fmt_params(r["trainable"]) if r.get("trainable") else "–", step,
                           f"{loss:.4f}" if isinstance(loss, float) else "–", metrics or "–",
                           f"{tps:,.0f}" if tps else "–", fmt_bytes(mem) if mem else "–",
@@ -102,41 +106,36 @@ class LiveCompare(LiveOutput):
         chart = _curves({r["label"]: r.get("run_id") or (self.progress.get("run_id") if i == self.current else None)
                          for i, r in enumerate(self.rows)})
         return wrap("<div class='pm-head'>compare · training each candidate in turn</div>"
-                    + table(["method", "status", "trainable", "step", "loss", "eval", "tokens/s", "peak memory",
-                             "time"], cells) + chart)
+                    + table(["method", "status", "lr", "trainable", "step", "loss", "eval", "tokens/s",
+                             "peak memory", "time"], cells) + chart)
 
-    def _draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.widget is None or (not force and now - self._drawn < 0.25):
-            return
-        self._drawn = now
-        self.widget.value = self._html()
+    def _draw(self) -> None:
+        self.shown = True
+        if self.widget is not None:
+            self.widget.value = self._html()
 
     def on_event(self, e: events.Event) -> None:
         d = e.data
         if e.kind == "compare_start":
             self.rows = [{"label": lab, "status": "waiting"} for lab in d.get("labels", [])]
             self.steps = d.get("steps", 0)
-            self._draw(force=True)
+            self._draw()
         elif e.kind == "compare_row" and 0 <= d.get("index", -1) < len(self.rows):
             self.rows[d["index"]].update(d)
             if d.get("status") == "training":
                 self.current, self.progress = d["index"], {}
-            elif self.widget is None and d.get("status") in ("done", "failed", "stopped"):
-                sys.stdout.write(f"{d['label']}: {d['status']}" + (f" — {d['reason']}" if d.get("reason") else "")
-                                 + (f" · final loss {d['loss']:.4f}" if d.get("loss") is not None else "") + "\n")
-            self._draw(force=True)
+            elif self.surface == "text" and d.get("status") in ("done", "failed", "stopped"):
+                self.write(f"{d['label']}: {d['status']}" + (f" — {d['reason']}" if d.get("reason") else "")
+                           + (f" · final loss {d['loss']:.4f}" if d.get("loss") is not None else "") + "\n")
+            self._draw()
         elif e.kind == "progress" and self.current is not None:
             self.progress = dict(d)
             self._draw()
 
-    def __enter__(self) -> LiveCompare:
-        self.start("compare: starting", subscribe_without_widget=True)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        if self.widget is not None:
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        super().__exit__(exc_type, *exc)
+        if self.shown and self.surface == "widget":
             done = sum(1 for r in self.rows if r["status"] == "done")
             # the live view ends as one static line: the result below is the table, in saved notebooks too
-            self.replace_text(f"compare: {done} of {len(self.rows)} candidates trained — the table is below")
+            text = f"compare: {done} of {len(self.rows)} candidates trained — the table is below"
+            self.finish(dim(text), text)

@@ -1,20 +1,20 @@
 """An export while it runs (a bar and the stage, from ``export`` events) and its result.
 
-The live part is a ``LiveOutput``: a widget in a kernel that follows the engine's
-``export`` events (the converter's progress is throttled where it is emitted) and ends
-as one static line — the result is displayed below it, so a saved notebook shows the
-result. In a terminal a line is printed per stage.
+The live part is a :class:`~peft_magic.display.live.LiveView`: a widget in a kernel that
+follows the engine's ``export`` events (the converter's progress is throttled where it is
+emitted) and ends as one static line — the result is displayed below it, so a saved
+notebook shows the result. In a terminal a line is printed per stage; in the panel's
+Save tab the widget is hosted in the tab.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from .. import events
 from ..fmt import fmt_bytes
 from .html import escape, wrap
-from .live import LiveOutput
+from .live import LiveView, dim
 
 STAGES = {"start": "starting", "merging": "merging the adapter into the weights",
           "converting": "converting to GGUF (llama.cpp)", "writing": "writing", "done": "done",
@@ -29,16 +29,17 @@ def bar_html(fraction: float, label: str) -> str:
             f"<span class='pm-dim'>{escape(label)} · {pct:.0f}%</span></div>")
 
 
-class LiveExport(LiveOutput):
+class LiveExport(LiveView):
     """``with LiveExport(): export(...)`` — the live bar while the block runs."""
 
-    def __init__(self, text: bool = False) -> None:
-        super().__init__()
-        if text:  # lines even inside a kernel
-            self.widget = None
+    def __init__(self, surface: Any = "auto", stream: Any = None) -> None:
+        super().__init__(surface, stream)
         self.last: dict[str, Any] = {}
         self.disk = ""
         self._printed: str | None = None
+
+    def placeholder(self) -> str:
+        return "export: starting"
 
     def on_event(self, e: events.Event) -> None:
         if e.kind != "export":
@@ -49,26 +50,23 @@ class LiveExport(LiveOutput):
         self.last = dict(d)
         stage = STAGES.get(d.get("stage", ""), d.get("stage", ""))
         what = f"export {d.get('format')}" + (f" {d['quant']}" if d.get("quant") else "")
+        self.shown = True
         if self.widget is not None:
             self.widget.value = wrap(f"<div class='pm-head'>{escape(what)} → {escape(str(d.get('path')))}</div>"
                                      + bar_html(float(d.get("fraction") or 0.0), stage)
                                      + (f"<div class='pm-dim'>{escape(self.disk)}</div>" if self.disk else ""))
-        elif stage != self._printed:
+        elif self.surface == "text" and stage != self._printed:
             self._printed = stage
-            sys.stdout.write(f"{what}: {stage}" + (f" ({self.disk})" if d.get("disk") else "") + "\n")
-
-    def __enter__(self) -> LiveExport:
-        self.start("export: starting", subscribe_without_widget=True)
-        return self
+            self.write(f"{what}: {stage}" + (f" ({self.disk})" if d.get("disk") else "") + "\n")
 
     def __exit__(self, exc_type: Any, *exc: object) -> None:
-        self.stop()
-        if self.widget is None:
-            return
-        if exc_type is None:
-            self.replace_text(f"export {self.last.get('format', '')}: done — the result is below")
-        else:
-            self.replace_text(f"export {self.last.get('format', '')}: stopped, nothing was written")
+        super().__exit__(exc_type, *exc)
+        if self.shown and self.surface == "widget":
+            # one static line: the result below is the export's summary, in saved notebooks too
+            fmt = self.last.get("format", "")
+            text = (f"export {fmt}: done — the result is below" if exc_type is None
+                    else f"export {fmt}: stopped, nothing was written")
+            self.finish(dim(text), text)
 
 
 def export_html(r: Any) -> str:

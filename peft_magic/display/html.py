@@ -64,7 +64,7 @@ def summary_html(s: Any) -> str:
     if s.adapters:
         rows = []
         for a in s.adapters:
-            state = "off" if s.disabled else ("active" if a.active else "")
+            state = "off" if s.adapters_off else ("active" if a.active else "")
             settings = ", ".join(f"{k}={v!r}" for k, v in a.settings.items())
             rows.append([a.name, a.method, settings, f"{a.trainable:,}",
                          f"{len(a.targets)}: {a.targets_grouped}" if a.targets else "—", state])
@@ -130,5 +130,3 @@ def methods_html(rep: Any) -> str:
     return wrap("".join(parts))
 
 
-def message_html(text: str, kind: str = "dim") -> str:
-    return wrap(f"<div class='pm-{kind}'>{escape(text)}</div>")

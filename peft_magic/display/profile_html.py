@@ -52,14 +52,13 @@ def profile_html(p: Any) -> str:
     return wrap("".join(out))
 
 
-def show_profile(profile: Any, renderer: Any) -> None:
-    """Put the profile under the training display: HTML in a notebook, text in a terminal."""
-    if profile is None or renderer is None or getattr(renderer, "hosted", False):
+def show_profile(profile: Any, view: Any) -> None:
+    """Put the profile under the training display (a ``LiveView``): HTML in a notebook,
+    text in a terminal; nothing for a hosted view or none."""
+    if profile is None or view is None or view.surface in (None, "hosted"):
         return
-    stream = getattr(renderer, "stream", None)
-    if stream is not None:  # the text renderer
-        stream.write(repr(profile) + "\n")
-        stream.flush()
+    if view.surface == "text":
+        view.write(repr(profile) + "\n")
         return
     try:
         from IPython.display import display

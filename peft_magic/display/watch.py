@@ -13,26 +13,32 @@ from typing import Any
 from .. import events
 from ..fmt import fmt_bytes
 from .html import escape, wrap
-from .live import LiveOutput
+from .live import LiveView, dim, in_kernel
 
 
-class LiveMemory(LiveOutput):
-    """Subscribe while active (``with LiveMemory():``); ``close(report)`` shows the result."""
+class LiveMemory(LiveView):
+    """Subscribe while active (``with LiveMemory():``); ``close(report)`` shows the result.
+
+    Only a kernel has a live readout (a terminal gets the report alone)."""
+
+    def __init__(self) -> None:
+        super().__init__("widget" if in_kernel() else None)
+
+    def placeholder(self) -> str:
+        return "watching memory…"
 
     def on_event(self, e: events.Event) -> None:
         if e.kind == "memory" and e.data.get("live") and self.widget is not None:
             m = e.data.get("memory") or {}
             text = f"memory now {fmt_bytes(m.get('used'))} · peak {fmt_bytes(m.get('peak'))} · {m.get('label', '')}"
-            self.widget.value = wrap(f"<span class='pm-dim'>{escape(text)}</span>")
-
-    def __enter__(self) -> LiveMemory:
-        self.start("watching memory…")
-        return self
+            self.widget.value = dim(text)
+            self.shown = True
 
     def __exit__(self, exc_type: Any, *exc: object) -> None:
-        self.stop()
-        if exc_type is not None and self.widget is not None:  # the cell raised: no report follows
-            self.replace_text("memory watch stopped: the cell raised")
+        super().__exit__(exc_type, *exc)
+        if exc_type is not None and self._displayed:  # the cell raised: no report follows
+            text = "memory watch stopped: the cell raised"
+            self.finish(dim(text), text)
 
     def close(self, report: Any) -> None:
         """Show ``report``: in place of the live readout in a kernel, as a new output elsewhere."""
@@ -45,4 +51,5 @@ class LiveMemory(LiveOutput):
 
         self.widget.value = wrap(f"<span>{escape(repr(report))}</span>")
         shell = get_ipython()
+        self.finished = True
         self.replace(shell.display_formatter.format(report)[0] if shell is not None else {"text/plain": repr(report)})

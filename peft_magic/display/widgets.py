@@ -22,9 +22,6 @@ from typing import Any
 
 import ipywidgets as widgets
 
-#: the installed ipywidgets' major version (7 or 8)
-MAJOR = int(widgets.__version__.split(".")[0])
-
 
 def set_tooltip(widget: Any, text: str | None) -> None:
     """The hover text of ``widget`` on either major version (a no-op where it has none)."""

@@ -19,7 +19,7 @@ from typing import Any
 from .. import peft_view
 from ..errors import PeftMagicError
 from ..fmt import fmt_bytes
-from ..model.facts import main_dtype
+from ..model.properties import main_dtype
 from ..model.quantized import dequantized_bytes
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy, events
+from .. import stack, events
 from ..adapter_ops import card, files
 from ..errors import PeftMagicError, did_you_mean
 from . import disk, gguf, merged, ollama
@@ -126,7 +126,7 @@ def export(model: Any, format: str, path: str | Path, *, tokenizer: Any = None, 
     check the size against this many free bytes instead of reading the disk (dry runs,
     tests). The notebook's model is not changed.
     """
-    _heavy.ensure()
+    stack.ensure()
     fmt = check_format(format)
     if fmt == "merged" and quant is not None:
         raise PeftMagicError("quant= is for gguf and ollama exports", "a merged export keeps the model's dtype")

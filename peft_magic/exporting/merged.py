@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy, peft_view
+from .. import stack, peft_view
 from .. import state as state_mod
-from ..adapter_ops.lookup import method_name, pick_adapter
+from ..adapter_ops.find import method_name, pick_adapter
 from ..errors import PeftMagicError
 from ..fmt import fmt_bytes
-from ..model.facts import count_params, model_name, quantized_bits, require_model
+from ..model.properties import count_params, model_name, quantized_bits, require_model
 from ..model.quantized import dequantized_bytes
 from ..peft_methods.discovery import method_info
 from ..peft_methods.fields import changed_settings
@@ -68,7 +68,7 @@ class MergeSource:
 
 def source(model: Any, name: str | None = None) -> MergeSource:
     """The adapter to merge (``name``, default the active one) and why it cannot be, in one line."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     st = state_for(model, create=True)
     pm = peft_model_for(model)
@@ -111,7 +111,7 @@ def write(src: MergeSource, folder: Path, tokenizer: Any) -> list[str]:
     else:
         model, state_dict = src.base, peft_view.merged_state_dict(src.peft_model, src.adapter)
     folder.mkdir(parents=True, exist_ok=True)
-    with _heavy.quiet():
+    with stack.quiet():
         model.save_pretrained(str(folder), state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(str(folder))
     _drop_quantization(folder)
@@ -153,5 +153,5 @@ def _fill_generation_config(folder: Path, model: Any, tokenizer: Any) -> None:
         gen.pad_token_id = eos[0] if isinstance(eos, list) else eos
         changed = True
     if changed or not path.exists():
-        with _heavy.quiet():
+        with stack.quiet():
             gen.save_pretrained(str(folder))

@@ -17,18 +17,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, peft_view
-from ..adapter_ops.lookup import method_name
+from .. import peft_view, stack
+from ..adapter_ops.find import method_name
 from ..adapter_ops.switch import set_off, set_on
 from ..errors import PeftMagicError
 from ..fmt import fmt_metric
-from ..model.facts import infer_task, label_names, require_model
+from ..memory import device_of
+from ..model.properties import infer_task, label_names, require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, state_for, unwrap
+from ..tasks import data as data_mod
 from ..tasks import metrics, qa, token_cls
 from ..tasks.families import collator_for, family
-from ..training import data as data_mod
-from .running import batches, device_of, eval_mode, batch_needs
+from .running import batch_needs, batches, eval_mode
 
 EVAL_BATCH = 16
 
@@ -222,7 +223,7 @@ def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, ba
     ``.metrics`` uses the names ``loss``, ``perplexity``, ``accuracy``, ``f1``,
     ``precision``, ``recall``, ``exact_match``, ``rougeL`` (fractions in 0..1).
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("evaluation needs the model's tokenizer", "pass tokenizer=… (--tokenizer VAR)")
@@ -238,7 +239,7 @@ def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, ba
     pm = peft_model_for(model)
     st = state_for(model, create=True)
     target = pm if pm is not None and peft_view.configs(pm) else unwrap(model)
-    off = st.disabled
+    off = st.adapters_off
     result = EvalResult(task, task_metrics(target, es, batch=batch), len(records), _who(pm, target, st, off))
     if compare:
         if target is pm and not off:

@@ -27,14 +27,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy, peft_view
-from ..adapter_ops.lookup import method_name
+from .. import peft_view, stack
+from ..adapter_ops.find import method_name
 from ..adapter_ops.switch import set_off, set_on
 from ..errors import PeftMagicError, did_you_mean, first_line
-from ..model.facts import require_model
+from ..memory import device_of
+from ..model.properties import require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, state_for, unwrap
-from .running import device_of, eval_mode
+from .running import eval_mode
 
 #: generation settings our own loop (prompt-learning adapters) implements
 _LOOP_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_k", "top_p", "repetition_penalty",
@@ -254,7 +255,7 @@ def _one(model: Any, pm: Any, enc: Any, gen: dict[str, Any], tokenizer: Any, see
         with torch.no_grad():
             return model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1]:]
     st = state_for(pm)
-    disabled = bool(st is not None and getattr(st, "disabled", False))
+    disabled = bool(st is not None and getattr(st, "adapters_off", False))
     if base or disabled:
         # already off (%peft off): peft's disable_adapter() would switch them back on at its end
         ctx = contextlib.nullcontext() if disabled else pm.disable_adapter()
@@ -279,7 +280,7 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     are generation settings: ``max_new_tokens`` (default 48), ``temperature``, ``top_p``,
     ``top_k``, ``do_sample``, ``repetition_penalty``, … Greedy unless sampling is asked for.
     """
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("generation needs the model's tokenizer",
@@ -299,12 +300,12 @@ def generate(model: Any, prompt: str, *, tokenizer: Any = None, compare: bool = 
     enc, used_chat = _encode(tokenizer, prompt, chat)
     dev = device_of(target)
     enc = {k: v.to(dev) for k, v in enc.items()}
-    disabled = bool(getattr(st, "disabled", False))
+    disabled = bool(getattr(st, "adapters_off", False))
     columns, notes = _columns(pm, st, compare, adapters, disabled)
     outputs: list[Generation] = []
     # quiet: peft passes the cache under its deprecated name, prompt methods warn about position ids
     keep = _keep_active(pm) if pm is not None else contextlib.nullcontext()
-    with _heavy.quiet(streams=False), eval_mode(target), keep:
+    with stack.quiet(streams=False), eval_mode(target), keep:
         if disabled and compare and pm is not None:
             set_on(pm, st)
             try:

@@ -12,15 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError
-from ..model.facts import infer_task, require_model
+from ..memory import device_of
+from ..model.properties import infer_task, require_model
 from ..rendering import HtmlRepr
 from ..state import peft_model_for, unwrap
 from ..tasks import qa, token_cls
 from ..tasks.families import family
 from .evaluate import EVAL_BATCH, qa_answers, seq2seq_generate
-from .running import device_of, eval_mode
+from .running import eval_mode
 
 DEFAULT_NEW_TOKENS = 48
 
@@ -129,7 +130,7 @@ def predict(model: Any, inputs: Any, *, tokenizer: Any, batch: int = EVAL_BATCH,
     """The task's answer for ``inputs``: one input — a string, or a ``{"question", "context"}``
     dict for QA — or a list of them (for token classification an item may also be a list
     of words)."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("prediction needs the model's tokenizer", "pass tokenizer=… (--tokenizer VAR)")

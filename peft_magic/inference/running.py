@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import peft_view
-from ..peft_methods.quirks import quirk
+from ..peft_methods.behaviour import behaviour
 from ..state import peft_model_for
 from ..tasks.families import BatchNeeds
 
@@ -29,13 +29,6 @@ def eval_mode(model: Any) -> Iterator[None]:
             m.training = True
 
 
-def device_of(model: Any) -> Any:
-    """The device of the model's first parameter (CPU for a model without parameters)."""
-    for p in model.parameters():
-        return p.device
-    return "cpu"
-
-
 def batches(rows: Sequence[dict[str, Any]], collator: Any, size: int, device: Any) -> Iterator[tuple[int, dict]]:
     """(offset, padded batch on ``device``) for consecutive slices of ``rows``."""
     for lo in range(0, len(rows), size):
@@ -50,6 +43,6 @@ def batch_needs(model: Any) -> BatchNeeds:
     if pm is None or not peft_view.configs(pm):
         return BatchNeeds()
     config = pm.active_peft_config
-    q = quirk(peft_view.peft_type(config))
+    q = behaviour(peft_view.peft_type(config))
     offset = max(getattr(config, "cpt_tokens_type_mask", None) or [1]) if q.token_types else None
     return BatchNeeds(task_ids=q.task_ids, cpt_offset=offset)

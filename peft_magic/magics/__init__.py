@@ -1,5 +1,5 @@
 """The IPython face: ``%peft`` / ``%%peft`` text → engine calls (see ``core``)."""
 
-from .core import PeftMagics, install
+from .core import PeftMagic, install
 
-__all__ = ["PeftMagics", "install"]
+__all__ = ["PeftMagic", "install"]

@@ -153,22 +153,22 @@ def cmd_off(ctx: Context) -> Any:
     the base model computes (same logits), e.g. to compare before / after. ``%peft on``
     switches them back on.
     """
-    from ..adapter_ops.switch import disable_adapters
+    from ..adapter_ops.switch import adapters_off
 
     _no_settings(ctx)
     _, model = ctx.model()
-    return disable_adapters(model)
+    return adapters_off(model)
 
 
 @command("on", summary="switch adapters back on after %peft off", flags=("--model VAR",), cell="none",
          group="adapters")
 def cmd_on(ctx: Context) -> Any:
     """Switch adapters back on after ``%peft off``."""
-    from ..adapter_ops.switch import enable_adapters
+    from ..adapter_ops.switch import adapters_on
 
     _no_settings(ctx)
     _, model = ctx.model()
-    return enable_adapters(model)
+    return adapters_on(model)
 
 
 @command("delete", args="NAME", summary="remove adapter NAME from the model", flags=("--model VAR",),

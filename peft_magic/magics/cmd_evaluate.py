@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import notebook
 from ..errors import PeftMagicError
-from .cmd_train import resolve_data
 from .registry import Context, command
 
 _EVAL_KEYS = ("batch", "max_len", "stride")
@@ -23,7 +23,7 @@ def _ints(ctx: Context, keys: tuple[str, ...], what: str) -> dict[str, int]:
     return out
 
 
-@command("evaluate", args="data=VAR|PATH [batch=] [max_len=]",
+@command("evaluate", args="data=EXPR|PATH [batch=] [max_len=]",
          summary="the task's own metrics on held-out data; --compare: base model beside the adapter",
          flags=(("--compare", "also evaluate the base model (adapters off)"), "--model VAR", "--tokenizer VAR"),
          aliases=("eval",), group="training")
@@ -52,8 +52,8 @@ def cmd_evaluate(ctx: Context) -> Any:
     settings = dict(ctx.settings)
     if "data" not in settings:
         raise PeftMagicError("which data?", "e.g. %peft evaluate data=dev")
-    data = resolve_data(ctx, settings.pop("data"), "data")
     ctx.settings = settings
+    data = ctx.value("data")
     var, model = ctx.model()
     return evaluate(model, data, tokenizer=ctx.tokenizer(var), compare=bool(ctx.args.flag("--compare")),
                     **_ints(ctx, _EVAL_KEYS, "evaluate"))
@@ -89,8 +89,7 @@ def cmd_predict(ctx: Context) -> Any:
             raise PeftMagicError("give either a text or question=… context=…, not both")
         inputs = {"question": str(settings.pop("question", "")), "context": str(settings.pop("context", ""))}
     elif len(ctx.args.positionals) == 1:
-        word = ctx.args.positionals[0]
-        inputs = ctx.ns[word] if word.isidentifier() and word in ctx.ns else word
+        inputs = notebook.input_value(ctx.ns, ctx.args.raw_positionals[0], ctx.args.positionals[0])
     elif not ctx.args.positionals:
         raise PeftMagicError("predict what?", 'e.g. %peft predict "some text", or a variable holding texts')
     else:

@@ -123,10 +123,10 @@ def cmd_show(ctx: Context) -> Any:
     parameters, targeted modules, which is active), trainable / total parameters, device,
     dtype, quantization and memory. Returns a ``ModelSummary`` for code.
     """
-    from ..adapter_ops.summary import summarize
+    from ..adapter_ops.summary import show
 
     _, model = ctx.model()
-    return summarize(model)
+    return show(model)
 
 
 @command("targets", args="[PATTERN]",
@@ -154,7 +154,7 @@ def cmd_targets(ctx: Context) -> Any:
     _, model = ctx.model()
     pattern: Any = None
     if ctx.args.positionals:
-        raw = " ".join(ctx.args.positionals)
+        raw = " ".join(ctx.args.raw_positionals)  # as typed: a regex keeps its backslashes (\d, \.)
         value = parse_value(raw)
         if isinstance(value, str) and value not in ("all-linear", "all_linear"):
             import re

@@ -5,12 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PeftMagicError
-from .cmd_train import resolve_data
 from .registry import Context, command
 
 
 @command("profile",
-         args="[data=VAR|PATH] [steps=N] [batch=] [max_len=] [compile=True] [checkpointing=True] "
+         args="[data=EXPR|PATH] [steps=N] [batch=] [max_len=] [compile=True] [checkpointing=True] "
               "[any TrainingArguments field=…]",
          summary="profile a few training steps: where a step's time goes, without a full run",
          flags=("--model VAR", "--tokenizer VAR", ("--adapter NAME", "profile this adapter (default: the active one)"),
@@ -47,7 +46,8 @@ def cmd_profile(ctx: Context) -> Any:
     settings = dict(ctx.settings)
     if "data" not in settings:
         raise PeftMagicError("which data?", "data=VARIABLE or a path, e.g. %peft profile data=texts")
-    data = resolve_data(ctx, settings.pop("data"), "data")
+    ctx.settings = settings
+    data = ctx.value("data")
     if not is_peft_model(model) and peft_model_for(model) is None:
         raise PeftMagicError(f"'{var}' has no adapter to profile", "attach one first, e.g. %peft lora r=8")
     tokenizer = ctx.tokenizer(var)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PeftMagicError, did_you_mean
+from ..notebook import VALUE_RULE
 from ..peft_methods.aliases import KEY_ALIASES
 from ..peft_methods.discovery import resolve_method
 from .registry import COMMANDS, GROUPS, Context, command, lookup
@@ -45,6 +46,16 @@ def help_text() -> str:
         "an alias: lora, qlora, dora, prefix, prompt, p-tuning, ia3, adalora, bottleneck, ...",
         "Values are Python literals; a,b is a list. %peft help NAME explains one command or",
         "one method's settings.",
+        "",
+        "Data and models (data=, eval=, --model, --tokenizer, predict's input): "
+        + VALUE_RULE + ".",
+        "  %peft train data=ds['train'].select(range(500)) eval=rows[-40:] steps=50",
+        "",
+        "Python values in the line: {expr} is replaced by its value when it evaluates in the",
+        "notebook, and $name by a variable's value (r={n}, steps=$steps); a regex quantifier",
+        "({1}, {1,2}, {2,}) and anything that does not evaluate stay as written, so patterns",
+        r"reach peft verbatim: target=layers\.\d{1}\.(q|v)_proj. {{ }} $$ are literal { } $.",
+        "A %%peft cell body is read as written.",
     ]
     return "\n".join(lines)
 
@@ -97,15 +108,21 @@ def method_help(name: str) -> HelpText:
     return HelpText("\n".join(lines))
 
 
-@command("help", args="[COMMAND | METHOD]", summary="this overview, one command's help, or one method's settings",
+@command("help", args="[COMMAND | METHOD | config]",
+         summary="this overview, one command's help, one method's settings, or the notebook-wide defaults",
          cell="none", group="info")
 def cmd_help(ctx: Context) -> Any:
     """``%peft help`` is the overview; ``%peft help train`` explains a command;
-    ``%peft help lora`` lists a method's settings with their defaults and meaning.
+    ``%peft help lora`` lists a method's settings with their defaults and meaning;
+    ``%peft help config`` lists the notebook-wide defaults (``%config PeftMagic.X = …``).
     """
     if not ctx.args.positionals:
         return help_overview()
     name = ctx.args.positionals[0]
+    if name.lower() == "config":
+        from .config import config_help
+
+        return HelpText(config_help())
     cmd = lookup(name)
     if cmd is not None and cmd.name != "attach":
         return HelpText(cmd.help())

@@ -15,11 +15,10 @@ from typing import Any
 from .. import notebook
 from ..syntax.read import Args
 
-
 #: what the common flags mean, so every command that takes one explains it the same way
 FLAG_HELP = {
-    "--model": "the notebook variable that holds the model (default: model)",
-    "--tokenizer": "the variable that holds the tokenizer (default: tokenizer, or VAR_tokenizer)",
+    "--model": "the notebook variable (or expression, e.g. models['a']) that holds the model (default: model)",
+    "--tokenizer": "the variable or expression that holds the tokenizer (default: tokenizer, or VAR_tokenizer)",
     "--name": "the adapter's name (default: default / the active adapter)",
     "--task": "causal-lm, seq-cls, seq2seq, token-cls, qa or feature-extraction",
 }
@@ -32,6 +31,11 @@ class Flag:
     name: str
     metavar: str | None = None
     help: str = ""
+
+    @property
+    def optional(self) -> bool:
+        """``--resume [DIR]``: a switch that may take a value."""
+        return bool(self.metavar) and self.metavar.startswith("[")
 
     @property
     def usage(self) -> str:
@@ -61,11 +65,16 @@ class Command:
 
     @property
     def value_flags(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.flags if f.metavar)
+        return frozenset(f.name for f in self.flags if f.metavar and not f.optional)
 
     @property
     def switch_flags(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.flags if not f.metavar)
+        """Switches, and flags whose value may be left out (``--resume [DIR]``)."""
+        return frozenset(f.name for f in self.flags if not f.metavar or f.optional)
+
+    @property
+    def optional_flags(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.flags if f.optional)
 
     @property
     def usage(self) -> str:
@@ -135,9 +144,17 @@ class Context:
 
     # -- the model variable (the namespace rules live in ``notebook``, shared with the panel)
 
+    def reference(self, flag: str) -> str | None:
+        """A flag naming a notebook object (``--model``, ``--tokenizer``) as typed: a variable
+        or a Python expression (``zoo['small']`` keeps its quotes); a quoted value unquoted."""
+        raw = self.args.raw.get(flag)
+        if raw is None or raw[:1] in ("'", '"'):
+            return self.args.flag(flag)
+        return raw
+
     def model_var(self) -> str:
         """The variable holding the model: --model, else ``model``, else the only model there is."""
-        return notebook.model_var(self.ns, self.args.flag("--model"))
+        return notebook.model_var(self.ns, self.reference("--model"))
 
     def model(self) -> tuple[str, Any]:
         """``(variable, model)``; a one-line error when missing or not a model."""
@@ -151,6 +168,12 @@ class Context:
         """Put ``model`` in ``var`` and remember that variable for it."""
         notebook.bind_model(self.ns, var, model)
 
+    def value(self, key: str, what: str | None = None) -> Any:
+        """Pop setting ``key`` (``data``, ``eval``) and read it as user data: a Python
+        expression in the notebook, else a file path (``notebook.VALUE_RULE``)."""
+        parsed = self.settings.pop(key)
+        return notebook.resolve_value(self.ns, self.args.raw.get(key), parsed, what or key)
+
     def tokenizer(self, var: str | None = None) -> Any:
         """The tokenizer that goes with the model variable (``tokenizer`` or ``VAR_tokenizer``)."""
-        return notebook.find_tokenizer(self.ns, var or self.model_var(), self.args.flag("--tokenizer"))
+        return notebook.find_tokenizer(self.ns, var or self.model_var(), self.reference("--tokenizer"))

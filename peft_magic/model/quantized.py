@@ -11,7 +11,7 @@ import importlib.util
 from typing import Any
 
 from ..errors import PeftMagicError
-from .facts import is_quantized_param, param_numel
+from .properties import is_quantized_param, param_numel
 
 
 def bnb_config(bits: int, device: str) -> Any:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .. import _heavy
-from .facts import auto_class_for_task
+from .. import stack
+from .properties import auto_class_for_task
 
 
 def can_skeleton(model: Any) -> bool:
@@ -48,13 +48,13 @@ def build(config: Any, *, model_cls: Any = None, task: str | None = None, dtype:
         attn = "sdpa"
     kwargs = ({"dtype": dtype} if dtype is not None else {}) | (
         {"attn_implementation": attn} if attn in ("sdpa", "eager") else {})
-    with _heavy.quiet(), init_empty_weights(include_buffers=False):
+    with stack.quiet(), init_empty_weights(include_buffers=False):
         if model_cls is not None and hasattr(model_cls, "_from_config"):
             model = model_cls._from_config(cfg, **kwargs)
         else:
             model = auto_class_for_task(task or "CAUSAL_LM").from_config(cfg, **kwargs)
     if hasattr(model, "tie_weights"):  # outside init_empty_weights, which would re-create the parameter
-        with _heavy.quiet():
+        with stack.quiet():
             model.tie_weights()
     return model
 
@@ -64,15 +64,6 @@ def skeleton_of(model: Any) -> Any:
     return build(model.config, model_cls=type(model))
 
 
-def skeleton_from_config(config: Any, task: str | None = None) -> Any:
-    """A meta-device model built from a transformers config (or a path / hub id to one)."""
-    from transformers import AutoConfig
-
-    if isinstance(config, (str, bytes)) or hasattr(config, "__fspath__"):
-        config = AutoConfig.from_pretrained(config)
-    return build(config, task=task or "CAUSAL_LM")
-
-
 def attach_on_skeleton(skeleton: Any, peft_config: Any, name: str = "default") -> Any:
     """peft's own ``get_peft_model`` on a skeleton (a copy of the config: peft fills it in).
 
@@ -80,5 +71,5 @@ def attach_on_skeleton(skeleton: Any, peft_config: Any, name: str = "default") -
     """
     from peft import get_peft_model
 
-    with _heavy.quiet():
+    with stack.quiet():
         return get_peft_model(skeleton, copy.deepcopy(peft_config), adapter_name=name)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from . import builtins
 
@@ -52,7 +52,7 @@ def read_config(src: Source, *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoConfig
 
     try:
-        with _heavy.no_hf_progress():
+        with stack.no_hf_progress():
             return AutoConfig.from_pretrained(src.path, trust_remote_code=trust_remote_code)
     except Exception as e:  # OSError / hub errors / ValueError
         if not src.is_local:

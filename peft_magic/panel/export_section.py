@@ -14,9 +14,9 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from .. import events
 from ..errors import PeftMagicError
 from ..syntax.write import command_line
+from .host import PanelHost
 
 _DIM = "color:var(--jp-ui-font-color2,#666)"
 _ERR = "color:var(--jp-error-color0,#b91c1c)"
@@ -27,7 +27,7 @@ FORMATS = (("merged model (transformers)", "merged"), ("GGUF (llama.cpp)", "gguf
 class ExportSection:
     """Format, GGUF type, folder, overwrite, the disk line and an Export button."""
 
-    def __init__(self, panel: Any) -> None:
+    def __init__(self, panel: PanelHost) -> None:
         from ..exporting.gguf import DEFAULT_QUANT, QUANTS
 
         self.panel = panel
@@ -113,19 +113,14 @@ class ExportSection:
         if reason:
             raise PeftMagicError(reason)
         line = self.line()
-        live = LiveExport()
-        if live.widget is None:
-            import ipywidgets as w
-
-            live.widget = w.HTML()
+        live = LiveExport("hosted")  # drawn here, in the tab: a button has no cell output
         self.progress.children = [live.widget]
-        unsubscribe = events.subscribe(live.on_event)  # drawn here, in the tab: a button has no cell output
         try:
-            result = export(self.panel.model(), self.format.value, self.folder.value.strip(),
-                            tokenizer=self.panel.tokenizer(), force=bool(self.force.value), **self.settings())
+            with live:
+                result = export(self.panel.model(), self.format.value, self.folder.value.strip(),
+                                tokenizer=self.panel.tokenizer(), force=bool(self.force.value), **self.settings())
         finally:
-            unsubscribe()
-        self.progress.children = []
+            self.progress.children = []  # the status line says how it ended
         self.panel.result.value = result._repr_html_() or ""
         self.panel.set_status(f"{result.message} — same as {line}")
 

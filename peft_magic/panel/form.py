@@ -20,10 +20,10 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..display.widgets import Collapsible, set_tooltip
 from ..errors import PeftMagicError
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import FieldInfo
-from ..display.widgets import Collapsible, set_tooltip
 from ..syntax.write import read_text_value
 
 DESCRIPTION_WIDTH = "170px"

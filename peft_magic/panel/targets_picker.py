@@ -19,8 +19,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..errors import PeftMagicError
 from ..adapter_ops.targets import TargetReport, explore
+from ..errors import PeftMagicError
 from ..fmt import group_names
 
 _REGEX = re.compile(r"[.*+?\[\]()|^$\\{}]")

@@ -13,7 +13,7 @@ heavy is imported to look.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import ipywidgets as widgets
 
@@ -21,9 +21,7 @@ from ..display.widgets import set_tooltip
 from ..errors import PeftMagicError
 from ..syntax.write import command_line
 from .export_section import ExportSection
-
-if TYPE_CHECKING:
-    from .panel import PeftPanel
+from .host import PanelHost
 
 _ERR = "color:var(--jp-error-color0,#b91c1c)"
 _DIM = "color:var(--jp-ui-font-color2,#666)"
@@ -59,7 +57,7 @@ def _describe(value: Any) -> str:
 class TrainSection:
     """Data variable, steps, lr, batch and a Train button; hosts the live progress display."""
 
-    def __init__(self, panel: PeftPanel) -> None:
+    def __init__(self, panel: PanelHost) -> None:
         self.panel = panel
         self.data = widgets.Dropdown(options=[], description="data", style={"description_width": "60px"},
                                      layout=widgets.Layout(width="320px"))
@@ -128,7 +126,7 @@ class TrainSection:
 
     def _show_task(self) -> None:
         """Which task the model trains for, and the data shape that takes."""
-        from ..model.facts import infer_task
+        from ..model.properties import infer_task
         from ..tasks.families import FAMILIES
 
         try:
@@ -163,37 +161,35 @@ class TrainSection:
             raise PeftMagicError(f"no tokenizer found (looked for 'tokenizer' and '{var}_tokenizer')",
                                  "load the model with %peft load")
         line = self.line()
-        renderer = panel_renderer()
-        self.progress.children = [renderer.box] if renderer is not None else []
+        view = panel_view()
+        self.progress.children = [view.widget] if view is not None else []
         settings = {k: v for k, v in self.settings().items() if k != "data"}
-        run = train(model, self.panel.ns[name], tokenizer=tokenizer, display=renderer or None, **settings)
+        run = train(model, self.panel.ns[name], tokenizer=tokenizer, display=view, **settings)
         text = f"training {run.status}: {run.steps_done} steps"
         if run.final_loss is not None:
             text += f", final loss {run.final_loss:.4f}"
         self.panel.set_status(f"{text} — same as {line}", ok=run.status == "completed")
 
 
-def panel_renderer() -> Any:
-    """``%peft train``'s own live widget renderer, drawn inside the panel.
+def panel_view() -> Any:
+    """``%peft train``'s own live view, drawn inside the panel.
 
-    The magic displays its renderer as a new cell output; a button callback has no cell
-    to display into, so the panel shows the renderer's widget in the Train tab
-    (``hosted``: no cell output, no static HTML copy).
+    The magic displays its view as a new cell output; a button callback has no cell to
+    display into, so the panel shows the view's widget in the Train tab (``hosted``: no
+    cell output, no static HTML copy).
     """
+    from ..display.progress import TrainingView
+
     try:
-        from ..display.progress import WidgetRenderer
+        return TrainingView("hosted")
     except ImportError:
         return None
-
-    renderer = WidgetRenderer()
-    renderer.hosted = True
-    return renderer
 
 
 class SaveSection:
     """Adapter, folder, merged / overwrite switches and a Save button (``peft_magic.save``)."""
 
-    def __init__(self, panel: PeftPanel) -> None:
+    def __init__(self, panel: PanelHost) -> None:
         self.panel = panel
         self.adapter = widgets.Dropdown(options=[("active adapter", "")], value="", description="adapter",
                                         style={"description_width": "60px"}, layout=widgets.Layout(width="320px"))

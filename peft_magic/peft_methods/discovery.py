@@ -5,7 +5,7 @@ a hard-coded list is stale the day it ships. We walk peft's own registry (filled
 ``register_peft_method``), so a method added to peft — or registered by a plugin, like
 our bottleneck adapters — is available the moment it is installed. Capabilities (can it
 merge, does it run on a 4/8-bit base, is it prompt-based) are read from peft's classes,
-corrected by ``quirks`` where peft's classes do not tell the whole truth.
+corrected by ``behaviour`` where peft's classes do not tell the whole truth.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 from .. import peft_view
 from ..errors import PeftMagicError, did_you_mean
 from .aliases import METHOD_ALIASES, normalize_name
+from .behaviour import behaviour, family_of
 from .fields import FieldInfo, config_fields
-from .quirks import family_of, quirk
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class MethodSpec:
 
 
 def _describe(peft_type: str, config_cls: type) -> MethodInfo:
-    q = quirk(peft_type)
+    q = behaviour(peft_type)
     prompt = peft_view.is_prompt_config_class(config_cls)
     can_merge = False if prompt else (q.can_merge if q.can_merge is not None
                                       else peft_view.layers_can_merge(config_cls))

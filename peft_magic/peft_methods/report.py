@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..rendering import HtmlRepr
+from .behaviour import FAMILIES
 from .discovery import MethodInfo, registry
-from .quirks import FAMILIES
 
 
 @dataclass

@@ -136,6 +136,3 @@ def gpu_spec(name: str | int | float) -> GpuSpec:
     return spec
 
 
-def known_gpus() -> list[GpuSpec]:
-    """Every named GPU, smallest memory first."""
-    return sorted(GPUS.values(), key=lambda g: g.memory)

@@ -12,11 +12,12 @@ from typing import Any
 from ..errors import PeftMagicError, did_you_mean
 from ..fmt import short_dtype
 from ..peft_methods.aliases import KEY_ALIASES
+from ..peft_methods.behaviour import behaviour
 from ..peft_methods.coerce import normalize_settings, resolve_key
 from ..peft_methods.discovery import resolve_method
 
 PLAN_KEYS = ("batch", "seq", "grad_accum", "optim", "dtype", "attn", "goal", "task", "gpu", "checkpointing",
-             "measure", "gpus", "strategy", "zero")
+             "measure", "gpus", "strategy", "zero", "fused_loss")
 DEFAULT_METHODS = ("full", "lora", "qlora", "prompt", "prefix", "bottleneck")
 FULL_NAMES = ("full", "full-ft", "full_ft", "finetune", "full-finetune")
 
@@ -75,25 +76,11 @@ def label_for(req: Request, peft_config: Any, dtype: str) -> str:
     d = short_dtype(dtype)
     if req.spec is None:
         return f"full fine-tuning ({d})"
-    pt = req.spec.info.peft_type
-    cfg = peft_config
-    if pt == "LORA":
-        r = getattr(cfg, "r", None)
-        extra = " DoRA" if getattr(cfg, "use_dora", False) else ""
-        if req.quantized:
-            return f"QLoRA r={r}{extra} (4-bit NF4)"
-        return f"LoRA r={r}{extra} ({d})"
-    tokens = getattr(cfg, "num_virtual_tokens", None)
-    if req.spec.info.is_prompt_learning and tokens:
-        kind = {"PROMPT_TUNING": "prompt tuning", "PREFIX_TUNING": "prefix tuning",
-                "P_TUNING": "p-tuning"}.get(pt, req.method)
-        return f"{kind} ({tokens} tokens, {d})"
-    if pt == "BOTTLENECK":
-        placement = str(getattr(cfg, "placement", "") or "").capitalize()  # Houlsby and Pfeiffer differ
-        size = getattr(cfg, "bottleneck_size", None)
-        width = f"size {size}" if size else (f"d/{cfg.reduction_factor}" if getattr(cfg, "reduction_factor", None)
-                                             else "")
-        return f"{placement + ' ' if placement else ''}bottleneck adapters{f' ({width})' if width else ''} ({d})"
+    row = behaviour(req.spec.info.peft_type)
+    if row.label is not None:
+        return row.label(peft_config, bool(req.quantized), d)
+    if req.spec.info.is_prompt_learning and getattr(peft_config, "num_virtual_tokens", None):
+        return f"{req.method} ({peft_config.num_virtual_tokens} tokens, {d})"
     return f"{req.method} ({d})"
 
 

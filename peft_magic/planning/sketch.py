@@ -30,29 +30,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..model.skeleton import attach_on_skeleton, build
 
 CUDA_BLOCK = 512  # torch's CUDA caching allocator rounds every tensor up to 512 bytes
 
 # ----------------------------------------------------------------------------- byte formulas
-
-
-def dtype_bytes(dtype: Any) -> int:
-    """Bytes per element of a torch dtype."""
-    return int(dtype.itemsize)
-
-
-def nf4_bytes(numel: int, blocksize: int = 64, double_quant: bool = True) -> int:
-    """Exact bytes bitsandbytes holds for one NF4-quantized weight of ``numel`` elements.
-
-    The packed weight (two 4-bit values per byte), the per-block absmax (64 elements a
-    block) — with double quantization that absmax is itself 8-bit with a float32 offset,
-    a float32 absmax per 256 absmax values and a 256-entry float32 code book — and the
-    16-entry NF4 code. Every 4-bit layer holds its own copies (as loaded by transformers).
-    """
-    return (numel + 1) // 2 + sum(_nf4_parts(numel, blocksize, double_quant))
 
 
 def _round(n: int, cuda: bool) -> int:
@@ -371,7 +355,7 @@ def prepare_kbit(skeleton: Any) -> None:
 
 def enable_checkpointing(skeleton: Any) -> None:
     """Gradient checkpointing as transformers applies it (non-reentrant, like ``%peft qlora``)."""
-    with _heavy.quiet():
+    with stack.quiet():
         skeleton.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
@@ -445,7 +429,7 @@ def attach_method(skeleton: Any, peft_config: Any, name: str = "default") -> Any
 
 def add_adapters(peft_model: Any, configs: dict[str, Any], active: Any) -> None:
     """Add further adapters (a live model's second, third …) and activate as it does."""
-    with _heavy.quiet():
+    with stack.quiet():
         for n, c in configs.items():
             if n not in peft_model.peft_config:
                 peft_model.add_adapter(n, copy.deepcopy(c))

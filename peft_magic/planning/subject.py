@@ -11,9 +11,9 @@ from typing import Any
 
 from ..errors import PeftMagicError, first_line
 from ..model import source as sources
-from ..model.facts import default_task, infer_task
-from ..peft_methods.tasks import normalize_task
+from ..model.properties import default_task, infer_task
 from ..state import unwrap
+from ..tasks.names import normalize_task
 
 
 @dataclass

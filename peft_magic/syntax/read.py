@@ -34,6 +34,10 @@ class Args:
     positionals: list[str] = field(default_factory=list)
     flags: dict[str, Any] = field(default_factory=dict)  # "--model" → "m" (or True for switches)
     settings: dict[str, Any] = field(default_factory=dict)  # key → parsed value, in order
+    #: the text as typed (quotes kept) of each setting and value flag: ``data=ds["train"]``
+    #: is evaluated as Python from this, not from the shell-unquoted value
+    raw: dict[str, str] = field(default_factory=dict)
+    raw_positionals: list[str] = field(default_factory=list)  # the same for positionals
 
     def flag(self, name: str, default: Any = None) -> Any:
         return self.flags.get(name, default)
@@ -182,14 +186,20 @@ def tokenize(line: str) -> list[str]:
 
 
 def parse_line(line: str, value_flags: set[str] | frozenset[str] = frozenset(),
-               switch_flags: set[str] | frozenset[str] = frozenset(), command: str = "") -> Args:
+               switch_flags: set[str] | frozenset[str] = frozenset(), command: str = "",
+               optional_flags: set[str] | frozenset[str] = frozenset()) -> Args:
     """Parse ``line`` given the flags a command accepts.
 
     ``value_flags`` take a value (``--model m`` or ``--model=m``); ``switch_flags`` are
-    booleans. An unknown flag is an error with a suggestion.
+    booleans; ``optional_flags`` (also switches) take the next token as their value when it
+    is neither a flag nor a ``key=value`` (``--resume`` or ``--resume ./checkpoints/run``).
+    An unknown flag is an error with a suggestion.
     """
     args = Args()
-    tokens = tokenize(line)
+    raws = _split_raw(line)
+    if raws and _open_brackets(raws[-1]) > 0:
+        raise PeftMagicError(f"unclosed bracket in '{raws[-1]}'")
+    tokens = [tok if _KEY.match(tok) else _unquote(tok) for tok in raws]
     i = 0
     where = f" for %peft {command}" if command else ""
     while i < len(tokens):
@@ -202,7 +212,18 @@ def parse_line(line: str, value_flags: set[str] | frozenset[str] = frozenset(),
                         raise PeftMagicError(f"{name} needs a value{where}")
                     i += 1
                     val = tokens[i]
+                    args.raw[name] = raws[i]
+                else:
+                    args.raw[name] = raws[i].partition("=")[2]
                 args.flags[name] = val
+            elif name in optional_flags:
+                if eq:
+                    args.flags[name] = val
+                elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--") and not _KEY.match(raws[i + 1]):
+                    i += 1
+                    args.flags[name] = tokens[i]
+                else:
+                    args.flags[name] = True
             elif name in switch_flags:
                 if eq:
                     args.flags[name] = parse_value(val) is True
@@ -220,14 +241,19 @@ def parse_line(line: str, value_flags: set[str] | frozenset[str] = frozenset(),
                 if key in args.settings:
                     raise PeftMagicError(f"'{key}' is given twice")
                 args.settings[key] = parse_value(raw)
+                args.raw[key] = raw
             else:
                 args.positionals.append(tok)
+                args.raw_positionals.append(raws[i])
         i += 1
     return args
 
 
-def parse_body(body: str | None) -> dict[str, Any]:
-    """Settings from a ``%%peft`` cell body: ``key: value`` (YAML) or ``key=value`` lines."""
+def parse_body(body: str | None, raw: dict[str, str] | None = None) -> dict[str, Any]:
+    """Settings from a ``%%peft`` cell body: ``key: value`` (YAML) or ``key=value`` lines.
+
+    ``raw``, when given, receives the text as typed of each ``key=value`` line's value (see
+    ``Args.raw``); a YAML body's strings are already the text the user means."""
     if not body or not body.strip():
         return {}
     lines = [ln for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
@@ -242,6 +268,8 @@ def parse_body(body: str | None) -> dict[str, Any]:
                 if k in out:
                     raise PeftMagicError(f"'{k}' is given twice in the cell body")
                 out[k] = v
+                if raw is not None:
+                    raw[k] = parsed.raw[k]
         return out
     import yaml
 

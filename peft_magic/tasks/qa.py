@@ -31,7 +31,6 @@ from typing import Any
 from ..errors import PeftMagicError
 from .common import Examples, PaddingCollator, as_list, check_records, need_fast, round_up
 
-
 # ----------------------------------------------------------------------------- records
 
 

@@ -11,16 +11,17 @@ converted to the field's type before a run starts, so a typo is one line, not a
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
+from .. import stack
 from ..errors import PeftMagicError, did_you_mean, first_line
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import config_fields
+from . import loss_path
 
-#: short names a user types → TrainingArguments fields
+#: short names a user types → TrainingArguments fields (and ``total_steps``, ours: see below)
 ALIASES = {
-    "steps": "max_steps", "epochs": "num_train_epochs", "lr": "learning_rate",
+    "steps": "total_steps", "max_steps": "total_steps", "epochs": "num_train_epochs", "lr": "learning_rate",
     "batch": "per_device_train_batch_size", "batch_size": "per_device_train_batch_size",
     "grad_accum": "gradient_accumulation_steps", "accum": "gradient_accumulation_steps",
     "warmup": "warmup_steps", "wd": "weight_decay", "scheduler": "lr_scheduler_type",
@@ -28,8 +29,11 @@ ALIASES = {
     "optim": "optim", "seed": "seed",
     "compile": "torch_compile", "compile_backend": "torch_compile_backend", "compile_mode": "torch_compile_mode",
 }
-#: settings that are ours, not TrainingArguments fields
-OWN_KEYS = ("max_len", "eval", "data", "stride")
+#: settings that are ours, not TrainingArguments fields. ``total_steps`` is the run's step
+#: budget under one name from the user's ``steps=`` (or ``max_steps=``) to the display; only
+#: :func:`trainer_arguments` hands it to transformers, as ``max_steps``. ``fused_loss``: which
+#: loss the run computes (training/loss_path.py).
+OWN_KEYS = ("max_len", "eval", "data", "stride", "total_steps", "save_every", "save_to", "keep", "fused_loss")
 DEFAULT_BATCH = 8
 
 
@@ -46,14 +50,14 @@ def normalize_args(settings: dict[str, Any]) -> dict[str, Any]:
     for key, value in settings.items():
         real = ALIASES.get(key, key)
         if real in OWN_KEYS:
-            out[real] = value
+            out[real] = loss_path.setting(value) if real == "fused_loss" else value
             continue
         if real not in fields:
             hint = did_you_mean(key, list(fields) + list(ALIASES) + list(OWN_KEYS))
             raise PeftMagicError(f"unknown training setting '{key}'" + (f": {hint}" if hint else ""),
                                  None if hint else "see %peft help train")
         out[real] = coerce_value("train", fields[real], value)
-    for key in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps"):
+    for key in ("total_steps", "per_device_train_batch_size", "gradient_accumulation_steps"):
         if key in out and isinstance(out[key], int) and out[key] < 1:
             raise PeftMagicError(f"{key} must be ≥ 1, got {out[key]}")
     if "learning_rate" in out and not out["learning_rate"] > 0:
@@ -75,20 +79,29 @@ def precision(model: Any, device: str) -> dict[str, bool]:
     return {"fp16": True}
 
 
-def planned_steps(args: dict[str, Any], n_examples: int) -> int:
-    """How many optimizer steps the run will take (before the Trainer says so itself)."""
-    if args.get("max_steps"):
-        return int(args["max_steps"])
-    per_step = args["per_device_train_batch_size"] * args.get("gradient_accumulation_steps", 1)
-    return math.ceil(n_examples / per_step * float(args.get("num_train_epochs", 1)))
+def total_steps(args: dict[str, Any], n_examples: int, processes: int = 1) -> int:
+    """The run's step budget — computed here once per run, then read everywhere as
+    ``args["total_steps"]`` / ``run.total_steps``: the user's ``steps``, else the steps of
+    ``epochs`` (default 1) the way the Trainer counts them (batches per process, then
+    optimizer steps per epoch, rounded up), so the Trainer gets exactly this number."""
+    if args.get("total_steps"):
+        return int(args["total_steps"])
+    per_process = math.ceil(n_examples / max(1, processes))
+    batches = math.ceil(per_process / args.get("per_device_train_batch_size", DEFAULT_BATCH))
+    accum = args.get("gradient_accumulation_steps", 1)
+    per_epoch = max(batches // accum + int(batches % accum > 0), 1)
+    return max(1, math.ceil(float(args.get("num_train_epochs", 1)) * per_epoch))
 
 
-def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, model: Any, steps: int,
+def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, model: Any,
                       has_eval: bool, label_names: tuple[str, ...] = ("labels",)) -> Any:
     """The ``TrainingArguments`` of a notebook run: our display, logging every step (thinned
-    for very long runs), length-grouped batches, no checkpoints unless interrupted."""
+    for very long runs), length-grouped batches, no checkpoints unless interrupted; the step
+    budget ``args["total_steps"]`` becomes transformers' ``max_steps`` here and nowhere else."""
     from transformers import TrainingArguments
 
+    args = dict(args)
+    steps = int(args.pop("total_steps"))
     targs = dict(
         output_dir=output_dir, report_to="none", disable_tqdm=True, save_strategy="no",
         logging_steps=1 if steps <= 2000 else max(1, steps // 1000), logging_first_step=True,
@@ -99,10 +112,10 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
     if has_eval:
         targs.update(eval_strategy="steps", eval_steps=max(1, steps // 5),
                      per_device_eval_batch_size=args.get("per_device_train_batch_size", DEFAULT_BATCH))
-    targs.update(args)
+    targs.update({k: v for k, v in args.items() if k != "fused_loss"})  # ours (training/loss_path.py)
+    targs["max_steps"] = steps
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with stack.stack_warnings_off():
             return TrainingArguments(**targs)
     except (ValueError, TypeError) as e:
         raise PeftMagicError(f"invalid training settings: {first_line(e)}") from None

@@ -66,7 +66,7 @@ class _TokenRate:
 
 
 def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: str, sampler: PeakSampler,
-                   peft_model: Any, is_adalora: bool, evaluator: Any = None) -> list[Any]:
+                   peft_model: Any, reallocates_ranks: bool, evaluator: Any = None) -> list[Any]:
     """The callbacks for one run (classes built here: transformers is imported lazily).
 
     ``evaluator(eval_loss)`` gives the task's metrics on the held-out data at each
@@ -89,19 +89,18 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
         def on_train_begin(self, args, state, control, **kw):
             self.t_start = time.perf_counter()
             self.base_step = state.global_step
-            run.total_steps = state.max_steps
             self.rate.reset(collator.tokens)
             events.emit("run_start", run_id=run.run_id, model_id=run.model_id, adapter=run.adapter,
                         method=run.method, total_steps=run.total_steps, settings=dict(run.settings),
                         resumed_from=self.base_step or None, warnings=list(run.warnings), task=run.task,
-                        data=run.data)
+                        data=run.data, loss_path=run.loss_path)
 
         def _payload(self, state) -> dict[str, Any]:
             now = time.perf_counter()
             elapsed = self.seconds_before + (now - self.t_start)
             done = state.global_step - self.base_step
             steps_per_s = done / (now - self.t_start) if done and now > self.t_start else 0.0
-            eta = (state.max_steps - state.global_step) / steps_per_s if steps_per_s > 0 else None
+            eta = (run.total_steps - state.global_step) / steps_per_s if steps_per_s > 0 else None
             mem = reading(device)
             if not mem.kind == "CUDA":
                 mem.peak = max(sampler.peak, mem.used)
@@ -109,7 +108,7 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             run.seconds = elapsed
             run.tokens = collator.tokens + self.tokens_before
             return dict(run_id=run.run_id, model_id=run.model_id, adapter=run.adapter, step=state.global_step,
-                        total_steps=state.max_steps, epoch=state.epoch, loss=run.losses[-1][1] if run.losses else None,
+                        total_steps=run.total_steps, epoch=state.epoch, loss=run.losses[-1][1] if run.losses else None,
                         loss_smooth=self.ema, lr=run.last_lr, tokens_per_s=self.rate.rate(now, collator.tokens),
                         elapsed_s=elapsed, eta_s=eta, memory=mem.as_dict(), status="training")
 
@@ -142,9 +141,9 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
                 self.throttle.offer("progress", **self._payload(state))
             else:
                 run.steps_done = state.global_step
-            if interrupt.requested and state.global_step < state.max_steps:
+            if interrupt.requested and state.global_step < run.total_steps:
                 run.status = "interrupted"
-                run.message = f"interrupted at step {state.global_step}/{state.max_steps}"
+                run.message = f"interrupted at step {state.global_step}/{run.total_steps}"
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint to resume from (adapter, optimizer, scheduler, rng)
             return control
@@ -153,10 +152,10 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             self.throttle.flush()
             events.emit("progress", **self._payload(state))  # the final state, always
 
-    class AdaLora(TrainerCallback):
+    class RankReallocation(TrainerCallback):
         """AdaLoRA's rank reallocation, which Trainer never calls by itself."""
 
         def on_optimizer_step(self, args, state, control, **kw):
             peft_view.adalora_update(peft_model, state.global_step)
 
-    return [Progress()] + ([AdaLora()] if is_adalora else [])
+    return [Progress()] + ([RankReallocation()] if reallocates_ranks else [])

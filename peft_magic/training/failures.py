@@ -37,7 +37,7 @@ def classify(e: BaseException, run: Run, args: dict[str, Any]) -> tuple[str, str
     """(status, one-line message) for an exception raised inside ``trainer.train``."""
     where = f"at step {run.steps_done}/{run.total_steps}"
     if args.get("torch_compile"):
-        from .compiling import failure_line
+        from .speed.compiling import failure_line
 
         line = failure_line(e, where)
         if line:

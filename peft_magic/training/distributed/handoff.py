@@ -30,11 +30,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ... import _heavy, peft_view
+from ... import peft_view, stack
 from ...errors import PeftMagicError, first_line
 from ...fmt import fmt_bytes
-from ...model.facts import is_checkpointing, main_dtype, quantized_bits
+from ...model.properties import is_checkpointing, main_dtype, quantized_bits
 from ...state import state_for
+from ..checkpoints import run_record
 
 SETTINGS = "settings.json"
 ADAPTER_FILE = "adapter_model.safetensors"  # peft's saved form (sharded strategies: the Trainer's save_model)
@@ -113,7 +114,7 @@ def _write_model(peft_model: Any, st: Any) -> tuple[Path, str]:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # reused while the kernel lives, then gone
     state = _clean_state_dict(base)
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             base.save_pretrained(str(folder), state_dict=state, safe_serialization=True)
     except Exception as e:
         raise PeftMagicError(f"could not write the model for the workers: {first_line(e)}") from None
@@ -160,7 +161,7 @@ def read_examples(folder: Path) -> Any:
     from datasets import load_from_disk
     from datasets.utils import logging as ds_logging
 
-    from ..data import Examples
+    from ...tasks.data import Examples
 
     ds_logging.disable_progress_bar()
     meta = json.loads((folder / "peft_magic.json").read_text())
@@ -200,10 +201,14 @@ def write(job: Any, folder: Path, *, launch: dict[str, Any], overrides: dict[str
         "version": 1, "port": port, "token": token, "launch": launch,
         "model": source, "adapter": {"name": job.adapter, "peft_type": job.peft_type, "task": job.task},
         "args": _json_checked("training setting", dict(job.args)), "overrides": _json_checked("setting", overrides),
-        "steps": steps, "pad_id": int(pad), "has_eval": job.eval_examples is not None,
+        "total_steps": steps, "pad_id": int(pad), "has_eval": job.eval_examples is not None,
         "run": {"run_id": run.run_id, "model_id": run.model_id, "adapter": run.adapter, "method": run.method,
                 "seconds": run.seconds, "tokens": run.tokens, "total_steps": run.total_steps},
         "output_dir": run.output_dir, "resume_from": job.resume_from,
+        # autosave in the workers (rank 0 writes the marker): when, and the record it carries
+        "autosave": None if job.autosave is None or not job.autosave.enabled else {
+            "every_steps": job.autosave.every_steps, "every_seconds": job.autosave.every_seconds,
+            "keep": job.autosave.keep, "record": run_record(run), "fingerprints": job.fingerprints},
     }
     (folder / SETTINGS).write_text(json.dumps(settings, indent=1))
     return notes
@@ -233,7 +238,7 @@ def write_adapter(peft_model: Any, name: str, folder: Path) -> None:
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    with _heavy.quiet():
+    with stack.quiet():
         peft_model.peft_config[name].save_pretrained(str(folder))
     save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in adapter_tensors(peft_model, name).items()},
               str(folder / TENSORS_FILE))
@@ -243,7 +248,7 @@ def attach_from(base: Any, folder: Path, name: str) -> Any:
     """The worker's side: peft's own ``get_peft_model`` with the kernel's config, then its tensors."""
     from peft import PeftConfig, get_peft_model
 
-    with _heavy.quiet():
+    with stack.quiet():
         config = PeftConfig.from_pretrained(str(folder))
         config.inference_mode = False
         peft_model = get_peft_model(base, config, adapter_name=name)

@@ -30,7 +30,7 @@ from typing import Any
 from ... import events
 from ...errors import PeftMagicError, first_line
 from ...state import Run, resume_record, set_resume, state_for
-from ..args import DEFAULT_BATCH, planned_steps
+from ..args import DEFAULT_BATCH
 from ..callbacks import InterruptToStop
 from . import handoff
 from .channel import Listener, new_token
@@ -107,7 +107,7 @@ def _shared_gpu_note(job: Any, spec: LaunchSpec) -> str | None:
     if spec.device != "cuda" or not dev.startswith("cuda"):
         return None
     from ...fmt import fmt_bytes
-    from ...model.facts import footprint
+    from ...model.properties import footprint
 
     return (f"the notebook's model holds {fmt_bytes(footprint(job.peft_model))} on {dev}, which a worker shares; "
             "move it to the CPU first (model.to('cpu')) if memory is tight")
@@ -116,9 +116,7 @@ def _shared_gpu_note(job: Any, spec: LaunchSpec) -> str | None:
 def run_job(job: Any, spec: LaunchSpec, port: int | None = None) -> Run:
     """Train ``job`` in worker processes as ``spec`` says; the notebook's model gets the result."""
     run = job.run
-    batch_n = dict(job.args, per_device_train_batch_size=global_batch(job.args, spec)[0] * spec.processes)
-    steps = planned_steps(batch_n, len(job.examples))
-    run.total_steps = run.total_steps or steps
+    steps = run.total_steps
     key = "processes" if spec.device == "cpu" else "gpus"
     run.settings.setdefault(key, spec.processes)
     if spec.strategy != "ddp":

@@ -37,7 +37,7 @@ from . import handoff
 from .channel import Client
 from .strategies import LaunchSpec
 
-FORWARDED = ("run_start", "progress", "eval")
+FORWARDED = ("run_start", "progress", "eval", "speed")
 
 
 def _redirect_stderr(folder: Path, rank: int) -> None:
@@ -60,7 +60,7 @@ class _RunDelta:
         r = self.run
         out = {"losses": r.losses[self.losses:], "eval_losses": r.eval_losses[self.evals:],
                "steps_done": r.steps_done, "total_steps": r.total_steps, "seconds": r.seconds,
-               "tokens": r.tokens, "last_lr": r.last_lr}
+               "tokens": r.tokens, "last_lr": r.last_lr, "loss_path": r.loss_path}
         self.losses, self.evals = len(r.losses), len(r.eval_losses)
         return out
 
@@ -139,17 +139,22 @@ def _load_model(src: dict[str, Any], folder: Path, adapter: str, device: str) ->
 
 def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, client: Client,
            stop: threading.Event) -> None:
-    from ... import _heavy, events
-    from ...memory import PeakSampler, reading
+    from ... import events, stack
     from ...inference.running import batch_needs
+    from ...memory import PeakSampler, reading
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
-    from ..run import _latest_checkpoint, _make_trainer, _prepare_adalora, _train_guarded
+    from ..run import (
+        _latest_checkpoint,
+        _make_trainer,
+        _train_guarded,
+        prepare_schedule,
+    )
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
-    _heavy.ensure()
+    stack.ensure()
     import torch
 
     spec = LaunchSpec.from_dict(settings["launch"])
@@ -159,17 +164,16 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     src, ad = settings["model"], settings["adapter"]
     args = {**settings["overrides"], **settings["args"]}
     phase("joining the process group")
-    steps = int(settings["steps"])
+    args["total_steps"] = int(settings["total_steps"])
     training_args = trainer_arguments(args, output_dir=settings["output_dir"], device=device,
-                                      model=_precision_probe(src["dtype"]), steps=steps,
+                                      model=_precision_probe(src["dtype"]),
                                       has_eval=settings["has_eval"], label_names=family(ad["task"]).label_keys)
     phase("loading the model")
     pm = _load_model(src, folder, ad["name"], device)
     phase("reading the data")
     job = _job(pm, folder, settings)
-    is_adalora = ad["peft_type"] == "ADALORA"
-    if is_adalora:
-        _prepare_adalora(job, steps)
+    job.run.total_steps = args["total_steps"]
+    reallocates = prepare_schedule(job)
     run = job.run
     collator = collator_with_pad(ad["task"], settings["pad_id"], batch_needs(pm))
     interrupt = InterruptToStop()
@@ -182,7 +186,11 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
 
     phase("building the trainer")
     callbacks = _callbacks(stop, interrupt, device, client) + make_callbacks(
-        run, interrupt, collator, device, sampler, pm, is_adalora)
+        run, interrupt, collator, device, sampler, pm, reallocates)
+    if job.autosave is not None:
+        from ..checkpoints import make_callback
+
+        callbacks.append(make_callback(run, job.autosave, job.fingerprints, pm, processes=spec.processes))
     trainer = _make_trainer(job, training_args, collator, callbacks)
     unsubscribe = events.subscribe(forward)
     phase("training")
@@ -191,7 +199,6 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     finally:
         unsubscribe()
     run.steps_done = trainer.state.global_step
-    run.total_steps = trainer.state.max_steps or run.total_steps
     if error is not None:
         client.send({"t": "failed", "status": error[0], "message": error[1], "step": run.steps_done,
                      "run": delta()})
@@ -208,7 +215,7 @@ def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
     """The kernel's run record and data, rebuilt in this process as the trainer's job."""
     from ...inference.evaluate import EvalSet
     from ...state import Run, state_for
-    from ..run import _Job
+    from ..jobs import Job
 
     ad, r = settings["adapter"], settings["run"]
     examples = handoff.read_examples(folder / "train")
@@ -219,8 +226,18 @@ def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
     # the held-out rows give the eval loss here; the task's other metrics are computed in the
     # kernel on the trained adapter when it comes back (launch.py)
     held = EvalSet(ad["task"], [], eval_examples, None, 0) if eval_examples is not None else None
-    return _Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
-                examples, held, None, settings["resume_from"])
+    job = Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
+              examples, held, None, settings["resume_from"])
+    auto = settings.get("autosave")
+    if auto:
+        from ..checkpoints import Autosave, restore
+
+        job.autosave = Autosave(Path(settings["output_dir"]), auto["every_steps"], auto["every_seconds"], auto["keep"])
+        job.fingerprints = auto["fingerprints"]
+        rec = dict(auto["record"])
+        restore(run, {"run": rec, "step": rec.get("steps_done", 0)})
+        run.settings, run.task, run.data = rec.get("settings", {}), rec.get("task", run.task), rec.get("data", "")
+    return job
 
 
 def _save_result(pm: Any, trainer: Any, adapter: str, result: Path, strategy: str, rank: int) -> None:

@@ -32,8 +32,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import events
-from ..errors import first_line
+from ... import events
+from ...errors import first_line
 
 _COMPILE_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch", "torch.fx")
 

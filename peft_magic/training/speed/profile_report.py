@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..fmt import fmt_bytes
-from ..rendering import HtmlRepr
+from ...fmt import fmt_bytes
+from ...rendering import HtmlRepr
 
 #: (key, label) of the phases, in table order ("evaluation" only when it ran)
 PHASES = (("data", "data loading / collation"), ("forward", "forward"), ("backward", "backward"),
@@ -88,7 +88,7 @@ class Profile(HtmlRepr):
                 f"({self.device}): {self.step_ms:.1f} ms a step{rate}")
 
     def __repr__(self) -> str:
-        from ..fmt import text_table
+        from ...fmt import text_table
 
         mem = "peak CUDA" if self.memory_kind == "CUDA" else "peak RAM"
         rows = [[p.label, f"{p.ms:.2f}", f"{p.share:.1%}", fmt_bytes(p.peak) if p.peak else "–",

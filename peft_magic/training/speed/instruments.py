@@ -23,17 +23,15 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from .. import events
+from ... import events
 from . import checkpointing, compiling
-from .profiling import ProfileRequest, StepProfiler
+from .profiler import ProfileRequest, StepProfiler
 
 
 def profile_request(profile: Any, trace: str | None, job: Any) -> ProfileRequest | None:
     """``profile=True`` / a dict / a :class:`ProfileRequest` (``trace=DIR`` alone also
     profiles) → what to profile: by default the steps after one warm-up step (two with
     ``compile=True``: the second batch length recompiles), at most ``DEFAULT_STEPS``."""
-    from .args import planned_steps
-
     if not profile and not trace:
         return None
     req = profile if isinstance(profile, ProfileRequest) else ProfileRequest(**(profile if isinstance(profile, dict)
@@ -42,7 +40,7 @@ def profile_request(profile: Any, trace: str | None, job: Any) -> ProfileRequest
         req.warmup = 2 if compiling.requested(job.args) else 1
     if trace:
         req.trace = str(trace)
-    total = planned_steps(job.args, len(job.examples))
+    total = job.run.total_steps
     req.warmup = max(0, min(req.warmup, total - 1))
     req.steps = max(1, min(req.steps, total - req.warmup))
     return req

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import _heavy
+from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..model.skeleton import attach_on_skeleton, can_skeleton, skeleton_of
-from ..peft_methods.discovery import MethodSpec
-from ..peft_methods.quirks import adaptive_defaults, check_required, peft_workarounds
+from .behaviour import adaptive_defaults, check_required, peft_workarounds
+from .discovery import MethodSpec
 
 
 def build_config(spec: MethodSpec, settings: dict[str, Any], task: str | None, base: Any) -> Any:
     """The peft config object for ``spec`` + normalised ``settings`` on ``base``.
 
-    Adds the adaptive defaults (``quirks.adaptive_defaults``) and the alias's preset;
+    Adds the adaptive defaults (``behaviour.adaptive_defaults``) and the alias's preset;
     one-line errors for missing or invalid values. ``base`` is only read (its ``config``).
     """
     explicit = dict(settings)
@@ -32,7 +32,7 @@ def build_config(spec: MethodSpec, settings: dict[str, Any], task: str | None, b
     check_required(spec, kwargs, model_config)
     kwargs = peft_workarounds(spec.info.peft_type, kwargs)
     try:
-        with _heavy.quiet():
+        with stack.quiet():
             return spec.info.config_cls(**kwargs)
     except ImportError as e:
         raise PeftMagicError(f"{spec.requested} needs a package that is not installed: {first_line(e)}") from None

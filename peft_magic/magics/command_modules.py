@@ -10,6 +10,15 @@ from __future__ import annotations
 
 def load_all() -> None:
     """Import every command module (idempotent: Python imports each once)."""
-    from . import cmd_adapters, cmd_compare, cmd_evaluate, cmd_model, cmd_panel, cmd_plan, cmd_speed, cmd_train  # noqa: F401
-    from . import cmd_export  # noqa: F401
-    from . import help  # noqa: F401
+    from . import (  # noqa: F401
+        cmd_adapters,
+        cmd_compare,
+        cmd_evaluate,
+        cmd_export,
+        cmd_model,
+        cmd_panel,
+        cmd_plan,
+        cmd_speed,
+        cmd_train,
+        help,  # noqa: F401
+    )

@@ -4,7 +4,7 @@ what it saves and what it costs.
 * **Which methods.** Every method whose forward does not depend on the attention cache:
   checkpointed layers run without a cache, so a prefix kept there (prefix tuning,
   cartridges) would be dropped. Those say so in one line before anything runs (the
-  ``no_checkpointing`` quirk); every other method trains with exactly the gradients it
+  ``no_checkpointing`` behaviour); every other method trains with exactly the gradients it
   gets without checkpointing (``tests/test_speed.py`` checks each one).
 * **Switching it on.** ``checkpointing=True`` is ``gradient_checkpointing=True``: the
   Trainer enables transformers' non-reentrant activation checkpointing. Plain
@@ -25,10 +25,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PeftMagicError
-from ..fmt import fmt_bytes
-from ..model.facts import is_checkpointing
-from ..peft_methods.quirks import quirk
+from ...errors import PeftMagicError
+from ...fmt import fmt_bytes
+from ...model.properties import is_checkpointing
+from ...peft_methods.behaviour import behaviour
 
 
 def requested(args: dict[str, Any]) -> bool:
@@ -38,7 +38,7 @@ def requested(args: dict[str, Any]) -> bool:
 def check(peft_type: str, method: str, settings: dict[str, Any]) -> None:
     """One line, before a run starts, for a method that cannot train with checkpointing."""
     on = any(settings.get(k) for k in ("checkpointing", "gradient_checkpointing", "activation_checkpointing"))
-    reason = quirk(peft_type).no_checkpointing
+    reason = behaviour(peft_type).no_checkpointing
     if on and reason:
         raise PeftMagicError(f"{method} cannot train with gradient checkpointing: {reason}",
                              "train without checkpointing=True")
@@ -76,7 +76,7 @@ class CheckpointingCost:
 
 def planned_activations(peft_model: Any, batch: int, seq: int, optim: str) -> tuple[int | None, int | None]:
     """(with, without) checkpointing: the memory plan's activations for one step."""
-    from ..planning.fit import live_estimate
+    from ...planning.fit import live_estimate
 
     out: list[int | None] = []
     for ckpt in (True, False):

@@ -6,7 +6,7 @@ the very same ``training.run.train`` — same data handling, collator, Trainer, 
 so the numbers are those of the real run — and then puts the adapter back as it was:
 its tensors are restored, the run is not kept in ``%peft runs`` (nor in model cards, nor
 resumable) and its checkpoints folder is removed. What comes back is the
-:class:`~peft_magic.training.profiling.Profile`.
+:class:`~peft_magic.training.speed.profile_report.Profile`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import shutil
 import tempfile
 from typing import Any
 
-from .. import _heavy, peft_view
-from ..errors import PeftMagicError
-from ..state import is_peft_model, peft_model_for
+from ... import peft_view, stack
+from ...errors import PeftMagicError
+from ...state import is_peft_model, peft_model_for
+from ..args import normalize_args
+from ..run import train
 from . import compiling
-from .args import normalize_args
-from .profiling import DEFAULT_STEPS, ProfileRequest
-from .run import train
+from .profiler import DEFAULT_STEPS, ProfileRequest
 
 
 def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int = DEFAULT_STEPS,
@@ -30,7 +30,7 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int =
     """Profile ``steps`` training steps of the active adapter after ``warmup`` unprofiled ones;
     the model is left exactly as it was. ``settings`` as for ``train`` (``batch``, ``max_len``,
     ``compile=True``, ``checkpointing=True``, any ``TrainingArguments`` field)."""
-    _heavy.ensure()
+    stack.ensure()
     steps = int(steps)
     if steps < 1:
         raise PeftMagicError(f"steps must be ≥ 1, got {steps}")
@@ -41,15 +41,15 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int =
     pm = model if is_peft_model(model) else peft_model_for(model)
     if pm is None:
         raise PeftMagicError("the model has no adapter to profile", "attach one first, e.g. %peft lora r=8")
-    for key in ("max_steps", "epochs", "num_train_epochs"):
+    for key in ("steps", "max_steps", "total_steps", "epochs", "num_train_epochs", "save_to", "save_every", "keep"):
         settings.pop(key, None)
     name = adapter or peft_view.active_adapter(pm)
     saved = peft_view.adapter_state(pm, name) if name in pm.peft_config else None
     folder = tempfile.mkdtemp(prefix="peft_magic-profile-")
     try:
-        run = train(pm, data, tokenizer=tokenizer, adapter=adapter, output_dir=folder, keep_run=False,
+        run = train(pm, data, tokenizer=tokenizer, adapter=adapter, save_to=folder, autosave=False, keep_run=False,
                     profile=ProfileRequest(steps=steps, warmup=int(warmup), trace=trace),
-                    max_steps=int(warmup) + steps, **settings)
+                    steps=int(warmup) + steps, **settings)
     finally:
         if saved is not None:
             peft_view.set_adapter_state(pm, saved, name)

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..fmt import fmt_bytes
 from ..memory import device_of
-from ..model.facts import dtype_name, main_dtype
+from ..model.properties import dtype_name, main_dtype
 from .gpus import gpu_spec
 from .results import Target
 from .trace import attention_kernel

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PeftMagicError
-from ..tasks import families
-from ..tasks.causal_lm import Collator
-from ..tasks.common import Examples
+from . import families
+from .causal_lm import Collator
+from .common import Examples
 
 __all__ = ["Collator", "Examples", "tokenize", "tokenize_records", "to_records", "split_records"]
 

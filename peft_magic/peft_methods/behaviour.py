@@ -2,7 +2,7 @@
 
 peft's registry says which methods exist and what their configs look like. What it does
 not say — and what attaching, training, merging, the panel and ``%peft methods`` need —
-lives here, one :class:`Quirk` per peft type, so a fact about a method is written once:
+lives here, one :class:`Behaviour` per peft type, so a fact about a method is written once:
 
 * a one-line description for ``%peft methods`` and the panel;
 * its family (the panel groups methods by it) where the name does not tell;
@@ -18,6 +18,7 @@ lives here, one :class:`Quirk` per peft type, so a fact about a method is writte
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ _LR_LOW_RANK, _LR_SOFT_PROMPT, _LR_PREFIX, _LR_SCALING, _LR_SMALL = 2e-4, 3e-2, 
 
 
 @dataclass(frozen=True)
-class Quirk:
+class Behaviour:
     """What peft_magic knows about one method beyond peft's registry."""
 
     description: str = ""
@@ -46,6 +47,14 @@ class Quirk:
     no_checkpointing: str = ""  # why gradient checkpointing cannot train it (empty: it can)
     no_save: str = ""  # why peft cannot save what training learned (empty: it can)
     cache_off: bool = False  # peft refuses it on a model whose config has use_cache=True
+    reallocates_ranks: bool = False  # its rank budget moves during training: update_and_allocate each step
+    gated: bool = False  # its own part is a gating classifier; its layers are its experts' (X-LoRA)
+    #: how to call an attached config (``dora`` / ``qlora`` for LoRA's variants): (config, bits) → name
+    name: Callable[[Any, int | None], str] | None = None
+    #: ``%peft plan``'s row name for a config: (config, quantized, dtype label) → "LoRA r=8 (bf16)"
+    label: Callable[[Any, bool, str], str] | None = None
+    #: its default targets for an architecture when they are not peft's (model_type → names)
+    default_targets: Callable[[str], list[str] | None] | None = None
 
 
 #: why the cache-prefix methods cannot use gradient checkpointing (checked: tests/test_speed.py)
@@ -53,13 +62,45 @@ _PREFIX_IN_CACHE = ("its prefix lives in the attention cache, and checkpointed l
                     "(the prefix would be dropped)")
 
 
-def _q(description: str = "", **kw: Any) -> Quirk:
-    return Quirk(description, **kw)
+def _q(description: str = "", **kw: Any) -> Behaviour:
+    return Behaviour(description, **kw)
 
 
-QUIRKS: dict[str, Quirk] = {
-    "LORA": _q("Low-rank update matrices (A·B) added to chosen layers; the default choice."),
-    "ADALORA": _q("LoRA whose rank budget is re-allocated across layers during training."),
+def _lora_name(cfg: Any, bits: int | None) -> str:
+    return "dora" if getattr(cfg, "use_dora", False) else ("qlora" if bits else "lora")
+
+
+def _lora_label(cfg: Any, quantized: bool, dtype: str) -> str:
+    extra = " DoRA" if getattr(cfg, "use_dora", False) else ""
+    r = getattr(cfg, "r", None)
+    return f"QLoRA r={r}{extra} (4-bit NF4)" if quantized else f"LoRA r={r}{extra} ({dtype})"
+
+
+def _tokens_label(kind: str) -> Callable[[Any, bool, str], str]:
+    def label(cfg: Any, quantized: bool, dtype: str) -> str:
+        return f"{kind} ({getattr(cfg, 'num_virtual_tokens', '?')} tokens, {dtype})"
+    return label
+
+
+def _bottleneck_label(cfg: Any, quantized: bool, dtype: str) -> str:
+    placement = str(getattr(cfg, "placement", "") or "").capitalize()  # Houlsby and Pfeiffer differ
+    size = getattr(cfg, "bottleneck_size", None)
+    width = f"size {size}" if size else (f"d/{cfg.reduction_factor}" if getattr(cfg, "reduction_factor", None)
+                                         else "")
+    return f"{placement + ' ' if placement else ''}bottleneck adapters{f' ({width})' if width else ''} ({dtype})"
+
+
+def _bottleneck_targets(model_type: str) -> list[str] | None:
+    from ..bottleneck import default_target_modules
+
+    t = default_target_modules(model_type)
+    return [t] if isinstance(t, str) else (list(t) if t is not None else None)
+
+
+BEHAVIOURS: dict[str, Behaviour] = {
+    "LORA": _q("Low-rank update matrices (A·B) added to chosen layers; the default choice.", name=_lora_name,
+               label=_lora_label),
+    "ADALORA": _q("LoRA whose rank budget is re-allocated across layers during training.", reallocates_ranks=True),
     "LOHA": _q("Low-rank Hadamard product update (LyCORIS); higher rank per parameter than LoRA.", family=LORA_FAMILY),
     "LOKR": _q("Low-rank Kronecker product update (LyCORIS); very few parameters.", family=LORA_FAMILY),
     "VERA": _q("Shared frozen random matrices with small trainable scaling vectors per layer.", family=LORA_FAMILY,
@@ -77,7 +118,7 @@ QUIRKS: dict[str, Quirk] = {
     "GLORA": _q("Generalised LoRA: learned scaling, shift and low-rank terms per layer."),
     "LILY": _q("Low-rank interconnected adapters shared across layers through a router.", family=LORA_FAMILY),
     "XLORA": _q("Mixture of already-trained LoRA experts with a learned per-token gating.", can_merge=False,
-                cache_off=True,
+                cache_off=True, gated=True,
                 required={"adapters": ("the already-trained LoRA adapters to mix", "adapters={'a': './lora_a'}")},
                 no_checkpointing=("its gating runs the model twice per step (a scaling pass with the experts off, "
                                   "then the real one), so a recomputed layer does not repeat what it saved"),
@@ -88,13 +129,13 @@ QUIRKS: dict[str, Quirk] = {
     "PEANUT": _q("Weight-aware LoRA-like adapter whose update depends on the frozen weight.", family=LORA_FAMILY),
     "DEFT": _q("Decompositional efficient fine-tuning of the weight matrices.", family=LORA_FAMILY),
     "PROMPT_TUNING": _q("Learns virtual token embeddings prepended to every input (soft prompt).", virtual_tokens=True,
-                        lr=_LR_SOFT_PROMPT),
+                        lr=_LR_SOFT_PROMPT, label=_tokens_label("prompt tuning")),
     "MULTITASK_PROMPT_TUNING": _q("One shared soft prompt plus a low-rank per-task component.", lr=_LR_SOFT_PROMPT,
                                   virtual_tokens=True, task_ids=True),
     "P_TUNING": _q("Soft prompt produced by a small trainable encoder (MLP or LSTM).", lr=_LR_SOFT_PROMPT,
-                   virtual_tokens=True),
+                   virtual_tokens=True, label=_tokens_label("p-tuning")),
     "PREFIX_TUNING": _q("Learns key/value vectors prepended at every attention layer.", lr=_LR_PREFIX,
-                        no_checkpointing=_PREFIX_IN_CACHE),
+                        no_checkpointing=_PREFIX_IN_CACHE, label=_tokens_label("prefix tuning")),
     "ADAPTION_PROMPT": _q("LLaMA-Adapter: gated prompts added to the top attention layers.", family=PROMPT_BASED,
                           lr=_LR_PREFIX, can_merge=False),
     "CPT": _q("Context-aware prompt tuning for few-shot in-context examples.", family=PROMPT_BASED, lr=_LR_PREFIX,
@@ -126,20 +167,20 @@ QUIRKS: dict[str, Quirk] = {
     "ADAMSS": _q("Adaptive multi-subspace adapters (needs scikit-learn)."),
     # our adapters sit beside the (possibly quantized) layers and never touch their weights
     "BOTTLENECK": _q("Houlsby / Pfeiffer bottleneck adapters after attention and/or MLP outputs.", lr=_LR_SMALL,
-                     can_merge=False, kbit=True),
+                     can_merge=False, kbit=True, label=_bottleneck_label, default_targets=_bottleneck_targets),
 }
 
-_NONE = Quirk()
+_NONE = Behaviour()
 
 
-def quirk(peft_type: str) -> Quirk:
-    """The quirks of ``peft_type`` (an empty record for methods we know nothing special of)."""
-    return QUIRKS.get(peft_type, _NONE)
+def behaviour(peft_type: str) -> Behaviour:
+    """What we know of ``peft_type`` (an empty record for methods we know nothing special of)."""
+    return BEHAVIOURS.get(peft_type, _NONE)
 
 
 def family_of(peft_type: str, is_prompt_learning: bool) -> str:
-    """The panel's group for a method: its quirk's, else by its name and kind."""
-    q = quirk(peft_type)
+    """The panel's group for a method: its row's, else by its name and kind."""
+    q = behaviour(peft_type)
     if q.family:
         return q.family
     if is_prompt_learning:
@@ -147,14 +188,17 @@ def family_of(peft_type: str, is_prompt_learning: bool) -> str:
     return LORA_FAMILY if "LORA" in peft_type else OTHER
 
 
-def default_lr(peft_type: str) -> float:
-    """Learning rates that work for a quick experiment, by method.
+def default_lr(peft_type: str, method: str | None = None) -> float:
+    """Learning rates that work for a quick experiment, by method — or the notebook's own
+    (``%config PeftMagic.learning_rates = {'lora': 1e-3}``, by alias or peft type).
 
     Low-rank updates like 2e-4 (the QLoRA paper's and peft's examples); prompt-based
     methods train a few embeddings from scratch and need 1e-2 – 3e-2; IA3 scales
     activations (3e-3 in its paper); bottleneck adapters 1e-3 (Houlsby et al.).
     """
-    return quirk(peft_type).lr or _LR_LOW_RANK
+    from ..settings import method_lr
+
+    return method_lr((method or "", peft_type)) or behaviour(peft_type).lr or _LR_LOW_RANK
 
 
 #: tasks whose token-level targets peft's prompt-learning models do not shift past the virtual
@@ -169,7 +213,7 @@ def check_required(spec: Any, kwargs: dict[str, Any], model_config: Any) -> None
         raise PeftMagicError(f"peft's {spec.requested} does not support {NO_PROMPT_LEARNING[task]}: its "
                              "prompt-based models leave token-level targets (tags, answer positions) misaligned",
                              "use lora, ia3 or bottleneck adapters for this task")
-    for key, (what, example) in quirk(spec.info.peft_type).required.items():
+    for key, (what, example) in behaviour(spec.info.peft_type).required.items():
         if not kwargs.get(key):
             raise PeftMagicError(f"{spec.requested} needs {key}: {what}", f"e.g. %peft {spec.requested} {example}")
 

@@ -1,24 +1,25 @@
-"""Finding a model's adapters, naming their methods, and announcing changes to them.
+"""Finding a model's adapters and naming their methods.
 
 Shared by every adapter operation, so that "which PeftModel wraps this model?", "which
-adapter did the user mean?", "what do we call this adapter's method?" and "tell the
-faces that an adapter changed" each have one answer.
+adapter did the user mean?" and "what do we call this adapter's method?" each have one
+answer (telling the faces that an adapter changed is ``announce``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .. import _heavy, events, peft_view
+from .. import peft_view, stack
 from ..errors import PeftMagicError, did_you_mean
-from ..model.facts import count_params, require_model
+from ..model.properties import require_model
 from ..peft_methods.aliases import SHORT_NAMES
-from ..state import ModelState, is_peft_model, peft_model_for, state_for
+from ..peft_methods.behaviour import behaviour
+from ..state import ModelState, peft_model_for, state_for
 
 
 def peft_or_fail(model: Any, what: str) -> tuple[ModelState, Any]:
     """The state and the PeftModel of ``model``; a one-line error when it has no adapters."""
-    _heavy.ensure()
+    stack.ensure()
     require_model(model)
     st = state_for(model, create=True)
     pm = peft_model_for(model)
@@ -52,26 +53,7 @@ def method_name(cfg: Any, st: ModelState | None, name: str | None = None) -> str
     if st is not None and name is not None and name in st.adapters:
         return st.adapters[name].method
     pt = peft_view.peft_type(cfg)
-    if pt == "LORA":
-        if getattr(cfg, "use_dora", False):
-            return "dora"
-        return "qlora" if st is not None and st.bits else "lora"
+    name_of = behaviour(pt).name
+    if name_of is not None:
+        return name_of(cfg, st.bits if st is not None else None)
     return SHORT_NAMES.get(pt, pt.lower())
-
-
-def emit_adapter(st: ModelState, model: Any, name: str | None, method: str | None, action: str,
-                 counts: tuple[int, int] | None = None) -> None:
-    """Tell the faces (panel, status bar) that an adapter changed, with the new counts
-    (``counts``: (trainable, total) when the caller has them already)."""
-    trainable, total = counts or (None, None)
-    try:
-        if counts is not None:
-            pass
-        elif is_peft_model(model):
-            trainable, total = peft_view.trainable_counts(model)
-        else:
-            total, trainable = count_params(model), count_params(model, trainable_only=True)
-    except Exception:
-        pass
-    events.emit("adapter", model_id=st.model_id, adapter=name, method=method, action=action,
-                trainable=trainable, total=total)

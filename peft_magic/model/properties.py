@@ -7,10 +7,10 @@ does this class imply?", "is gradient checkpointing on?") and must agree.
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from typing import Any
 
+from .. import stack
 from ..errors import PeftMagicError
 
 #: what a user may type for a dtype → torch's name
@@ -81,8 +81,7 @@ def is_checkpointing(model: Any) -> bool:
     """Whether gradient checkpointing is on (transformers renamed the attribute in 5.x)."""
     for attr in ("is_activation_checkpointing", "is_gradient_checkpointing"):
         if attr in dir(type(model)):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with stack.stack_warnings_off():
                 return bool(getattr(model, attr, False))
     return False
 
