@@ -157,7 +157,8 @@ clean:
 # ----------------------------------------------------------------------------- gpu-check
 # Every check that needs a CUDA GPU, in one command (≤ 8 minutes on one GPU): bench/gpu_check.py
 # (QLoRA 4-bit training with the VRAM readout vs NVML, %peft plan vs the measured peak,
-# compile=True, bf16 / SDPA, --gpus all strategies where there are several GPUs) writes its
+# compile=True, bf16 / SDPA, --gpus all strategies where there are several GPUs) and, on CUDA,
+# bench/gpu_fused_loss_check.py (each fused-loss kernel vs the model's own loss) write their
 # figures to bench/RESULTS.md, then the tests marked `device` run with the GPU visible
 # (PEFT_MAGIC_TEST_GPU=1; `make test` hides a GPU so that its numbers mean the same everywhere).
 # Both always run; the target fails if either did. Without CUDA the script says so in one
@@ -170,6 +171,7 @@ GPU_TEST_WORKERS ?= 4
 gpu-check: $(if $(filter command line environment,$(origin GPU_PY)),,venv)
 	@rc=0; $(GPU_PY) bench/gpu_check.py || rc=1; \
 	if $(GPU_PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  $(GPU_PY) bench/gpu_fused_loss_check.py || rc=1; \
 	  PEFT_MAGIC_TEST_GPU=1 $(GPU_PY) -m pytest -m "device and not browser" -n $(GPU_TEST_WORKERS) -q || rc=1; \
 	fi; exit $$rc
 
