@@ -19,7 +19,7 @@ LOCK := requirements/lock.txt
 FLOOR_IN := requirements/floor.in
 FLOOR_LOCK := requirements/floor.txt
 
-.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 floor lock screenshots clean gguf-converter llama-cpp
+.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 floor lock screenshots clean gguf-converter llama-cpp test-llama-cpp
 
 $(STAMP): pyproject.toml Makefile $(LOCK) requirements/models.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,9 +59,14 @@ gguf-converter: venv
 LLAMA_CPP_PYTHON = $(shell sed -n 's/^LLAMA_CPP_PYTHON = "\(.*\)"/\1/p' peft_magic/exporting/converter.py)
 LLAMA_CPP_SHA256 = $(shell sed -n 's/^SDIST_SHA256 = "\(.*\)"/\1/p' peft_magic/exporting/converter.py)
 llama-cpp: venv
-	echo "llama-cpp-python==$(LLAMA_CPP_PYTHON) --hash=sha256:$(LLAMA_CPP_SHA256)" > $(VENV)/llama-cpp.txt
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install --no-deps --no-binary llama-cpp-python --require-hashes -r $(VENV)/llama-cpp.txt
-	$(PIP) install -q diskcache
+	@if $(PY) -c "import llama_cpp" >/dev/null 2>&1; then echo "llama-cpp-python already built"; else \
+	  echo "llama-cpp-python==$(LLAMA_CPP_PYTHON) --hash=sha256:$(LLAMA_CPP_SHA256)" > $(VENV)/llama-cpp.txt && \
+	  CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install --no-deps --no-binary llama-cpp-python --require-hashes \
+	    -r $(VENV)/llama-cpp.txt && $(PIP) install -q diskcache; fi
+
+# The GGUF export read back by llama.cpp itself (tests marked llama_cpp, deselected in `make test`).
+test-llama-cpp: llama-cpp gguf-converter
+	$(PY) -m pytest -m llama_cpp -n0
 
 # Colab's ipywidgets 7.7 for tests/test_ipywidgets7_kernel.py: a second environment that sees
 # every package of $(VENV) through a .pth file (site.addsitedir, so its editable install and

@@ -151,6 +151,23 @@ def _shared_fixtures(item: pytest.Item) -> set[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _opt_in_only(config, items)
+    _order_for_xdist(config, items)
+
+
+def _opt_in_only(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``llama_cpp`` need llama.cpp's binding, an optional ~7-minute build: they run
+    when asked for (``-m llama_cpp``: ``make test-llama-cpp`` builds and runs them) and are
+    deselected otherwise — never a skip that a green run would hide."""
+    if "llama_cpp" in (config.getoption("markexpr", "") or ""):
+        return
+    keep = [it for it in items if it.get_closest_marker("llama_cpp") is None]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[it for it in items if it.get_closest_marker("llama_cpp")])
+        items[:] = keep
+
+
+def _order_for_xdist(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist: refuse a file in ``SPLIT_BY_TEST`` whose tests share a module-scoped fixture
     (split, it would be made on every worker and its tests would not see each other's state),
     then order the work units longest first — the last run's timings from pytest's cache, else

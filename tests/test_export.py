@@ -326,10 +326,12 @@ def test_a_qlora_adapter_exports_through_the_dequantized_base(tmp_path):
     assert type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__ == "Linear4bit"
 
 
+@pytest.mark.llama_cpp
 def test_llama_cpp_itself_answers_the_chat_prompt_the_fine_tuned_way(exported, smol):
-    """Only where llama.cpp's Python binding is built (``make llama-cpp``, optional: ~7 minutes
-    of cmake). llama.cpp reads the GGUF's own tokenizer and chat template."""
-    llama_cpp = pytest.importorskip("llama_cpp")
+    """llama.cpp itself, through its Python binding (an optional ~7-minute cmake build, so this
+    test runs only when asked for: ``make test-llama-cpp``). llama.cpp reads the GGUF's own
+    tokenizer and chat template."""
+    import llama_cpp
 
     want = smol.tok.decode(exported.greedy, skip_special_tokens=True).strip()
     ids = smol.tok(exported.text).input_ids
