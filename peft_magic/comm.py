@@ -232,11 +232,12 @@ class StatusChannel:
                 st["run"] = {"run_id": d.get("run_id"), "step": d.get("resumed_from") or 0,
                              "total_steps": d.get("total_steps"), "loss": None, "loss_smooth": None,
                              "lr": None, "eta_s": None, "elapsed_s": 0.0, "tokens_per_s": None,
-                             "epoch": None, "eval_loss": None, "message": None, "peak_memory": None}
+                             "epoch": None, "eval_loss": None, "message": None, "peak_memory": None,
+                             "objective": d.get("objective"), "rewards": None}
             elif ev.kind == "progress":
                 run = st.get("run") or {}
                 for key in ("run_id", "step", "total_steps", "epoch", "loss", "loss_smooth", "lr",
-                            "tokens_per_s", "elapsed_s", "eta_s"):
+                            "tokens_per_s", "elapsed_s", "eta_s", "rewards"):
                     if key in d:
                         run[key] = d[key]
                 st["run"] = run

@@ -43,7 +43,7 @@ PEFT_PLUGIN_MODULES = {("bottleneck", "config.py"), ("bottleneck", "layer.py"), 
 
 
 def test_no_heavy_imports_at_module_level():
-    heavy = {"torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "pandas"}
+    heavy = {"torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets", "pandas", "trl"}
     for path in PKG.rglob("*.py"):
         if path.relative_to(PKG).parts in PEFT_PLUGIN_MODULES:
             continue

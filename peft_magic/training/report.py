@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..fmt import fmt_bytes, fmt_metrics, text_table
+from ..fmt import fmt_bytes, fmt_metric, fmt_metrics, text_table
 from ..rendering import HtmlRepr
 from ..state import Run, runs
 
-HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "eval", "peak memory", "time",
-           "speed", "status", "saved to"]
+HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "rewards", "eval", "peak memory",
+           "time", "speed", "status", "saved to"]
 
 
 def speed_cell(r: Run) -> str:
@@ -25,6 +25,16 @@ def speed_cell(r: Run) -> str:
     return " · ".join(parts) or "–"
 
 
+def rewards_cell(r: Run) -> str:
+    """A preference run's objective and its last logged rewards (TRL's), e.g.
+    ``DPO · margin +3.512 · accuracy 100.0%``; ``–`` for a supervised run."""
+    if not r.objective:
+        return "–"
+    last = r.rewards[-1][1] if r.rewards else {}
+    return " · ".join([r.objective.upper()] + [f"{k} {fmt_metric(k, last[k])}" for k in ("margin", "accuracy")
+                                               if k in last])
+
+
 def run_row(r: Run) -> list[str]:
     """One run as table cells (text)."""
     first = f"{r.losses[0][1]:.4f}" if r.losses else "–"
@@ -33,7 +43,8 @@ def run_row(r: Run) -> list[str]:
     peak = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
     evaluated = fmt_metrics(r.eval_metrics[-1][1]) if r.eval_metrics else "–"
     return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
-            first, final, evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status, ", ".join(r.saved_to)]
+            first, final, rewards_cell(r), evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status,
+            ", ".join(r.saved_to)]
 
 
 class RunsReport(HtmlRepr):

@@ -42,9 +42,11 @@ from ..peft_methods.behaviour import behaviour, default_lr
 from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
 from ..tasks import data as data_mod
 from ..tasks.families import collator_for, describe, family
+from ..tasks.preference import PreferenceExamples
 from .args import DEFAULT_BATCH, normalize_args, total_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
+from .preference import request as preference_request
 from .speed import instruments
 
 DEFAULT_MAX_LEN = 512
@@ -139,16 +141,18 @@ def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, 
              tokenizer: Any, output_dir: str | None, settings: dict[str, Any], keep_run: bool = True) -> _Job:
     from ..inference.evaluate import build_eval_set
 
-    args = normalize_args(settings)
     if data is None:
         raise PeftMagicError("which data?", "data=VARIABLE or a .jsonl/.json/.csv/.txt path")
     if tokenizer is None:
         raise PeftMagicError("training needs a tokenizer and none was found",
                              "load the model with %peft load, or pass --tokenizer VAR")
     family(task)
+    records, fp, held, held_fp = _data_and_eval(data, settings.get("eval"), task)
+    # preference data or objective=: TRL's trainer for the objective (training/preference.py)
+    args = normalize_args(settings, preference_request(records, settings, task))
     max_len = int(args.pop("max_len", DEFAULT_MAX_LEN))
     stride = args.pop("stride", None)
-    records, fp, held, held_fp = _data_and_eval(data, args.pop("eval", None), task)
+    args.pop("eval", None)
     args.pop("data", None)
     names = _label_names(peft_model, task) or data_mod.class_label_names(data, task)
     examples = data_mod.tokenize_records(records, fp, tokenizer, max_len=max_len, task=task, label_names=names,
@@ -236,6 +240,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
         spec = launch.resumed_spec(job.run.run_id, spec, st.bits)
     else:
         job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings, keep_run)
+    if spec is not None and job.args.get("objective") is not None:
+        job.run.status = "error"
+        raise PeftMagicError("preference tuning trains in the kernel's process", "drop --processes / --gpus")
     # the step budget, once per run (a resumed run keeps its own): everything after reads it
     job.args["total_steps"] = job.run.total_steps = total_steps(job.args, len(job.examples),
                                                                 spec.processes if spec is not None else 1)
@@ -263,6 +270,8 @@ def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    if job.args.get("objective") is not None:  # preference tuning: TRL's trainer (training/preference.py)
+        return job.args["objective"].trainer(job, training_args, collator, callbacks)
     with stack.stack_warnings_off():
         trainer = Trainer(model=job.peft_model, args=training_args, train_dataset=job.examples,
                           eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
@@ -311,8 +320,8 @@ def _run_trainer(job: _Job) -> Run:
 
 def _evaluator(model: Any, eval_set: Any) -> Any:
     """The task's metrics on the held-out data, given the Trainer's eval loss (or None)."""
-    if eval_set is None:
-        return None
+    if eval_set is None or isinstance(eval_set.examples, PreferenceExamples):
+        return None  # a preference run: TRL logs its eval readouts itself (training/callbacks.py)
     from ..inference.evaluate import task_metrics
 
     return lambda eval_loss: task_metrics(model, eval_set, eval_loss=eval_loss)
@@ -380,9 +389,9 @@ def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], e
     """
     from ..planning.plan import check_fit
 
-    longest = max((len(r["input_ids"]) for r in examples.rows), default=1)
-    seq = -(-longest // 8) * 8
-    verdict = check_fit(peft_model, batch=int(args.get("per_device_train_batch_size", DEFAULT_BATCH)), seq=seq,
+    seq = -(-examples.longest // 8) * 8
+    batch = int(args.get("per_device_train_batch_size", DEFAULT_BATCH)) * examples.sequences_per_row
+    verdict = check_fit(peft_model, batch=batch, seq=seq,
                         grad_accum=int(args.get("gradient_accumulation_steps", 1)),
                         gradient_checkpointing=bool(args.get("gradient_checkpointing") or st.kbit_prepared),
                         optim=str(args.get("optim", "adamw")))
