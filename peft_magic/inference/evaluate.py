@@ -48,7 +48,6 @@ class EvalSet:
     max_len: int
     label_names: list[str] | None = None
     stride: int | None = None
-    beta: float | None = None  # preference data: β of DPO's reward (``rewards.py``)
 
 
 def build_eval_set(records: list[Any], fingerprint: str, tokenizer: Any, task: str, *, max_len: int,
@@ -162,12 +161,6 @@ _TASK_METRICS = {"SEQ_CLS": _classification, "TOKEN_CLS": _token_cls, "QUESTION_
 
 def task_metrics(model: Any, es: EvalSet, *, eval_loss: float | None = None, batch: int = EVAL_BATCH) -> dict:
     """Every metric of the task on ``es`` (``eval_loss`` reuses a loss computed already)."""
-    if isinstance(es.examples, PreferenceExamples):  # rewards against the base, not a loss
-        from .rewards import DEFAULT_BETA, preference_metrics
-
-        with eval_mode(model):
-            return preference_metrics(model, es.examples, es.tokenizer, beta=es.beta or DEFAULT_BETA,
-                                      max_len=es.max_len, batch=batch)
     with eval_mode(model):
         loss = eval_loss if eval_loss is not None else _loss(model, es, batch)
         out: dict[str, float] = {"loss": float(loss)}
@@ -225,6 +218,26 @@ def _who(pm: Any, target: Any, st: Any, off: bool) -> str:
     return f"{name} ({method_name(pm.peft_config[name], st, name)})"
 
 
+def _preference(target: Any, es: EvalSet, pm: Any, st: Any, off: bool, compare: bool, beta: float | None,
+                batch: int, n: int) -> EvalResult:
+    """Preference pairs: DPO's rewards of the adapter against the base, both columns from one
+    pass with the adapter on and one with it off (``rewards.py``)."""
+    from .rewards import beta_of, reward_columns
+
+    beta = beta if beta is not None else beta_of(st, pm)
+    adapter_on = target is pm and not off
+    with eval_mode(target):
+        mine, base = reward_columns(target, es.examples, es.tokenizer, beta=beta, max_len=es.max_len, batch=batch,
+                                    adapter_on=adapter_on)
+    result = EvalResult(es.task, mine, n, _who(pm, target, st, off),
+                        kind=f"preference pairs · DPO rewards against the base, β={beta:g}")
+    if compare and adapter_on:
+        result.base = base
+    elif compare:
+        result.notes.append("the model has no adapters switched on: only the base model to show")
+    return result
+
+
 def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, batch: int = EVAL_BATCH,
              max_len: int = 512, stride: int | None = None, beta: float | None = None) -> EvalResult:
     """The task's metrics on ``data`` for the model with its active adapter.
@@ -254,15 +267,11 @@ def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, ba
     st = state_for(model, create=True)
     target = pm if pm is not None and peft_view.configs(pm) else unwrap(model)
     off = st.adapters_off
-    kind = None
     if isinstance(es.examples, PreferenceExamples):
-        from .rewards import beta_of
-
-        es.beta = beta if beta is not None else beta_of(st, pm)
-        kind = f"preference pairs · DPO rewards against the base, β={es.beta:g}"
-    result = EvalResult(task, task_metrics(target, es, batch=batch), len(records), _who(pm, target, st, off),
-                        kind=kind)
-    if compare:
+        result = _preference(target, es, pm, st, off, compare, beta, batch, len(records))
+    else:
+        result = EvalResult(task, task_metrics(target, es, batch=batch), len(records), _who(pm, target, st, off))
+    if compare and result.base is None and result.kind is None:
         if target is pm and not off:
             set_off(pm, st)
             try:

@@ -26,10 +26,10 @@ from typing import Any
 
 from ..memory import device_of
 from ..tasks.families import pad_id
-from ..tasks.preference import PAIRED
+from ..tasks.preference import OBJECTIVES, PAIRED
 
 #: β of DPO's reward when no preference run of the adapter says otherwise (TRL's default)
-DEFAULT_BETA = 0.1
+DEFAULT_BETA = OBJECTIVES["dpo"].beta
 
 
 def beta_of(st: Any, peft_model: Any) -> float:
@@ -84,33 +84,32 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def preference_metrics(model: Any, examples: Any, tokenizer: Any, *, beta: float, max_len: int,
-                       batch: int) -> dict[str, float]:
-    """The reward readouts of ``model`` (as it is: adapter on, or off) on preference rows,
-    against the reference (adapters off)."""
-    from ..peft_view import configs
-    from ..state import peft_model_for, state_for
-
-    seqs, kinds = _sequences(examples.rows)
-    pad = pad_id(tokenizer)
-    policy = completion_logps(model, seqs, pad=pad, max_len=max_len, batch=batch)
-    pm = peft_model_for(model)
-    st = state_for(model)
-    if pm is not None and configs(pm) and not (st is not None and st.adapters_off):
-        with pm.disable_adapter():
-            reference = completion_logps(pm, seqs, pad=pad, max_len=max_len, batch=batch)
-    else:
-        reference = policy  # the base is its own reference
+def _readouts(policy: list[tuple[float, int]], reference: list[tuple[float, int]], kinds: list[str],
+              beta: float, paired: bool) -> dict[str, float]:
     rewards = [beta * (p - r) for (p, _), (r, _) in zip(policy, reference)]
     per_token = [lp / max(n, 1) for lp, n in policy]
-    chosen = [x for x, k in zip(rewards, kinds) if k == "chosen"]
-    rejected = [x for x, k in zip(rewards, kinds) if k == "rejected"]
-    out = {"chosen": _mean(chosen), "rejected": _mean(rejected)}
+    out = {"chosen": _mean([x for x, k in zip(rewards, kinds) if k == "chosen"]),
+           "rejected": _mean([x for x, k in zip(rewards, kinds) if k == "rejected"])}
     out["margin"] = out["chosen"] - out["rejected"]
-    if examples.shape == PAIRED:  # rows are chosen, rejected, chosen, rejected, …
+    if paired:  # rows are chosen, rejected, chosen, rejected, …
         pairs = list(zip(rewards[0::2], rewards[1::2]))
         out["margin"] = _mean([c - r for c, r in pairs])
         out["accuracy"] = _mean([float(c > r) for c, r in pairs])
         out["likelihood_accuracy"] = _mean([float(c > r) for c, r in zip(per_token[0::2], per_token[1::2])])
     return out
 
+
+def reward_columns(model: Any, examples: Any, tokenizer: Any, *, beta: float, max_len: int, batch: int,
+                   adapter_on: bool) -> tuple[dict[str, float], dict[str, float]]:
+    """The reward readouts of ``model`` as it is (``adapter_on``: its adapter, else the base)
+    and of the base model, from one pass with the adapter and one without."""
+    seqs, kinds = _sequences(examples.rows)
+    pad = pad_id(tokenizer)
+    policy = completion_logps(model, seqs, pad=pad, max_len=max_len, batch=batch)
+    reference = policy
+    if adapter_on:
+        with model.disable_adapter():
+            reference = completion_logps(model, seqs, pad=pad, max_len=max_len, batch=batch)
+    paired = examples.shape == PAIRED
+    return (_readouts(policy, reference, kinds, beta, paired),
+            _readouts(reference, reference, kinds, beta, paired))  # the base is its own reference

@@ -25,7 +25,7 @@ def _body_candidates(body: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 @command("compare", args="METHOD,METHOD,… data=EXPR|PATH steps=N [eval=EXPR|PATH|0.1] [lr=auto|X] [batch=] "
-                          "[any training setting]",
+                          "[objective=dpo|…] [any training setting]",
          summary="train each method for the same budget on the same data: one table, curves overlaid, a verdict",
          flags=(("--keep", "keep each trained candidate as an adapter named after its method"), "--model VAR",
                 "--tokenizer VAR"),
@@ -39,6 +39,10 @@ def cmd_compare(ctx: Context) -> Any:
     tokens/s, peak memory, time) with the loss curves overlaid; at the end the table is
     sorted by the task's metric (or the final loss), the best per column marked, with a
     one-line reading.
+
+    On preference data (or with ``objective=dpo``, ``ipo``, … and ``beta=``) each
+    candidate is preference-tuned with that objective, and with ``eval=`` the table is
+    sorted by the held-out reward margin TRL logs.
 
     Your model is left exactly as it was (its adapters, weights and active adapter);
     ``--keep`` keeps each trained candidate as an adapter named after its method (where

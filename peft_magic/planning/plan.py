@@ -127,7 +127,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
          seq: int = 512, grad_accum: int = 1, gpu: str | None = None, checkpointing: bool = False,
          optim: str = "adamw", dtype: str | None = None, task: str | None = None, attn: str | None = None,
          goal: str = "auto", measure: bool = False, limits: bool = True, gpus: Any = None,
-         strategy: str | None = None, zero: Any = None, **settings: Any) -> Plan:
+         strategy: str | None = None, zero: Any = None, objective: str | None = None, **settings: Any) -> Plan:
     """Memory needed to train ``model`` with each method, a verdict and a recommendation.
 
     ``model`` is a model in the kernel, a transformers config (or a dict with
@@ -140,12 +140,17 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     batch and seq that fit, and each method's total with checkpointing the other way.
     ``gpus`` (a count or ``"all"``) with ``strategy`` ``"ddp"`` / ``"fsdp"`` / ``"deepspeed"``
     (``zero`` 2 or 3) gives each GPU's share of a multi-GPU run (``sharding``).
+    ``objective`` (``"dpo"``, ``"ipo"``, ``"orpo"``, ``"simpo"``, ``"kto"``) plans preference
+    tuning: ``batch`` pairs are twice as many sequences in the forward that keeps
+    activations (chosen + rejected), and the passes without gradients are named in a note.
     """
     t0 = time.perf_counter()
     stack.ensure()
     batch, seq, grad_accum = positive("batch", batch), positive("seq", seq), positive("grad_accum", grad_accum)
     goal_key = _check_choices(goal, attn)
     opt = resolve_optimizer(optim)
+    per_example = preference_sequences(objective, measure)
+    user_batch, batch = batch, batch * per_example
     if model is None:
         raise PeftMagicError("which model?", "e.g. plan('smollm2'), a folder, a hub id, or a model in the kernel")
     subject = subject_of(model, task)
@@ -172,7 +177,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         if est is not None:
             estimators[req.method] = (est, account)
             params = params or (account.total_params - (account.trainable_params if req.spec is not None else 0))
-    notes = []
+    notes = [preference_note(objective, user_batch)] if objective else []
     shared = None
     if gpus is not None or strategy is not None or zero is not None:
         if gpus is None:
@@ -185,16 +190,42 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     plan_obj = Plan(
         model=subject.name, model_type=getattr(subject.config, "model_type", "?"),
         params=params or (count_params(subject.base) if subject.base is not None else 0),
-        layers=layer_count(subject.config), batch=batch, seq=seq, grad_accum=grad_accum, optim=opt.name,
+        layers=layer_count(subject.config), batch=user_batch, seq=seq, grad_accum=grad_accum, optim=opt.name,
         dtype=target.dtype, target=target, rows=rows, checkpointing=checkpointing, notes=notes,
         recommendation=_recommendation(rows, goal_key, target, estimators, opt, batch, seq, limits),
         sharding=shared,
     )
+    if plan_obj.recommendation.batch:  # the search counts sequences; a preference batch counts pairs
+        plan_obj.recommendation.batch //= per_example
     if measure:
         plan_obj.measurement = measuring.measure(subject.live, batch=min(batch, 2), seq=min(seq, 64),
                                                  target_batch=batch, target_seq=seq, optim=opt.name)
     plan_obj.seconds = time.perf_counter() - t0
     return plan_obj
+
+
+def preference_sequences(objective: str | None, measure: bool) -> int:
+    """Sequences per example in the forward that keeps activations (1 without ``objective``)."""
+    if not objective:
+        return 1
+    from ..tasks.preference import objective_info
+
+    if measure:
+        raise PeftMagicError("--measure runs supervised steps", "plan objective= without --measure")
+    return objective_info(objective).sequences
+
+
+def preference_note(objective: str, batch: int) -> str:
+    """What a preference step adds to a supervised one, in the plan's words."""
+    from ..tasks.preference import objective_info
+
+    info = objective_info(objective)
+    kept = (f"each of the {batch} pairs is two sequences (chosen + rejected): activations are for "
+            f"{batch * info.sequences} sequences" if info.sequences > 1 else
+            f"{batch} completions per batch, as a supervised step")
+    extra = (f"without gradients it also runs {info.no_grad_passes}, forwards that keep no activations; no second "
+             "model is loaded" if info.no_grad_passes else f"{info.title} has no reference policy: no extra forward")
+    return f"objective={info.name}: {kept}; {extra}"
 
 
 def current_row(subject: Subject, target: Target, batch: int, seq: int, checkpointing: bool,

@@ -43,14 +43,16 @@ class Objective:
     shapes: tuple[str, ...]  # the data shapes it trains on (KTO unpairs pairs)
     reference: bool  # compares with a reference policy: the base, the adapter switched off
     sequences: int  # sequences per example in the forward that keeps activations
-    no_grad_passes: str  # what runs besides without gradients (planning's note)
+    no_grad_passes: str  # what runs besides, without gradients (planning's note); "" for nothing
+    beta: float = 0.1  # the default β: TRL's, except SimPO's (its reward is β × the *mean* token
+    # log-probability, and its paper trains with β 2–2.5; TRL's CPOConfig default 0.1 is DPO's)
 
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in [
     Objective("dpo", "DPO", (PAIRED,), True, 2, "the reference policy (adapter off) on the same pairs"),
     Objective("ipo", "IPO", (PAIRED,), True, 2, "the reference policy (adapter off) on the same pairs"),
-    Objective("orpo", "ORPO", (PAIRED,), False, 2, "nothing: ORPO has no reference policy"),
-    Objective("simpo", "SimPO", (PAIRED,), False, 2, "nothing: SimPO has no reference policy"),
+    Objective("orpo", "ORPO", (PAIRED,), False, 2, ""),
+    Objective("simpo", "SimPO", (PAIRED,), False, 2, "", beta=2.0),
     Objective("kto", "KTO", (UNPAIRED, PAIRED), True, 1,
               "the KL estimate (mismatched completions) and the reference policy (adapter off) on both"),
 ]}

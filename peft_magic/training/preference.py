@@ -29,6 +29,7 @@ What is ours around TRL, each for a reason:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import warnings
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import PeftMagicError, did_you_mean, first_line
+from ..stack import stack_warnings_off
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import config_fields
 from ..tasks.preference import DEFAULT_OBJECTIVE, OBJECTIVES, SHAPES, Objective, detect_preference, objective_info
@@ -49,9 +51,6 @@ TRL_CLASSES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
     "orpo": ("trl.experimental.orpo", "ORPOTrainer", "ORPOConfig", {}),
     "simpo": ("trl.experimental.cpo", "CPOTrainer", "CPOConfig", {"loss_type": "simpo", "cpo_alpha": 0.0}),
 }
-#: defaults that differ from TRL's for an objective: SimPO's reward is β × the mean token
-#: log-probability, and its paper trains with β 2–2.5; TRL's CPOConfig default (0.1) is DPO's
-DEFAULTS: dict[str, dict[str, Any]] = {"simpo": {"beta": 2.0}}
 #: TRL config fields that are not the user's to set here: the model is already loaded, and
 #: the length limit is ``max_len`` as in every run
 NOT_SETTINGS = {"model_init_kwargs", "trust_remote_code", "max_length", "pad_token", "padding_value",
@@ -150,17 +149,23 @@ class Preference:
         """TRL's config class and its arguments: a notebook run's (``args.trainer_arguments``)
         with this objective's settings, and TRL's own defaults where they differ from a
         supervised run's put back (gradient checkpointing and bf16 off unless asked)."""
+        cls = _classes(self.name)[1]
         out = dict(targs)
-        out.setdefault("gradient_checkpointing", False)
+        # TRL's configs turn checkpointing on by default; a notebook run has it only when asked
+        # (transformers ≥ 5.25 calls it activation_checkpointing, the old name a deprecated alias)
+        asked = bool(out.pop("gradient_checkpointing", False) or out.pop("activation_checkpointing", False))
+        new_name = "activation_checkpointing" in {f.name for f in dataclasses.fields(cls)}
+        out["activation_checkpointing" if new_name else "gradient_checkpointing"] = asked
         if not out.get("fp16"):
             out.setdefault("bf16", False)
-        out.update(DEFAULTS.get(self.name, {}))
+        out["beta"] = self.info.beta  # TRL's default but SimPO's (tasks/preference.py)
         out.update(TRL_CLASSES[self.name][3])
         out.update(self.settings)
-        # TRL's datasets have no input_ids column to group lengths by; its collators pad themselves
-        out["train_sampling_strategy"] = "random"
+        # TRL's datasets have no input_ids column to group lengths by; KTO pairs each completion with
+        # its batch neighbour's for the KL estimate, so it reads the data in order (TRL's requirement)
+        out["train_sampling_strategy"] = "sequential" if self.name == "kto" else "random"
         out["remove_unused_columns"] = self.name in ("dpo", "ipo", "kto")
-        return _classes(self.name)[1], out
+        return cls, out
 
     def trainer(self, job: Any, training_args: Any, counter: Any, callbacks: list[Any]) -> Any:
         """TRL's trainer for the objective on the job's model and data, with our callbacks."""
@@ -178,7 +183,7 @@ class Preference:
             kwargs["ref_model"] = adapter_off(job.peft_model)
         borrowed = Borrowed(job.peft_model, job.tokenizer)
         try:
-            with _trl_quiet():
+            with _trl_quiet(), stack_warnings_off():
                 trainer = trainer_cls(model=job.peft_model, args=training_args, processing_class=job.tokenizer,
                                       train_dataset=Dataset.from_list(examples.records),
                                       eval_dataset=Dataset.from_list(eval_set.examples.records) if eval_set else None,
