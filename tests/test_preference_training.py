@@ -180,6 +180,7 @@ def test_bad_settings_are_one_line_and_start_nothing(tiny, fresh, settings, need
 
 
 def test_objective_and_data_must_agree(tiny, fresh):
+    runs = len(pm.runs())
     with pytest.raises(PeftMagicError, match=r"DPO learns from pairs .* use objective=kto"):
         pm.train(fresh, unpaired(), tokenizer=tiny.tokenizer, steps=1, objective="dpo", display=None)
     with pytest.raises(PeftMagicError, match=r"objective=dpo trains on preference data, and this data is not"):
@@ -187,6 +188,7 @@ def test_objective_and_data_must_agree(tiny, fresh):
                  display=None)
     with pytest.raises(PeftMagicError, match=r"eval= for DPO must be preference data"):
         pm.train(fresh, pairs(), tokenizer=tiny.tokenizer, steps=1, eval=["some text"] * 2, display=None)
+    assert len(pm.runs()) == runs  # each refused before a run started
 
 
 def test_evaluate_gives_trls_own_eval_readouts(tiny, fresh):

@@ -131,7 +131,8 @@ class Preference:
             value = coerce_value(self.name, own[key], value)
             if key in fixed and value != fixed[key] and [value] != fixed[key]:
                 raise PeftMagicError(f"objective={self.name} sets {key}={fixed[key]!r}",
-                                     f"for another {key}, use objective=dpo (or simpo's base, cpo) with {key}=…")
+                                     f"leave {key} out" + (f", or use objective=dpo with {key}=…"
+                                                           if TRL_CLASSES[self.name][1] == "DPOTrainer" else ""))
             out[key] = value
         self.settings = out
         return self
@@ -172,9 +173,6 @@ class Preference:
         from datasets import Dataset
 
         examples, eval_set = job.examples, job.eval_set
-        if eval_set is not None and getattr(eval_set.examples, "shape", None) not in self.info.shapes:
-            raise PeftMagicError(f"eval= for {self.info.title} must be preference data like the training data",
-                                 f"accepted: {SHAPES}")
         job.run.objective = self.name
         training_args.max_length = examples.max_len  # TRL cuts sequences where our tokenizing counted them cut
         trainer_cls = _ours(_classes(self.name)[0])
@@ -203,10 +201,12 @@ class Preference:
         return trainer
 
 
-def request(records: list[Any], settings: dict[str, Any], task: str = "CAUSAL_LM") -> Preference | None:
+def request(records: list[Any], settings: dict[str, Any], task: str = "CAUSAL_LM",
+            held: list[Any] | None = None) -> Preference | None:
     """A preference run when ``objective=`` is given or the data is preference-shaped (the
     shape picks the objective: pairs → dpo, labelled completions → kto); None otherwise.
-    Reads only the first record: every row is checked when it is tokenized."""
+    ``held``: the ``eval=`` records, which must be preference data the objective reads too.
+    Reads only the first record of each: every row is checked when it is tokenized."""
     name = settings.get("objective")
     if task != "CAUSAL_LM":
         if name is not None:
@@ -223,6 +223,9 @@ def request(records: list[Any], settings: dict[str, Any], task: str = "CAUSAL_LM
     if shape not in info.shapes:
         raise PeftMagicError(f"{info.title} learns from pairs (prompt + chosen + rejected); this data is unpaired "
                              "(prompt + completion + label)", "use objective=kto, or give pairs")
+    if held and detect_preference(held) not in info.shapes:
+        raise PeftMagicError(f"eval= for {info.title} must be preference data like the training data",
+                             f"accepted: {SHAPES}")
     return Preference(info, shape)
 
 

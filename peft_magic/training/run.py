@@ -149,7 +149,7 @@ def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, 
     family(task)
     records, fp, held, held_fp = _data_and_eval(data, settings.get("eval"), task)
     # preference data or objective=: TRL's trainer for the objective (training/preference.py)
-    args = normalize_args(settings, preference_request(records, settings, task))
+    args = normalize_args(settings, preference_request(records, settings, task, held))
     max_len = int(args.pop("max_len", DEFAULT_MAX_LEN))
     stride = args.pop("stride", None)
     args.pop("eval", None)
