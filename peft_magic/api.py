@@ -46,13 +46,15 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any
     from .training.speed.profile_steps import profile as profile_run
 
     view = display if isinstance(display, TrainingView) else TrainingView(_mode(display), title="Profiling")
+    if view.verb == "Training":  # a view made for training heads a profile as what it is
+        view.verb = view.title = "Profiling"
     with view:
         return profile_run(model, data, tokenizer=tokenizer, **settings)
 
 
 def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any = "auto", **settings: Any) -> Any:
     """``%peft compare`` in plain Python: the same live table while it runs; returns the
-    :class:`~peft_magic.training.compare.Comparison` (``.rows`` best first)."""
+    :class:`~peft_magic.training.comparison.Comparison` (``.rows`` best first)."""
     from .display.compare import LiveCompare
     from .training.comparison import compare as compare_run
 

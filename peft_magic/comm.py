@@ -233,6 +233,7 @@ class StatusChannel:
                              "total_steps": d.get("total_steps"), "loss": None, "loss_smooth": None,
                              "lr": None, "eta_s": None, "elapsed_s": 0.0, "tokens_per_s": None,
                              "epoch": None, "eval_loss": None, "message": None, "peak_memory": None,
+                             "saved_step": None, "saved_at": None,
                              "objective": d.get("objective"), "rewards": None}
             elif ev.kind == "progress":
                 run = st.get("run") or {}
@@ -251,6 +252,9 @@ class StatusChannel:
             elif ev.kind == "eval":
                 if st.get("run") is not None:
                     st["run"]["eval_loss"] = d.get("eval_loss")
+            elif ev.kind == "checkpoint":
+                if st.get("run") is not None and not d.get("skipped"):
+                    st["run"]["saved_step"], st["run"]["saved_at"] = d.get("step"), d.get("at")
             elif ev.kind == "run_end":
                 run = st.get("run") or {}
                 for key in ("run_id", "step", "total_steps", "loss", "elapsed_s", "message", "peak_memory"):

@@ -34,6 +34,21 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def fmt_ago(seconds: float | None) -> str:
+    """How long ago, as a person says it: ``just now``, ``40 s ago``, ``2 min ago``, ``3 h ago``."""
+    if seconds is None or seconds != seconds:
+        return "–"
+    if seconds < 10:
+        return "just now"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
 def fmt_params(n: int) -> str:
     """``134_515_008`` → ``134.5M``; ``1.2e9`` → ``1.20B``."""
     if n >= 1e9:

@@ -126,7 +126,7 @@ def lookup(ns: dict[str, Any], ref: str, what: str) -> Any:
     code, syntax = _compile(ref)
     if code is None:
         raise PeftMagicError(f"--{what} {ref}: not a Python expression ({syntax})",
-                             f"a variable name or an expression such as models['small']")
+                             "a variable name or an expression such as models['small']")
     try:
         return eval(code, ns)  # noqa: S307 — the user's expression, in the user's kernel
     except Exception as e:  # noqa: BLE001 — one line, the user's expression failed

@@ -165,12 +165,15 @@ class Run(HtmlRepr):
     final_loss: float | None = None
     peak_memory: int | None = None  # bytes, on the device the model trained on
     memory_kind: str | None = None  # "CUDA" | "MPS" | "RAM"
+    memory_at_start: int | None = None  # the reading when the run started (its peak's baseline)
     seconds: float = 0.0
     tokens: int = 0  # real (non-padding) tokens seen
     started_at: float = 0.0  # time.time()
     message: str | None = None  # why it stopped, for interrupted / oom / error
     saved_to: list[str] = field(default_factory=list)  # folders the adapter was saved to after this run
-    output_dir: str | None = None  # trainer checkpoints (for --resume)
+    output_dir: str | None = None  # this run's checkpoint folder (training/checkpoints.py; --resume)
+    saved_step: int | None = None  # the step of the last checkpoint written
+    saved_at: float | None = None  # when it was written (time.time())
     last_lr: float | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
     task: str = "CAUSAL_LM"  # peft task type of the model trained
@@ -186,6 +189,7 @@ class Run(HtmlRepr):
     compile_steps: int = 0
     checkpointing: Any = None  # training.checkpointing.CheckpointingCost with checkpointing=True
     step_times: Any = None  # training.compiling.StepTimes: each step's seconds, tokens, whether it compiled
+    loss_path: str | None = None  # which loss ran (training/loss_path.py): "fused (chunked, 25 chunks)", "standard"
 
     def __repr__(self) -> str:
         first = self.losses[0][1] if self.losses else None

@@ -81,6 +81,26 @@ class CellResult:
         assert self.error is None, f"cell failed:\n{self.error_text}\n--- stderr:\n{self.stderr}"
         return self
 
+    def one_line_error(self) -> str:
+        """peft_magic's error for this cell, checked to be what a user must see: a
+        ``UsageError`` whose message (the execute reply's ``evalue``) is one line, shown as
+        that one ``UsageError: …`` line, with no traceback. Returns the message.
+
+        It reads the reply, not the whole stderr block: a library that prints at import
+        (a fresh kernel's first heavy command) must not be counted as part of peft_magic's
+        error, nor hide one. Whether a normal run writes anything else to stderr is a
+        separate check."""
+        e = self.error
+        assert e is not None, f"the cell did not fail: {self.text}"
+        assert e.get("ename") == "UsageError", f"not a UsageError:\n{self.error_text}"
+        message = str(e.get("evalue") or "").strip()
+        assert message and "\n" not in message, f"not one line: {message!r}"
+        assert not [o for o in self.outputs if o.get("output_type") == "error"], self.error_text
+        shown = ANSI.sub("", self.stderr)
+        assert "Traceback" not in shown, shown
+        assert f"UsageError: {message}" in shown.splitlines(), f"the line shown is not the error:\n{shown}"
+        return message
+
 
 class Kernel:
     """Start a kernel; ``run(code)`` executes one cell and returns its outputs."""

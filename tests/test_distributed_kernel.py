@@ -47,11 +47,14 @@ def _flag_at(path, step):
 
 
 def _ours() -> list[psutil.Process]:
-    """torchrun launchers and workers of ours anywhere on the machine (orphans included)."""
+    """torchrun launchers and workers of ours anywhere on the machine (orphans included), and
+    only ours: started from this test process (another test run's are not this test's business)."""
+    from conftest import started_here
+
     out = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if WORKER in cmd or ("torch.distributed.run" in cmd and WORKER in cmd):
+        if (WORKER in cmd or ("torch.distributed.run" in cmd and WORKER in cmd)) and started_here(p):
             try:
                 if p.status() != psutil.STATUS_ZOMBIE:
                     out.append(p)
@@ -96,10 +99,7 @@ def _wait_file(path, timeout: float = 180) -> None:
 
 
 def _one_line_error(res) -> str:
-    assert res.error is not None and res.error["ename"] == "UsageError", res.error_text
-    text = res.error_text.strip()
-    assert len(text.splitlines()) == 1, text
-    return text
+    return res.one_line_error()
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +112,28 @@ def kpid(kernel):
 
 @pytest.mark.timeout(400)
 def test_two_processes_match_one_process_with_the_same_global_batch(kernel, kpid):
-    """2 gloo processes × batch 4 vs 1 process × batch 8, sequential sampling, same seed.
+    """2 gloo processes × batch 4 vs 1 process × batch 8, sequential sampling, same seed, SGD.
+
+    Why SGD: its update is the gradient times lr, so a wrong gradient shows in the weights in
+    proportion — a rank's gradient missing or counted twice moves them by ~100 % of the
+    update. AdamW would hide exactly that (its update is the gradient over its own running
+    scale: doubling every gradient leaves it the same), and it amplifies rounding in
+    gradients near its eps (1e-8) to a good part of lr, so two equally right runs with other
+    thread counts differed by 5e-5 in the weights.
 
     Tolerances (fp32): the two runs compute the same sums in a different order (each rank
     sums its half, gloo adds the halves; the Trainer divides by the token count gathered
     over ranks, so the math is the same mean) and pad to different lengths, so they differ
-    by rounding only: ~1e-6 on a loss of ~6 (a few ulps, measured 9.5e-7) and ~2e-7 on
-    weights that moved by up to 1.8e-2 (measured). 1e-5 leaves 10-50× room for rounding,
-    while any real mismatch — another batch, a rank's gradient missing or counted twice, a
-    wrong token normalisation — moves losses by >1e-3 and weights by a good part of lr=5e-3.
+    by rounding only: ~1e-6 on a loss of ~6 (a few ulps) and far below 1e-5 on weights that
+    move by ~7e-2 (lr 0.5). Any real mismatch — another batch, a rank's gradient missing or
+    counted twice, a wrong token normalisation — moves losses by >1e-3 and weights by a good
+    part of their 7e-2 change.
     """
     kernel.ok("_init = _state(); _events.clear()")
-    common = "steps=6 lr=5e-3 train_sampling_strategy=sequential seed=0 --display text"
+    common = "steps=6 lr=0.5 optim=sgd train_sampling_strategy=sequential seed=0 --display text"
     res = kernel.ok(f"run2 = %peft train data=texts batch=4 {common} --processes 2")
-    assert "2 processes on CPU, gloo, ddp · global batch 4 × 2 × 1 = 8" in res.text, res.text
+    shown = " ".join(res.text.split())  # the header wraps at the terminal's width
+    assert "2 processes on CPU, gloo, ddp · global batch 4 × 2 × 1 = 8" in shown, res.text
     assert "completed 6/6" in res.text
     _assert_nothing_left(kpid)
     # the kernel saw the events a one-process run emits, rank 0's, with every rank's tokens/s and memory
@@ -159,11 +167,9 @@ def test_a_worker_killed_mid_run_is_named_and_the_model_is_unchanged(kernel, kpi
     thread, result = _in_background(kernel, "%peft train data=texts steps=3000 batch=4 --processes 2 --display text")
     _wait_file(flag)
     victim = _worker(1)
-    t0 = time.time()
     victim.send_signal(signal.SIGKILL)
-    thread.join(timeout=120)
-    assert not thread.is_alive()
-    ended_in = time.time() - t0
+    thread.join(timeout=240)  # a bound against a hang; the test's timeout would catch it later
+    assert not thread.is_alive(), "the run did not end after a worker was killed"
     kernel.ok("_unflag()")
     text = _one_line_error(result["res"])
     print("\n" + text)
@@ -172,7 +178,8 @@ def test_a_worker_killed_mid_run_is_named_and_the_model_is_unchanged(kernel, kpi
     assert "the other 1 worker was stopped" in text and "the model is as it was before this cell" in text
     assert kernel.eval("_maxdiff(_state(), _before)") == 0.0
     assert kernel.eval("[r.status for r in peft_magic.runs()][-1]") == "error"
-    assert ended_in < 30
+    # found from the process's exit (torchrun's report of rank 1's SIGKILL, above), not by waiting for a stall
+    assert "no progress for" not in text
     _assert_nothing_left(kpid)
 
 
@@ -215,16 +222,13 @@ def test_a_busy_rendezvous_port_never_hangs_the_launch(kernel, kpid):
             s.close()
     busy = held[-1].getsockname()[1]
     try:
-        t0 = time.time()
         kernel.ok(f"run = peft_magic.train(model, texts, tokenizer=tokenizer, processes=2, steps=3, batch=4, "
                   f"rdzv_port={busy}, display='text')")
-        took = time.time() - t0
     finally:
         for s in held:
             s.close()
     assert kernel.eval("run.status") == "completed"
     assert f"the rendezvous port {busy} was taken; launched again on another" in kernel.eval("run.warnings")
-    assert took < 120
     _assert_nothing_left(kpid)
 
 
@@ -237,39 +241,57 @@ def test_a_stalled_worker_is_reported_and_stopped(kernel, kpid, tmp_path):
     _wait_file(flag)
     victim = _worker(1)
     victim.suspend()  # SIGSTOP: alive, but makes no progress
-    t0 = time.time()
-    thread.join(timeout=120)
-    assert not thread.is_alive()
+    thread.join(timeout=240)  # a bound against a hang
+    assert not thread.is_alive(), "the stalled run was never stopped"
     kernel.ok("_unflag()")
     text = _one_line_error(result["res"])
     print("\n" + text)
-    assert "no progress for 5 s from" in text and "rank 1 (process stopped)" in text, text
+    # the stall check fired after training had begun and saw rank 1's process stopped — so not
+    # before the SIGSTOP (a rank is "stopped" only after it); rank 0, blocked waiting for rank 1's
+    # gradients, may be named as quiet too, but never as stopped
+    assert "no progress for 5 s from " in text and "rank 1 (process stopped)" in text, text
+    assert "rank 0 (process" not in text and " after step " in text, text
     assert "every worker was stopped; the model is as it was before this cell" in text
-    assert 5 <= time.time() - t0 < 40
     assert kernel.eval("_maxdiff(_state(), _before)") == 0.0
     _assert_nothing_left(kpid)
 
 
+@pytest.mark.device
 @pytest.mark.timeout(300)
 def test_a_strategy_this_machine_cannot_run_is_refused_in_one_line(kernel, kpid):
     from conftest import FINGERPRINT
 
-    kernel.ok(FINGERPRINT + "_fp0 = _fp(model); _n_runs = len(peft_magic.runs())")
-    for flags, expected in (("--processes 2 --strategy fsdp", "--strategy fsdp needs CUDA GPUs"),
-                            ("--processes 2 --strategy deepspeed", "deepspeed is not installed"),
-                            ("--gpus 2", "this machine has no CUDA GPU"),
-                            ("--gpus all", "--gpus all: this machine has no CUDA GPU"),
-                            ("--gpus 2 --strategy deepspeed --zero 3", "deepspeed is not installed"),
-                            ("--processes 2 --zero 3", "--zero is DeepSpeed's stage")):
-        t0 = time.time()
-        text = _one_line_error(kernel.run(f"%peft train data=texts steps=3 {flags}"))
-        assert expected in text, (flags, text)
-        assert time.time() - t0 < 10
-        _assert_nothing_left(kpid)
+    from peft_magic.training.distributed.strategies import cuda_count, deepspeed_installed
+
+    have = cuda_count()  # the kernel sees the same devices as this process
+    more = f"--gpus {have + 1}"
+    too_many = "this machine has no CUDA GPU" if have == 0 else f"{more}: this machine has {have} GPU"
+    deepspeed = "deepspeed is not installed" if not deepspeed_installed() else "--strategy deepspeed needs CUDA GPUs"
+    cases = [("--processes 2 --strategy fsdp", "--strategy fsdp needs CUDA GPUs"),
+             ("--processes 2 --strategy deepspeed", deepspeed),
+             (more, too_many),
+             ("--processes 2 --zero 3", "--zero is DeepSpeed's stage")]
+    if have == 0:  # with GPUs, "all" is a real request (test_distributed.py checks what it asks for)
+        cases.append(("--gpus all", "--gpus all: this machine has no CUDA GPU"))
+    if not deepspeed_installed():
+        cases.append(("--gpus 2 --strategy deepspeed --zero 3", "deepspeed is not installed"))
+    # "before anything starts": no event, and the tokenizer is never called (counted in the kernel)
+    kernel.ok(FINGERPRINT + "_fp0 = _fp(model); _n_runs = len(peft_magic.runs()); _events.clear()\n"
+              "_tok_calls = []\n_tok_call = type(tokenizer).__call__\n"
+              "def _counting(self, *a, **k):\n    _tok_calls.append(1)\n    return _tok_call(self, *a, **k)\n"
+              "type(tokenizer).__call__ = _counting")
+    try:
+        for flags, expected in cases:
+            text = _one_line_error(kernel.run(f"%peft train data=texts steps=3 {flags}"))
+            assert expected in text, (flags, text)
+            _assert_nothing_left(kpid)
+        assert kernel.eval("len(_tok_calls)") == 0 and kernel.eval("_events") == []
+    finally:
+        kernel.ok("type(tokenizer).__call__ = _tok_call")
     assert kernel.eval("_fp(model) == _fp0 and len(peft_magic.runs()) == _n_runs")
     res = kernel.ok("%peft train data=texts steps=3 batch=4 --gpus 2 --strategy fsdp --dry-run")
     assert "Dry run (nothing started): 2 GPUs" in res.text and '"LlamaDecoderLayer"' in res.text
-    assert "this machine cannot run it" in res.text
+    assert ("this machine cannot run it" in res.text) == (have < 2)
     assert kernel.eval("len(peft_magic.runs()) == _n_runs")
     _assert_nothing_left(kpid)
 

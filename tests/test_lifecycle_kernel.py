@@ -36,10 +36,7 @@ with torch.no_grad():
 
 
 def _one_line_error(res) -> str:
-    assert res.error is not None and res.error["ename"] == "UsageError", res.error_text
-    text = res.error_text.strip()
-    assert len(text.splitlines()) == 1, text
-    return text
+    return res.one_line_error()
 
 
 def test_round_trip_in_a_fresh_kernel_gives_identical_logits(kernel, tmp_path):

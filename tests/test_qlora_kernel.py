@@ -1,10 +1,11 @@
-"""QLoRA with real bitsandbytes 4-bit on CPU, through the magics in a real kernel."""
+"""QLoRA with real bitsandbytes 4-bit through the magics in a real kernel: on the CPU in
+``make test``, on the GPU in ``make gpu-check`` (marked ``device``: inputs go where the model is)."""
 
 from __future__ import annotations
 
 import pytest
 
-pytestmark = pytest.mark.kernel
+pytestmark = [pytest.mark.kernel, pytest.mark.device]
 
 
 def test_qlora_attach_and_one_training_step(kernel):
@@ -19,7 +20,7 @@ def test_qlora_attach_and_one_training_step(kernel):
     assert kernel.eval("type(model.base_model.model.model.layers[0].self_attn.q_proj).__name__") == "Linear4bit"
     kernel.ok(
         "import torch\n"
-        "x = torch.randint(5, 400, (4, 16))\n"
+        "x = torch.randint(5, 400, (4, 16), device=model.device)\n"
         "opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)\n"
         "model.train()\n"
         "loss0 = model(input_ids=x, labels=x).loss\n"
@@ -43,13 +44,9 @@ def test_qlora_on_unquantized_model_says_how(kernel):
 
 
 def test_hub_id_without_network_is_one_plain_line(kernel):
-    res = kernel.run("%peft load some-org/some-model-that-is-not-here")
-    assert res.error is not None and res.error["ename"] == "UsageError"
-    text = res.error_text
+    text = kernel.run("%peft load some-org/some-model-that-is-not-here").one_line_error()
     assert "not a local folder and the Hugging Face Hub is not reachable" in text
-    assert len(text.strip().splitlines()) == 1
-    res = kernel.run("%peft load ./no/such/folder")
-    assert "no such folder: ./no/such/folder" in res.error_text
+    assert "no such folder: ./no/such/folder" in kernel.run("%peft load ./no/such/folder").one_line_error()
 
 
 def test_4bit_gradients_unchanged_by_a_prior_inference_pass():
@@ -67,7 +64,7 @@ def test_4bit_gradients_unchanged_by_a_prior_inference_pass():
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.02)
-        x = torch.randint(5, 400, (2, 12))
+        x = torch.randint(5, 400, (2, 12), device=next(model.parameters()).device)
         if after_inference:
             model.eval()
             with torch.no_grad():

@@ -29,8 +29,8 @@ TEXTS = [("word " * (5 + (i * 7) % 40)).strip() for i in range(96)]
 SAME_LENGTH = ["one two three four five six seven eight nine ten eleven twelve"] * 48  # one shape: one compile
 
 
-def _lora(r: int = 8) -> tuple:
-    loaded = pm.load("tiny-llama")
+def _lora(r: int = 8, dtype: str | None = None) -> tuple:
+    loaded = pm.load("tiny-llama", dtype=dtype)
     torch.manual_seed(0)
     return pm.attach(loaded.model, "lora", r=r).model, loaded.tokenizer
 
@@ -51,6 +51,26 @@ def _trace_ranges(path: str) -> dict[str, list[float]]:
     return out
 
 
+def _phase_of_matmuls(events: list[dict]) -> dict[str, int]:
+    """How many ``aten::mm`` / ``addmm`` / ``bmm`` of a trace fall inside each phase range."""
+    ranges = [(e["name"][len("peft_magic: "):], e["ts"], e["ts"] + e["dur"]) for e in events
+              if e.get("ph") == "X" and e.get("name", "").startswith("peft_magic: ")
+              and not e["name"].startswith("peft_magic: step")]
+    steps = [(e["ts"], e["ts"] + e["dur"]) for e in events
+             if e.get("ph") == "X" and e.get("name", "").startswith("peft_magic: step")]
+    out: dict[str, int] = {}
+    for e in events:
+        if e.get("ph") != "X" or e.get("name") not in ("aten::mm", "aten::addmm", "aten::bmm"):
+            continue
+        start, end = e["ts"], e["ts"] + e["dur"]
+        phase = next((n for n, a, b in ranges if a <= start and end <= b), None)
+        if phase is None:
+            phase = "outside the profiled steps" if not any(a <= start <= b for a, b in steps) else "other"
+        out[phase] = out.get(phase, 0) + 1
+    return out
+
+
+@pytest.mark.device
 def test_profile_phases_add_up_to_the_step_and_agree_with_the_trace(tmp_path):
     model, tok = _lora()
     run = pm.train(model, TEXTS, tokenizer=tok, steps=8, batch=8, display=None, profile=True, trace=str(tmp_path))
@@ -63,7 +83,6 @@ def test_profile_phases_add_up_to_the_step_and_agree_with_the_trace(tmp_path):
     for name in ("data", "forward", "backward", "optimizer", "callbacks"):
         assert p.phase(name).ms > 0, name
     assert p.phase("other").ms > -0.05 * p.step_ms  # phases never overlap: what is left is not negative
-    assert p.phase("forward").share + p.phase("backward").share > 0.4  # a tiny model still computes most
     # … and they are what the profiler itself recorded: every phase and the step, within 5 %
     ranges = _trace_ranges(p.trace)
     assert len(ranges["step"]) == 5 and len(ranges["forward"]) == 5 and len(ranges["backward"]) == 5
@@ -72,18 +91,25 @@ def test_profile_phases_add_up_to_the_step_and_agree_with_the_trace(tmp_path):
     for name in ("forward", "backward", "optimizer", "data"):
         in_trace = sum(ranges[name]) / 5
         # A phase can be several ranges a step (optimizer: clipping, step, scheduler, zero_grad);
-        # entering and leaving each costs the profiler ~10 µs that one clock sees and the other
-        # does not, so the floor is 20 µs per range, not per phase.
-        floor = 0.02 * max(1.0, len(ranges[name]) / 5)
+        # entering and leaving each costs the profiler 10-15 µs that one clock sees and the other
+        # does not (more on a loaded machine), so the floor is 30 µs per range, not per phase.
+        floor = 0.03 * max(1.0, len(ranges[name]) / 5)
         assert abs(in_trace - p.phase(name).ms) <= max(0.05 * p.phase(name).ms, floor), (name, in_trace)
-    # the trace is a Chrome / Perfetto trace with the operators in it too
+    # the trace is a Chrome / Perfetto trace with the operators in it too, and the phases hold the
+    # work they name: every matrix product of the profiled steps lies inside a forward or a
+    # backward range, and each has some (how much time they take is bench/bench_speed.py's business)
     events = json.loads(Path(p.trace).read_text())["traceEvents"]
     assert any(e.get("name", "").startswith("aten::") for e in events)
+    where = _phase_of_matmuls(events)
+    assert where.get("forward", 0) > 0 and where.get("backward", 0) > 0, where
+    assert set(where) <= {"forward", "backward", "outside the profiled steps"}, where
     # top operators by self time, peak memory of the main phases, text and HTML views
     assert p.ops and all(0 <= o.share <= 1 for o in p.ops)
     assert [o.self_ms for o in p.ops] == sorted((o.self_ms for o in p.ops), reverse=True)
     assert any(o.name.startswith("aten::") for o in p.ops)
-    if sys.platform == "linux":
+    if next(model.parameters()).device.type == "cuda":  # the allocator's peak; a tiny model's tensors are small
+        assert p.memory_kind == "CUDA" and all(p.phase(n).peak > 0 for n in ("forward", "backward"))
+    elif sys.platform == "linux":  # the process's resident set, torch included
         assert p.memory_kind == "RAM" and all(p.phase(n).peak > 100 * 2**20 for n in ("forward", "backward"))
     text = repr(p)
     assert "data loading / collation" in text and "total (measured step)" in text and "top operators" in text
@@ -130,8 +156,10 @@ def test_profile_command_runs_a_few_steps_and_leaves_no_trace():
 
 
 @pytest.mark.slow
+@pytest.mark.device
 def test_compile_gives_the_eager_losses_and_reports_its_cost():
-    """Same model, same batches (seeded, one sequence length so one compile), three steps:
+    """Same model in float32 (on the CPU, or on the GPU where the tests see one), same batches
+    (seeded, one sequence length so one compile), three steps:
     the compiled run's losses equal the eager ones within 1e-4 relative. Why that tolerance:
     inductor fuses and reorders float32 reductions (the log-softmax over the vocabulary,
     RMSNorm, matmul accumulation), which changes the last bits (~1e-6 relative per op);
@@ -140,7 +168,7 @@ def test_compile_gives_the_eager_losses_and_reports_its_cost():
     losses = {}
     out = io.StringIO()
     for compiled in (False, True):
-        model, tok = _lora()
+        model, tok = _lora(dtype="fp32")
         run = pm.train(model, SAME_LENGTH, tokenizer=tok, steps=3, batch=8, lr=1e-2, seed=0,
                        display=TrainingView("text", stream=out) if compiled else None, compile=compiled)
         assert run.status == "completed", run.message

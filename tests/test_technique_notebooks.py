@@ -30,10 +30,9 @@ TECHNIQUES = {"lora", "qlora", "prefix-tuning", "prompt-tuning", "bottleneck-ada
 #: in CI), and a per-process pool of one thread per core then oversubscribes it — measured here on 2
 #: shared cores, 16 SmolLM2 steps went from ~40 s to ~160 s with the default pool
 KERNEL_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: each takes about a minute or less; the bound catches a notebook that grew, with room for a busy machine
-MAX_SECONDS = 180
 
 
+@pytest.mark.rule
 def test_one_notebook_per_technique():
     assert {p.stem for p in NOTEBOOKS} == TECHNIQUES
 
@@ -64,6 +63,5 @@ def test_technique_notebook_runs(path: Path, tmp_path: Path, artifacts: Path):
         html = "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs)
         assert "completed" in html and "<svg" in html, cell.source
     assert any("%peft save" in c.source for c in code) and any("%peft load-adapter" in c.source for c in code)
-    assert seconds < MAX_SECONDS, f"{path.name} took {seconds:.0f} s"
     if (tmp_path / "adapters").exists():
         shutil.rmtree(tmp_path / "adapters")

@@ -106,9 +106,7 @@ def test_every_data_shape_trains(kernel, tmp_path):
     assert kernel.eval("len(__import__('peft_magic').runs()[-1].eval_losses) > 0")
     # malformed: one line naming the columns
     kernel.ok("bad = [{'foo': 1, 'bar': 2}] * 4")
-    res = kernel.run("%peft train data=bad steps=2")
-    assert res.error is not None and res.error["ename"] == "UsageError"
-    assert "columns ['foo', 'bar']" in res.error_text and len(res.error_text.strip().splitlines()) == 1
+    assert "columns ['foo', 'bar']" in kernel.run("%peft train data=bad steps=2").one_line_error()
     res = kernel.run("%peft train data=nothing_here steps=2")
     assert "no variable 'nothing_here'" in res.error_text
     res = kernel.run("%peft train data=d_str stepz=2")

@@ -72,6 +72,22 @@ function stepText(s: IStatus): string {
   return run.total_steps ? `${run.step}/${run.total_steps}` : `${run.step}`;
 }
 
+/** How long ago a checkpoint was written (``saved_at``: seconds since the epoch), as
+ * ``fmt_ago`` says it in the kernel: "just now", "40 s ago", "2 min ago", "3 h ago". */
+export function savedAgo(savedAt: number, now: number = Date.now() / 1000): string {
+  const s = Math.max(0, now - savedAt);
+  if (s < 10) {
+    return 'just now';
+  }
+  if (s < 90) {
+    return `${Math.round(s)} s ago`;
+  }
+  if (s < 90 * 60) {
+    return `${Math.round(s / 60)} min ago`;
+  }
+  return `${Math.round(s / 3600)} h ago`;
+}
+
 /** The one line in the status bar. */
 export function statusText(s: IStatus): string {
   const parts: string[] = ['PEFT'];
@@ -87,6 +103,9 @@ export function statusText(s: IStatus): string {
       }
       if (run && run.eta_s !== null && run.eta_s !== undefined) {
         parts.push(`ETA ${fmtDuration(run.eta_s)}`);
+      }
+      if (run && run.saved_at) {
+        parts.push(`saved ${savedAgo(run.saved_at)}`);
       }
       break;
     case 'completed':

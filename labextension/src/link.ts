@@ -49,6 +49,9 @@ export interface IRun {
   eval_loss: number | null;
   message: string | null;
   peak_memory: number | null;
+  /** the last checkpoint the run wrote (autosave): its step and when (seconds since the epoch) */
+  saved_step?: number | null;
+  saved_at?: number | null;
 }
 
 export type Phase = 'idle' | 'training' | 'completed' | 'interrupted' | 'oom' | 'error';

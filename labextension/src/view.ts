@@ -13,6 +13,7 @@ import {
   fmtInt,
   fmtLoss,
   memKind,
+  savedAgo,
   statusText
 } from './format';
 import { IStatus, KernelLink } from './link';
@@ -126,6 +127,9 @@ export class DetailsBody extends Widget {
       rows.push(['Elapsed', fmtDuration(run.elapsed_s)]);
       if (s.phase === 'training') {
         rows.push(['ETA', fmtDuration(run.eta_s)]);
+      }
+      if (run.saved_at && run.saved_step != null) {
+        rows.push(['Last checkpoint', `step ${run.saved_step} · ${savedAgo(run.saved_at)}`]);
       }
       if (run.message) {
         rows.push(['Message', run.message]);

@@ -268,6 +268,6 @@ def _remove_hook() -> None:
 
 
 if "peft" in sys.modules:
-    register()  # peft is here already (e.g. imported by peft_magic._heavy.ensure): register now
+    register()  # peft is here already (e.g. imported by peft_magic.stack.ensure): register now
 else:
     _install_hook()

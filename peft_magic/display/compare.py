@@ -17,9 +17,9 @@ from ..svg import line_chart
 from .html import Raw, escape, table, wrap
 from .live import LiveView, dim
 
-_LOWER_BETTER = {"trainable", "final loss", "loss", "perplexity", "peak memory", "time"}
-_STATUS_COLOR = {"done": "#16a34a", "training": "#2563eb", "failed": "#dc2626", "stopped": "#d97706",
-                 "waiting": "#6b7280"}
+_LOWER_BETTER = {"trainable", "adapter size", "final loss", "loss", "perplexity", "peak memory", "time"}
+_STATUS_COLOR = {"done": "#16a34a", "training": "#2563eb", "searching": "#7c3aed", "failed": "#dc2626",
+                 "stopped": "#d97706", "waiting": "#6b7280"}
 
 
 def _curves(run_ids: dict[str, int | None]) -> str:
@@ -37,16 +37,14 @@ def _best(values: list[float | None], lower: bool) -> float | None:
 
 def comparison_html(c: Any) -> str:
     """The finished comparison: the table (best per column in bold), the curves, the reading."""
-    headers = ["method", "status", "trainable", "steps", "final loss", *c.metric_names, "tokens/s", "peak memory",
-               "time"]
+    headers, texts = c.table()
     done = [r for r in c.rows if r.status == "done"]
     numeric = {
-        "trainable": lambda r: r.trainable, "final loss": lambda r: r.loss,
+        "trainable": lambda r: r.trainable, "adapter size": lambda r: r.adapter_bytes, "final loss": lambda r: r.loss,
         "tokens/s": lambda r: r.tokens_per_s, "peak memory": lambda r: r.peak_memory, "time": lambda r: r.seconds,
         **{m: (lambda r, m=m: r.metrics.get(m)) for m in c.metric_names},
     }
     best = {h: _best([f(r) for r in done], h in _LOWER_BETTER) for h, f in numeric.items()}
-    _, texts = c.table()
     rows = []
     for r, cells in zip(c.rows, texts):
         out = []
@@ -63,9 +61,13 @@ def comparison_html(c: Any) -> str:
             f"<span class='pm-dim'>({'higher' if c.higher_is_better else 'lower'} is better; ★ best in its column)"
             f"</span></div>")
     reading = f"<div><b>{escape(c.reading)}</b></div>" if c.reading else ""
+    searches = c.searches()
+    search = ("<div class='pm-dim'>learning rates (lr=auto) — each rate tried, scored, ★ chosen:</div>"
+              + "".join(f"<div class='pm-dim' style='margin-left:1em'>{escape(line)}</div>" for line in searches)
+              ) if searches else ""
     notes = "".join(f"<div class='pm-dim'>note: {escape(n)}</div>" for n in c.notes)
     numeric_cols = {i for i, h in enumerate(headers) if h in numeric}
-    return wrap(head + table(headers, rows, numeric_cols) + reading + notes
+    return wrap(head + table(headers, rows, numeric_cols) + reading + search + notes
                 + _curves({r.label: r.run_id for r in c.rows}))
 
 
@@ -96,6 +98,7 @@ class LiveCompare(LiveView):
             status = r["status"] + (f": {r['reason']}" if r.get("reason") else "")
             cells.append([r["label"], Raw(f"<span style='color:{_STATUS_COLOR.get(r['status'], '')}'>"
                                           f"{escape(status)}</span>"),
+                          f"{r['lr']:.1e}" if r.get("lr") else "–",
                           fmt_params(r["trainable"]) if r.get("trainable") else "–", step,
                           f"{loss:.4f}" if isinstance(loss, float) else "–", metrics or "–",
                           f"{tps:,.0f}" if tps else "–", fmt_bytes(mem) if mem else "–",
@@ -103,8 +106,8 @@ class LiveCompare(LiveView):
         chart = _curves({r["label"]: r.get("run_id") or (self.progress.get("run_id") if i == self.current else None)
                          for i, r in enumerate(self.rows)})
         return wrap("<div class='pm-head'>compare · training each candidate in turn</div>"
-                    + table(["method", "status", "trainable", "step", "loss", "eval", "tokens/s", "peak memory",
-                             "time"], cells) + chart)
+                    + table(["method", "status", "lr", "trainable", "step", "loss", "eval", "tokens/s",
+                             "peak memory", "time"], cells) + chart)
 
     def _draw(self) -> None:
         self.shown = True

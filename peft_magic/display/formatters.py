@@ -52,11 +52,16 @@ def _runs(report: Any) -> str:
     from ..svg import line_chart
     from .html import table, wrap
 
+    disk = ""
+    if report.disk:
+        disk = ("<div class='pm-head'>checkpoints on disk</div><div class='pm-dim'>re-run the cells that load the "
+                "model, attach the adapter and build the data, then add <code>--resume</code></div>"
+                + table(report.DISK_HEADERS, report.disk_rows()))
     if not report.runs:
-        return wrap("<div class='pm-dim'>no training runs in this kernel yet</div>")
+        return wrap("<div class='pm-dim'>no training runs in this kernel yet</div>" + disk)
     chart = line_chart([(f"run {r.run_id}: {r.method} '{r.adapter}'", r.losses) for r in report.runs],
                        smooth_first=False, width=520, height=160)
-    return wrap(table(report.HEADERS, report.rows()) + chart)
+    return wrap(table(report.HEADERS, report.rows()) + chart + disk)
 
 
 def _lifecycle(r: Any) -> str:

@@ -85,6 +85,8 @@ def plan_html(plan: Any) -> str:
     parts.append(f"<div class='pm-dim'>{legend}{cap}</div>")
     if any(r.checkpointing and not plan.checkpointing for r in plan.rows):
         parts.append("<div class='pm-dim'>¹ with gradient checkpointing (%peft qlora turns it on)</div>")
+    if plan.logits_line():
+        parts.append(f"<div class='pm-dim'>{escape(plan.logits_line())}</div>")
     rec = plan.recommendation
     parts.append(f"<div style='margin-top:6px'><b>{escape(rec.line(plan.batch, plan.seq))}</b></div>")
     for h in rec.hints:

@@ -155,6 +155,7 @@ class TrainingView(LiveView):
         self.title = title
         self.run_id: int | None = None
         self.speed: dict[str, Any] = {}  # the run's compile / checkpointing readouts (``speed`` events)
+        self.saved: tuple[int, float] | None = None  # (step, time) of the last checkpoint written
         super().__init__(surface, stream)
         self.drawing: Any = None
         if self.surface == "text":
@@ -195,7 +196,13 @@ class TrainingView(LiveView):
             self.speed.update({k: v for k, v in e.data.items() if k != "run_id"})
             self.state["speed"] = dict(self.speed)
         elif e.kind == "progress":
-            self.state = dict(e.data, speed=dict(self.speed), eval=self.state.get("eval"))
+            self.state = dict(e.data, speed=dict(self.speed), eval=self.state.get("eval"), saved=self.saved)
+        elif e.kind == "checkpoint":
+            if e.data.get("skipped"):
+                self.warnings.append(e.data["skipped"])
+                d.warn(self)
+                return
+            self.saved = self.state["saved"] = (e.data["step"], e.data["at"])
         elif e.kind == "eval" and e.data.get("metrics"):
             self.state["eval"] = fmt_metrics(e.data["metrics"])
         elif e.kind == "run_end":
@@ -219,13 +226,17 @@ class TrainingView(LiveView):
         if launch:
             self.title += (f" · {launch['describe']} · global batch {launch['batch']} × {launch['processes']} × "
                            f"{launch['grad_accum']} = {launch['global_batch']}")
+        if e.data.get("loss_path"):
+            self.speed["loss_path"] = e.data["loss_path"]
         self.state = {"step": e.data.get("resumed_from") or 0, "total_steps": e.data.get("total_steps"),
-                      "status": "training"}
+                      "status": "training", "speed": dict(self.speed)}
         record = next((x for x in reversed(runs()) if x.run_id == self.run_id), None)
         if record is not None:
             # Draw from the run's own loss history (every logged step), not only from the
             # events; the lists are shared, so nothing is copied per step.
             self.losses, self.eval_losses, self.rewards = record.losses, record.eval_losses, record.rewards
+        if record is not None and record.saved_step is not None and record.saved_at:
+            self.saved = self.state["saved"] = (record.saved_step, record.saved_at)  # a resumed run's checkpoint
         self.warnings = list(e.data.get("warnings") or [])
         self.data = e.data.get("data") or ""
         self.drawing.warn(self)

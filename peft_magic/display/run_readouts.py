@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..fmt import fmt_bytes, fmt_duration
+from ..fmt import fmt_ago, fmt_bytes, fmt_duration
 from ..svg import line_chart
 from .html import escape, wrap
 from .profile_html import speed_readouts
@@ -45,6 +45,17 @@ def margin_series(rewards: list[tuple[int, dict[str, float]]]) -> list[tuple[int
     return [(step, r["margin"]) for step, r in rewards if "margin" in r]
 
 
+def saved_text(p: dict[str, Any], now: float | None = None) -> str | None:
+    """``step 3,000 · 2 min ago`` for the last checkpoint a run wrote (``training/checkpoints.py``)."""
+    import time
+
+    saved = p.get("saved")
+    if not saved:
+        return None
+    step, at = saved
+    return f"step {step:,} · {fmt_ago(max(0.0, (now or time.time()) - at))}"
+
+
 def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
     """The readouts of one progress state, as (label, value) pairs."""
     mem = p.get("memory") or {}
@@ -68,8 +79,14 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ] + preference_readouts(p.get("rewards")) + ([("eval", p["eval"])] if p.get("eval") else []) + \
-        speed_readouts(p.get("speed"))
+    ] + preference_readouts(p.get("rewards")) + ([("eval", p["eval"])] if p.get("eval") else []) + (
+        [("saved", saved_text(p))] if p.get("saved") else []) + speed_readouts(p.get("speed")) + _loss_path(p)
+
+
+def _loss_path(p: dict[str, Any]) -> list[tuple[str, str]]:
+    """Which loss the run computes (fused without the logits, or the model's own)."""
+    path = (p.get("speed") or {}).get("loss_path")
+    return [("loss path", path)] if path else []
 
 
 def _memory_variants(mem: dict[str, Any]) -> list[str]:
@@ -118,8 +135,10 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
         fields[label] = [f"{label} {value}"] + ([f"margin {p['rewards']['margin']:+.2f}"] if label == "margin" else [])
     if p.get("eval"):
         fields["eval"] = [f"eval {p['eval']}"]
+    if p.get("saved"):
+        fields["saved"] = [f"saved {saved_text(p)}"]
     speed = {label: [value if label == "compile" else f"{label} {value}"]  # "compiled in 6.8 s" says what it is
-             for label, value in speed_readouts(p.get("speed"))}
+             for label, value in speed_readouts(p.get("speed")) + _loss_path(p)}
     fields.update(speed)  # compile / checkpointing readouts: last, and first to go on a narrow line
 
     def bar_of(n: int) -> str:
@@ -129,7 +148,7 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     if width is None:
         return f"{bar_of(24)} {count} · " + " · ".join(v[0] for v in fields.values())
     groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), tuple(k for k in ("margin", "accuracy") if k in fields),
-              ("lr", "epoch"), tuple(k for k in ("rewards", "eval") if k in fields), tuple(speed))
+              ("lr", "epoch"), tuple(k for k in ("rewards", "eval", "saved") if k in fields), tuple(speed))
     chosen: dict[str, str] = {}
 
     def length(parts: dict[str, str], bar: int) -> int:

@@ -55,7 +55,10 @@ def cmd_plan(ctx: Context) -> Any:
     ``dtype=`` (bf16 / fp16 / fp32; default: what the device trains in), ``attn=`` (sdpa,
     eager), ``goal=`` (auto, quality, memory, prompts, reuse), ``--checkpointing`` (gradient
     checkpointing for every method), ``--measure`` (run two real training steps on the
-    model in the notebook, at a small batch and seq, and compare with the estimate).
+    model in the notebook, at a small batch and seq, and compare with the estimate),
+    ``fused_loss=`` (auto, True, False: a language model's loss computed without its
+    logits, as ``%peft train`` does by default where that saves memory; the plan shows the
+    logits on their own line, "logits 2.4 GB → fused 0.1 GB").
     ``--gpus N --strategy ddp|fsdp|deepspeed`` (``--zero 3``) gives what *each* GPU needs
     on N GPUs: ddp keeps the full model on every GPU; fsdp and ZeRO-3 shard weights,
     gradients and optimizer states by N; ZeRO-2 shards optimizer states and gradients.

@@ -33,13 +33,15 @@ def _launch_options(ctx: Context, settings: dict[str, Any]) -> dict[str, Any]:
 
 @command("train",
          args="[data=EXPR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=EXPR|PATH|0.1] "
-              "[objective=dpo|ipo|orpo|simpo|kto] [beta=] [compile=True] [checkpointing=True] "
+              "[objective=dpo|ipo|orpo|simpo|kto] [beta=] [compile=True] [checkpointing=True] [fused_loss=auto|False] "
+              "[save_every=N] [save_to=DIR] [keep=2] "
               "[any TrainingArguments field=…]",
          summary="train the attached adapter with live progress, loss, tokens/s and memory",
-         flags=("--model VAR", ("--out DIR", "where checkpoints go (default: the cache's runs/ folder)"),
-                "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
+         flags=("--model VAR", "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
                 ("--display MODE", "auto, widget, text or none"),
-                ("--resume", "continue the last interrupted run of this adapter"),
+                ("--resume [DIR]", "continue this adapter's newest checkpoint (an interrupted run of this kernel, "
+                                   "or on disk after a restart: re-run the cells with the same data); DIR: where"),
+                ("--no-autosave", "write no checkpoints (autosave is on by default)"),
                 *LAUNCH_FLAGS,
                 ("--profile", "profile a few steps: where a step's time goes, shown under the display"),
                 ("--trace DIR", "with --profile: also write a Chrome / Perfetto trace into DIR")),
@@ -86,12 +88,29 @@ def cmd_train(ctx: Context) -> Any:
     ``%peft train --resume`` continues that run. Out of memory is caught: the model
     stays usable and the message says what to change.
 
+    Autosave: every run writes a checkpoint every ``%config PeftMagic.autosave_minutes``
+    (10) of training, every ``save_every`` steps if given, and at the end, into ``save_to``
+    (default ``checkpoints/`` beside the notebook, a folder per adapter and run; on Colab
+    a mounted Drive folder survives a disconnect), keeping the last ``keep`` (2). After a
+    crash or a disconnect, re-run the cells (load, attach, the data) and add ``--resume``:
+    the run continues from the newest checkpoint exactly as if it had not stopped, and the
+    chart shows the whole curve. A different base model, adapter settings, data or training
+    settings are refused in one line. ``--no-autosave`` writes nothing.
+
     Speed: ``--profile`` times a few steps (data, forward, backward, optimizer step, our
     display, other; top operators; peak memory; hints) and shows the table under the
     display (``run.profile``); ``compile=True`` uses ``torch.compile`` (the display says
     how long compiling took and the steady tokens/s after it); ``checkpointing=True``
     trades recompute time for activation memory (both shown). ``%peft profile`` profiles
     a few steps without a full run.
+
+    Memory: a language model's loss is computed without its ``[batch, seq, vocab]``
+    logits — a chunk of tokens at a time (Liger-Kernel or cut-cross-entropy on a GPU where
+    installed) — wherever one batch's logits would take 64 MB or more
+    (``fused_loss=auto``); the loss and gradients are the model's own. ``fused_loss=True``
+    fuses at any size, ``fused_loss=False`` computes the model's own loss from the full
+    logits. The display's "loss path" says which ran; a model the fused loss cannot
+    reproduce falls back with the reason.
 
     Examples::
 
@@ -107,6 +126,7 @@ def cmd_train(ctx: Context) -> Any:
         eval: 0.1
 
         %peft train --resume
+        %peft train data=rows steps=4000 save_to=/content/drive/MyDrive/ckpt --resume
 
         %peft train data=pairs objective=dpo beta=0.1 steps=30 lr=5e-4 eval=pairs_dev
 
@@ -120,7 +140,7 @@ def cmd_train(ctx: Context) -> Any:
         raise PeftMagicError(f"unexpected '{ctx.args.positionals[0]}'", "settings are key=value, e.g. data=texts")
     var, model = ctx.model()
     settings = dict(ctx.settings)
-    resume = bool(ctx.args.flag("--resume"))
+    resume = ctx.args.flag("--resume") or False  # True, or a folder
     launch = _launch_options(ctx, settings)
     if ctx.args.flag("--dry-run"):
         from ..training.distributed.dryrun import dry_run
@@ -149,20 +169,26 @@ def cmd_train(ctx: Context) -> Any:
         settings["adapter"] = ctx.args.flag("--adapter")
     settings.update(launch)
     return train(model, data, tokenizer=tokenizer, display=ctx.args.flag("--display", "auto"), resume=resume,
-                 output_dir=ctx.args.flag("--out"), profile=bool(ctx.args.flag("--profile")),
+                 autosave=not ctx.args.flag("--no-autosave"), profile=bool(ctx.args.flag("--profile")),
                  trace=ctx.args.flag("--trace"), **settings)
 
 
-@command("runs", summary="every training run of this kernel, with the loss curves together",
+@command("runs", args="[DIR …]",
+         summary="every training run of this kernel (and runs found on disk), with the loss curves together",
          cell="none", group="training")
 def cmd_runs(ctx: Context) -> Any:
     """Every training run in this kernel: method, adapter, settings, steps, first and final
     loss, peak memory, time and status (completed / interrupted / oom / error), with all
     loss curves in one chart. Returns a ``RunsReport`` (``.runs`` is the list of records).
+
+    Below it, the runs found on disk that are not this kernel's — a kernel that died, a
+    Colab session that disconnected — with their last checkpoint and whether ``--resume``
+    can continue them: in ``checkpoints/`` (``%config PeftMagic.checkpoint_dir``), where
+    this kernel's runs saved, and in each DIR given (a ``save_to=`` folder).
     """
     from ..training.report import runs_report
 
-    return runs_report()
+    return runs_report(ctx.args.positionals)
 
 
 @command("watch", summary="run the cell as Python with a live memory readout; report peak and change",

@@ -57,7 +57,8 @@ class PeftMagic(Magics, NotebookDefaults):
                 raise PeftMagicError(f"'{first}' is not a command", "start with a command or a method: %peft lora …")
             cmd = COMMANDS[ATTACH]
             rest = stripped
-        args = parse_line(rest, cmd.value_flags, cmd.switch_flags, command=cmd.name if cmd.name != ATTACH else "")
+        args = parse_line(rest, cmd.value_flags, cmd.switch_flags, command=cmd.name if cmd.name != ATTACH else "",
+                          optional_flags=cmd.optional_flags)
         settings = dict(args.settings)
         if cell is not None and cmd.cell == "settings":
             settings = merge_settings(settings, parse_body(cell, args.raw))

@@ -33,6 +33,11 @@ class Flag:
     help: str = ""
 
     @property
+    def optional(self) -> bool:
+        """``--resume [DIR]``: a switch that may take a value."""
+        return bool(self.metavar) and self.metavar.startswith("[")
+
+    @property
     def usage(self) -> str:
         return f"{self.name} {self.metavar}" if self.metavar else self.name
 
@@ -60,11 +65,16 @@ class Command:
 
     @property
     def value_flags(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.flags if f.metavar)
+        return frozenset(f.name for f in self.flags if f.metavar and not f.optional)
 
     @property
     def switch_flags(self) -> frozenset[str]:
-        return frozenset(f.name for f in self.flags if not f.metavar)
+        """Switches, and flags whose value may be left out (``--resume [DIR]``)."""
+        return frozenset(f.name for f in self.flags if not f.metavar or f.optional)
+
+    @property
+    def optional_flags(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.flags if f.optional)
 
     @property
     def usage(self) -> str:

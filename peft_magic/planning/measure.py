@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import stack
 from ..errors import PeftMagicError
+from ..fused_loss import planned_loss
 from ..memory import device_of
 from ..model.properties import infer_task
 from .estimate import parts_of
@@ -35,17 +36,17 @@ def _optimizer_bytes(opt: Any) -> int:
     return total
 
 
-def _measured_step(model: Any, inputs: dict[str, Any], dev: str) -> tuple[int, int, int, str]:
+def _measured_step(model: Any, inputs: dict[str, Any], dev: str, loss_fn: Any = None) -> tuple[int, int, int, str]:
     """(gradient bytes, activation bytes, step peak, how it was measured) of one step."""
     import torch
 
     if not dev.startswith("cuda"):
-        m = measure_step(model, inputs)
+        m = measure_step(model, inputs, loss_fn)
         return m.grads, m.activations, m.peak, "live tensor bytes"
     torch.cuda.synchronize(dev)
     before = torch.cuda.memory_allocated(dev)
     torch.cuda.reset_peak_memory_stats(dev)
-    forward_backward(model, inputs)
+    forward_backward(model, inputs, loss_fn)
     torch.cuda.synchronize(dev)
     grads = grad_bytes(model)
     # the allocator keeps only the joint peak: activations are what it held beyond the
@@ -54,7 +55,8 @@ def _measured_step(model: Any, inputs: dict[str, Any], dev: str) -> tuple[int, i
     return grads, max(0, peak - grads), peak, "torch.cuda peak allocated"
 
 
-def _real_steps(model: Any, batch: int, seq: int, steps: int, optim: str) -> tuple[int, int, int, str, int]:
+def _real_steps(model: Any, batch: int, seq: int, steps: int, optim: str,
+                loss_fn: Any = None) -> tuple[int, int, int, str, int]:
     """Warm-up steps (they create the optimizer states), then one measured step."""
     import torch
 
@@ -69,10 +71,11 @@ def _real_steps(model: Any, batch: int, seq: int, steps: int, optim: str) -> tup
             model.train()
             for _ in range(steps - 1):
                 model.zero_grad(set_to_none=True)
-                forward_backward(model, step_inputs(model, batch, seq, task, dev))
+                forward_backward(model, step_inputs(model, batch, seq, task, dev), loss_fn)
                 opt.step()
             model.zero_grad(set_to_none=True)
-            grads, activations, peak, how = _measured_step(model, step_inputs(model, batch, seq, task, dev), dev)
+            grads, activations, peak, how = _measured_step(model, step_inputs(model, batch, seq, task, dev), dev,
+                                                           loss_fn)
             return grads, activations, peak, how, _optimizer_bytes(opt)
     finally:
         model.zero_grad(set_to_none=True)
@@ -82,8 +85,9 @@ def _real_steps(model: Any, batch: int, seq: int, steps: int, optim: str) -> tup
 
 
 def measure(model: Any, *, batch: int = 2, seq: int = 64, optim: str = "adamw", steps: int = 2,
-            target_batch: int | None = None, target_seq: int | None = None) -> Measurement:
-    """Run ``steps`` real training steps on ``model`` and compare memory with the estimate."""
+            target_batch: int | None = None, target_seq: int | None = None, fused: bool = False) -> Measurement:
+    """Run ``steps`` real training steps on ``model`` and compare memory with the estimate
+    (``fused``: both with the loss computed without the logits, ``fused_loss``)."""
     stack.ensure()
     batch, seq, steps = positive("batch", batch), positive("seq", seq), max(2, int(steps))
     if not any(p.requires_grad for p in model.parameters()):
@@ -92,13 +96,14 @@ def measure(model: Any, *, batch: int = 2, seq: int = 64, optim: str = "adamw", 
     dev = device_of(model)
     cuda = dev.startswith("cuda")
     t0 = time.perf_counter()
-    grads, activations, peak, how, opt_bytes = _real_steps(model, batch, seq, steps, optim)
+    est_parts, target, est, acc = live_estimate(model, batch, seq, False, optim, fused=fused)
+    loss_fn = planned_loss if est.fused else None
+    grads, activations, peak, how, opt_bytes = _real_steps(model, batch, seq, steps, optim, loss_fn)
     account = tensor_accounting(model, cuda=cuda)
     full = is_full(model)
     measured = Parts(weights=account.frozen + (account.trainable if full else 0),
                      adapter=0 if full else account.trainable, gradients=grads, optimizer=opt_bytes,
                      activations=activations)
-    est_parts, target, est, acc = live_estimate(model, batch, seq, False, optim)
     est_parts.overhead = 0
     est_step = est.step(batch, seq)
     if cuda:

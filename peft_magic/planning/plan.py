@@ -27,6 +27,7 @@ import contextlib
 import time
 from typing import Any
 
+from .. import fused_loss as fusing
 from .. import stack
 from ..errors import PeftMagicError, first_line
 from ..fmt import fmt_bytes
@@ -65,11 +66,11 @@ def _row_notes(row: MethodPlan, req: Request, est: Estimator, step: Any, opt: An
 
 
 def _method_row(subject: Subject, req: Request, target: Target, batch: int, seq: int, checkpointing: bool,
-                attn: str | None, opt: Any, with_flip: bool) -> tuple[MethodPlan, Estimator | None, Any]:
+                attn: str | None, opt: Any, with_flip: bool, fused: bool) -> tuple[MethodPlan, Estimator | None, Any]:
     """One row of the table (with the error in it when the method cannot be estimated)."""
     label = req.method
     try:
-        est = Estimator(subject, req, target, checkpointing, attn)
+        est = Estimator(subject, req, target, checkpointing, attn, fused)
         label = label_for(req, est.peft_config, target.dtype)
         account = est.account()
         step = est.step(batch, seq)
@@ -86,7 +87,7 @@ def _method_row(subject: Subject, req: Request, target: Target, batch: int, seq:
     _row_notes(row, req, est, step, opt, target)
     if with_flip and not req.quantized:
         with contextlib.suppress(Exception):
-            flipped = Estimator(subject, req, target, not checkpointing, attn)
+            flipped = Estimator(subject, req, target, not checkpointing, attn, est.fused)
             row.other = parts_of(account, flipped.step(batch, seq), opt, target, req.spec is None)
     return row, est, account
 
@@ -127,7 +128,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
          seq: int = 512, grad_accum: int = 1, gpu: str | None = None, checkpointing: bool = False,
          optim: str = "adamw", dtype: str | None = None, task: str | None = None, attn: str | None = None,
          goal: str = "auto", measure: bool = False, limits: bool = True, gpus: Any = None,
-         strategy: str | None = None, zero: Any = None, objective: str | None = None, **settings: Any) -> Plan:
+         strategy: str | None = None, zero: Any = None, fused_loss: Any = "auto", objective: str | None = None,
+         **settings: Any) -> Plan:
     """Memory needed to train ``model`` with each method, a verdict and a recommendation.
 
     ``model`` is a model in the kernel, a transformers config (or a dict with
@@ -140,9 +142,13 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     batch and seq that fit, and each method's total with checkpointing the other way.
     ``gpus`` (a count or ``"all"``) with ``strategy`` ``"ddp"`` / ``"fsdp"`` / ``"deepspeed"``
     (``zero`` 2 or 3) gives each GPU's share of a multi-GPU run (``sharding``).
+    ``fused_loss`` (``"auto"``, ``True``, ``False``) plans a language model's loss computed
+    without its logits, as ``%peft train`` computes it (``fused_loss``); the plan shows the
+    logits' share either way ("logits 2.4 GB → fused 0.1 GB").
     ``objective`` (``"dpo"``, ``"ipo"``, ``"orpo"``, ``"simpo"``, ``"kto"``) plans preference
     tuning: ``batch`` pairs are twice as many sequences in the forward that keeps
-    activations (chosen + rejected), and the passes without gradients are named in a note.
+    activations (chosen + rejected), and the passes without gradients are named in a note;
+    its loss is TRL's, computed from the logits (never fused).
     """
     t0 = time.perf_counter()
     stack.ensure()
@@ -159,6 +165,9 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     methods = [methods] if isinstance(methods, str) else methods
     requests = resolve_requests(list(methods or DEFAULT_METHODS), settings, bool(methods))
     target = resolve_target(gpu, dtype, subject.live, attn)
+    # a preference run computes TRL's loss from the logits: never fused
+    fused = not objective and fusing.planned(fused_loss, subject.task, int(getattr(subject.config, "vocab_size", 0) or 0),
+                                             batch, seq)
 
     rows: list[MethodPlan] = []
     estimators: dict[str, tuple[Estimator, Any]] = {}
@@ -168,11 +177,11 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         if resident and target.available is not None:
             target.available += resident
             target.detail += f", plus {fmt_bytes(resident)} the model already holds"
-        current = current_row(subject, target, batch, seq, checkpointing, opt)
+        current = current_row(subject, target, batch, seq, checkpointing, opt, fused)
         if current is not None:
             rows.append(current)
     for req in requests:
-        row, est, account = _method_row(subject, req, target, batch, seq, checkpointing, attn, opt, limits)
+        row, est, account = _method_row(subject, req, target, batch, seq, checkpointing, attn, opt, limits, fused)
         rows.append(row)
         if est is not None:
             estimators[req.method] = (est, account)
@@ -193,13 +202,16 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         layers=layer_count(subject.config), batch=user_batch, seq=seq, grad_accum=grad_accum, optim=opt.name,
         dtype=target.dtype, target=target, rows=rows, checkpointing=checkpointing, notes=notes,
         recommendation=_recommendation(rows, goal_key, target, estimators, opt, batch, seq, limits),
-        sharding=shared,
+        sharding=shared, fused_loss=fused,
     )
     if plan_obj.recommendation.batch:  # the search counts sequences; a preference batch counts pairs
         plan_obj.recommendation.batch //= per_example
+    if subject.task in fusing.LM_TASKS and estimators:
+        with contextlib.suppress(Exception):
+            plan_obj.logits = next(iter(estimators.values()))[0].logits(batch, seq)
     if measure:
         plan_obj.measurement = measuring.measure(subject.live, batch=min(batch, 2), seq=min(seq, 64),
-                                                 target_batch=batch, target_seq=seq, optim=opt.name)
+                                                 target_batch=batch, target_seq=seq, optim=opt.name, fused=fused)
     plan_obj.seconds = time.perf_counter() - t0
     return plan_obj
 
@@ -229,7 +241,7 @@ def preference_note(objective: str, batch: int) -> str:
 
 
 def current_row(subject: Subject, target: Target, batch: int, seq: int, checkpointing: bool,
-                opt: Any) -> MethodPlan | None:
+                opt: Any, fused: bool = False) -> MethodPlan | None:
     """The live model's own setup (its adapters as attached), when it has any."""
     from ..adapter_ops.listing import adapter_infos
 
@@ -244,7 +256,7 @@ def current_row(subject: Subject, target: Target, batch: int, seq: int, checkpoi
         described.append(f"{a.method} '{a.name}'" + (f" ({settings})" if settings else ""))
     label = "as attached now: " + "; ".join(described)
     try:
-        est = Estimator(subject, None, target, checkpointing, None)
+        est = Estimator(subject, None, target, checkpointing, None, fused)
         account = tensor_accounting(peft_model, cuda=target.cuda)
         step = est.step(batch, seq)
     except Exception as e:

@@ -204,6 +204,19 @@ class Plan(HtmlRepr):
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     sharding: str | None = None  # "per GPU of 4 with FSDP FULL_SHARD" (%peft plan --gpus N --strategy S)
+    fused_loss: bool = False  # the totals count the loss computed without the logits (fused_loss)
+    logits: tuple[int, int] | None = None  # the loss's own peak: the model's way, fused
+
+    def logits_line(self) -> str:
+        """``logits 2.4 GB → fused 0.1 GB`` (which one the totals count), or ``""``."""
+        if self.logits is None:
+            return ""
+        standard, fused = self.logits
+        if self.fused_loss:
+            return (f"logits {fmt_bytes(standard)} → fused {fmt_bytes(fused)}: the totals count the loss computed "
+                    "a chunk of tokens at a time, as %peft train does (fused_loss=False for the model's own loss)")
+        return (f"logits {fmt_bytes(standard)} (counted in the totals) → fused {fmt_bytes(fused)} with "
+                "fused_loss=True")
 
     def __getitem__(self, method: str) -> MethodPlan:
         key = method.lower()
@@ -254,6 +267,8 @@ class Plan(HtmlRepr):
         if self.target.available is not None:
             out.append(f"available: {fmt_bytes(self.target.available)} on {self.target.label}"
                        + (f" ({self.target.detail})" if self.target.detail else ""))
+        if self.logits_line():
+            out.append(self.logits_line())
         out.append(self.recommendation.line(self.batch, self.seq))
         out += [f"  {h}" for h in self.recommendation.hints]
         if self.measurement is not None:
@@ -271,7 +286,8 @@ class Plan(HtmlRepr):
         return {
             "model": self.model, "params": self.params, "batch": self.batch, "seq": self.seq,
             "grad_accum": self.grad_accum, "optim": self.optim, "dtype": self.dtype, "target": self.target.label,
-            "available": self.target.available, "sharding": self.sharding,
+            "available": self.target.available, "sharding": self.sharding, "fused_loss": self.fused_loss,
+            "logits": dict(zip(("standard", "fused"), self.logits)) if self.logits else None,
             "methods": {r.method: {"label": r.label, "verdict": r.verdict, "trainable": r.trainable,
                                    **(r.parts.as_dict() if r.parts else {"error": r.error})} for r in self.rows},
             "recommendation": {"method": self.recommendation.method, "reason": self.recommendation.reason,

@@ -223,9 +223,10 @@ def step_loss(output: Any) -> Any:
     return hidden.float().pow(2).mean()
 
 
-def forward_backward(model: Any, inputs: dict[str, Any]) -> None:
-    """One forward and backward pass (no optimizer step: that is accounted separately)."""
-    loss = step_loss(model(**inputs))
+def forward_backward(model: Any, inputs: dict[str, Any], loss_fn: Any = None) -> None:
+    """One forward and backward pass (no optimizer step: that is accounted separately);
+    ``loss_fn(model, inputs)`` computes the loss instead of the model (the fused loss)."""
+    loss = loss_fn(model, inputs) if loss_fn is not None else step_loss(model(**inputs))
     loss.backward()
 
 
@@ -251,12 +252,12 @@ def _result(model: Any, counter: Any, device: str) -> StepMemory:
                       ops=counter.ops, device=device)
 
 
-def measure_step(model: Any, inputs: dict[str, Any]) -> StepMemory:
+def measure_step(model: Any, inputs: dict[str, Any], loss_fn: Any = None) -> StepMemory:
     """Forward + backward under the counter; gradients are cleared before and kept after."""
     model.zero_grad(set_to_none=True)
     device = next(iter(inputs.values())).device
     with live_bytes(device.type) as counter:
-        forward_backward(model, inputs)
+        forward_backward(model, inputs, loss_fn)
     return _result(model, counter, str(device))
 
 
@@ -377,7 +378,7 @@ def sim_4bit_linear_class() -> Any:
     return Sim4bitLinear
 
 
-def trace_step(model: Any, batch: int, seq: int, task: str | None, kernel: str) -> StepMemory:
+def trace_step(model: Any, batch: int, seq: int, task: str | None, kernel: str, loss_fn: Any = None) -> StepMemory:
     """Forward + backward of a meta-device ``model`` under the counter (milliseconds)."""
     from .. import stack
 
@@ -385,8 +386,39 @@ def trace_step(model: Any, batch: int, seq: int, task: str | None, kernel: str) 
     for p in model.parameters():
         p.grad = None
     with stack.quiet(), simulated_attention(kernel), live_bytes("meta") as counter:
-        forward_backward(model, inputs)
+        forward_backward(model, inputs, loss_fn)
     result = _result(model, counter, "meta")
     for p in model.parameters():
         p.grad = None
     return result
+
+
+def trace_logits(model: Any, batch: int, seq: int, task: str | None) -> tuple[int, int]:
+    """Peak bytes of the loss alone — the head, the cross-entropy and their backward, from
+    the hidden states on — the model's own way and fused (``fused_loss``), on meta: what
+    ``%peft plan`` shows as "logits X → fused Y"."""
+    import torch
+
+    from .. import fused_loss
+
+    lm = fused_loss.locate(model)
+    weight = getattr(lm.head, "weight", None)
+    dtype = weight.dtype if weight is not None else torch.float32
+    labels = step_inputs(model, batch, seq, task, "meta")["labels"]
+    peaks = []
+    for fused in (False, True):
+        hidden = torch.empty(batch, labels.shape[-1], lm.hidden, dtype=dtype, device="meta", requires_grad=True)
+        with live_bytes("meta") as counter:
+            if fused:
+                h, y = lm.flat(hidden, labels)
+                loss = fused_loss.run("chunked", lm, h, y, y.shape[0])
+            else:  # transformers' causal-LM loss: the logits, their fp32 upcast, a mean cross-entropy
+                logits = lm.logits(hidden).float()
+                y = lm.targets(labels, hidden.shape[1])
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+                del logits
+            loss.backward()
+        peaks.append(counter.peak)
+        for p in model.parameters():
+            p.grad = None
+    return peaks[0], peaks[1]

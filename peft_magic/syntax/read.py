@@ -186,11 +186,14 @@ def tokenize(line: str) -> list[str]:
 
 
 def parse_line(line: str, value_flags: set[str] | frozenset[str] = frozenset(),
-               switch_flags: set[str] | frozenset[str] = frozenset(), command: str = "") -> Args:
+               switch_flags: set[str] | frozenset[str] = frozenset(), command: str = "",
+               optional_flags: set[str] | frozenset[str] = frozenset()) -> Args:
     """Parse ``line`` given the flags a command accepts.
 
     ``value_flags`` take a value (``--model m`` or ``--model=m``); ``switch_flags`` are
-    booleans. An unknown flag is an error with a suggestion.
+    booleans; ``optional_flags`` (also switches) take the next token as their value when it
+    is neither a flag nor a ``key=value`` (``--resume`` or ``--resume ./checkpoints/run``).
+    An unknown flag is an error with a suggestion.
     """
     args = Args()
     raws = _split_raw(line)
@@ -213,6 +216,14 @@ def parse_line(line: str, value_flags: set[str] | frozenset[str] = frozenset(),
                 else:
                     args.raw[name] = raws[i].partition("=")[2]
                 args.flags[name] = val
+            elif name in optional_flags:
+                if eq:
+                    args.flags[name] = val
+                elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--") and not _KEY.match(raws[i + 1]):
+                    i += 1
+                    args.flags[name] = tokens[i]
+                else:
+                    args.flags[name] = True
             elif name in switch_flags:
                 if eq:
                     args.flags[name] = parse_value(val) is True

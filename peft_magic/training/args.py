@@ -17,6 +17,7 @@ from .. import stack
 from ..errors import PeftMagicError, did_you_mean, first_line
 from ..peft_methods.coerce import coerce_value
 from ..peft_methods.fields import config_fields
+from . import loss_path
 
 #: short names a user types → TrainingArguments fields (and ``total_steps``, ours: see below)
 ALIASES = {
@@ -30,8 +31,9 @@ ALIASES = {
 }
 #: settings that are ours, not TrainingArguments fields. ``total_steps`` is the run's step
 #: budget under one name from the user's ``steps=`` (or ``max_steps=``) to the display; only
-#: :func:`trainer_arguments` hands it to transformers, as ``max_steps``.
-OWN_KEYS = ("max_len", "eval", "data", "stride", "total_steps")
+#: :func:`trainer_arguments` hands it to transformers, as ``max_steps``. ``fused_loss``: which
+#: loss the run computes (training/loss_path.py).
+OWN_KEYS = ("max_len", "eval", "data", "stride", "total_steps", "save_every", "save_to", "keep", "fused_loss")
 #: a preference run's objective (``objective=dpo``): its own settings are checked against its
 #: TRL config (``training/preference.py``), and it travels in the args as a ``Preference``
 OBJECTIVE = "objective"
@@ -57,7 +59,7 @@ def normalize_args(settings: dict[str, Any], preference: Any = None) -> dict[str
     for key, value in settings.items():
         real = ALIASES.get(key, key)
         if real in OWN_KEYS:
-            out[real] = value
+            out[real] = loss_path.setting(value) if real == "fused_loss" else value
             continue
         if real == OBJECTIVE and preference is not None:
             continue
@@ -129,7 +131,7 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
     if has_eval:
         targs.update(eval_strategy="steps", eval_steps=max(1, steps // 5),
                      per_device_eval_batch_size=args.get("per_device_train_batch_size", DEFAULT_BATCH))
-    targs.update(args)
+    targs.update({k: v for k, v in args.items() if k != "fused_loss"})  # ours (training/loss_path.py)
     targs["max_steps"] = steps
     config = TrainingArguments
     if preference is not None:  # TRL's config for the objective, with its settings

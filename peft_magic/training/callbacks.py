@@ -94,7 +94,8 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             events.emit("run_start", run_id=run.run_id, model_id=run.model_id, adapter=run.adapter,
                         method=run.method, total_steps=run.total_steps, settings=dict(run.settings),
                         resumed_from=self.base_step or None, warnings=list(run.warnings), task=run.task,
-                        data=run.data, objective=run.objective)
+                        data=run.data, loss_path=run.loss_path,
+                        objective=run.objective)
 
         def _payload(self, state) -> dict[str, Any]:
             now = time.perf_counter()

@@ -2,10 +2,14 @@
 
 Each candidate (``lora``, ``ia3``, ``prefix``, … with its own settings) is attached to the
 same base model, trained on the same data in the same order for the same number of
-steps (each with its own default learning rate, or ``lr=`` for all), evaluated with the
-task's own metrics when ``eval=`` is given, and taken off again. The rows are sorted by
-the task's main metric (or the final loss), and a one-line reading says what the
-cheapest candidate gave up against the best.
+steps, evaluated with the task's own metrics when ``eval=`` is given, and taken off
+again. Each gets its own learning rate by default (``lr=auto``: a short, budgeted search,
+``lr_search.py``; ``lr=default`` for each method's default, ``lr=X`` for one rate for all).
+``repeats=K`` trains each K times from different seeds (data order, adapter init) and
+gives mean ± spread. The rows are sorted by the task's main metric (or the final loss);
+the reading names a winner only when the gap is larger than the spreads, and says what the
+cheapest candidate gave up against the best. A candidate whose loss hardly moved is marked
+under-trained with the reason; one that diverged says so.
 
 The user's model is left exactly as it was: its own adapters are taken off for the
 comparison and put back into the same ``PeftModel`` with their weights, active adapter
@@ -20,138 +24,27 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import events, peft_view, stack
 from ..errors import PeftMagicError
-from ..fmt import fmt_bytes, fmt_metric, fmt_params
+from ..memory import device_of
+from ..memory import reading as memory_reading
 from ..model.properties import infer_task, require_model
-from ..rendering import HtmlRepr
 from ..state import ModelState, is_peft_model, state_for, unwrap
 from ..tasks.families import family
-
-#: the metric a comparison is sorted by, per task, and whether higher is better
-MAIN_METRIC = {"CAUSAL_LM": ("perplexity", False), "SEQ_CLS": ("f1", True), "TOKEN_CLS": ("f1", True),
-               "QUESTION_ANS": ("f1", True), "SEQ_2_SEQ_LM": ("rougeL", True)}
-FINAL_LOSS_WINDOW = 5  # the final loss is the mean of the last few logged losses (one step is noisy)
-
-
-@dataclass
-class Candidate:
-    """One row of a comparison."""
-
-    label: str  # "lora r=16"
-    method: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    status: str = "waiting"  # waiting | training | done | failed | stopped
-    reason: str | None = None
-    trainable: int | None = None
-    steps: int = 0
-    total_steps: int = 0
-    loss: float | None = None
-    tokens_per_s: float | None = None
-    peak_memory: int | None = None
-    seconds: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    run_id: int | None = None
-    losses: list[tuple[int, float]] = field(default_factory=list)
-    kept: str | None = None  # where --keep put it: an adapter name, or a folder
-
-    def as_event(self, index: int) -> dict[str, Any]:
-        return {"index": index, "label": self.label, "status": self.status, "reason": self.reason,
-                "trainable": self.trainable, "loss": self.loss, "metrics": dict(self.metrics),
-                "peak_memory": self.peak_memory, "seconds": self.seconds, "run_id": self.run_id}
-
-
-@dataclass
-class Comparison(HtmlRepr):
-    """The finished comparison: ``rows`` sorted best first; ``model`` is the model to use
-    afterwards (a new PeftModel only when ``keep`` put adapters on a plain model)."""
-
-    task: str
-    rows: list[Candidate]
-    steps: int
-    metric: str  # what the rows are sorted by: a metric name or "loss"
-    higher_is_better: bool
-    reading: str = ""
-    seconds: float = 0.0
-    model: Any = None
-    notes: list[str] = field(default_factory=list)
-
-    def __getitem__(self, label: str) -> Candidate:
-        """The row with this label (``"lora r=16"``), else the first row of this method."""
-        for r in self.rows:
-            if r.label == label:
-                return r
-        for r in self.rows:
-            if r.method == label:
-                return r
-        raise KeyError(label)
-
-    def __iter__(self) -> Any:
-        return iter(self.rows)
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    @property
-    def metric_names(self) -> list[str]:
-        names: list[str] = []
-        for r in self.rows:
-            names += [m for m in r.metrics if m not in names]
-        return names
-
-    def table(self) -> tuple[list[str], list[list[str]]]:
-        """Headers and text cells (the HTML view marks the best per column)."""
-        headers = ["method", "status", "trainable", "steps", "final loss", *self.metric_names, "tokens/s",
-                   "peak memory", "time"]
-        rows = []
-        for r in self.rows:
-            rows.append([r.label, r.status if not r.reason else f"{r.status}: {r.reason}",
-                         fmt_params(r.trainable) if r.trainable else "–", f"{r.steps}/{r.total_steps or self.steps}",
-                         f"{r.loss:.4f}" if r.loss is not None else "–",
-                         *[fmt_metric(m, r.metrics.get(m)) for m in self.metric_names],
-                         f"{r.tokens_per_s:,.0f}" if r.tokens_per_s else "–",
-                         fmt_bytes(r.peak_memory) if r.peak_memory else "–", f"{r.seconds:.1f} s"])
-        return headers, rows
-
-    def __repr__(self) -> str:
-        from ..fmt import text_table
-
-        headers, rows = self.table()
-        head = (f"compare · {family(self.task).title} · {self.steps} steps each · sorted by {self.metric} "
-                f"({'higher' if self.higher_is_better else 'lower'} is better)")
-        return "\n".join([head, text_table(headers, rows)] + ([self.reading] if self.reading else [])
-                         + [f"note: {n}" for n in self.notes])
-
-
-# ----------------------------------------------------------------------------- candidates
-
-
-def _label(method: str, settings: dict[str, Any]) -> str:
-    return " ".join([method] + [f"{k}={v}" for k, v in settings.items()])
-
-
-def parse_candidates(methods: Any) -> list[Candidate]:
-    """``["lora", "ia3"]``, ``[("lora", {"r": 16}), "ia3"]`` or ``{"lora": {"r": 16}}`` → rows."""
-    if isinstance(methods, str):
-        methods = [m for m in re.split(r"[,\s]+", methods) if m]
-    if isinstance(methods, dict):
-        methods = list(methods.items())
-    out = []
-    for m in methods or []:
-        method, settings = (m, {}) if isinstance(m, str) else (m[0], dict(m[1] or {}))
-        out.append(Candidate(_label(method, settings), method, settings))
-    if len(out) < 2:
-        raise PeftMagicError("compare needs at least two methods", "e.g. %peft compare lora,ia3 data=texts steps=50")
-    labels = [c.label for c in out]
-    dup = sorted({x for x in labels if labels.count(x) > 1})
-    if dup:
-        raise PeftMagicError(f"{dup[0]} is in the list twice", "give each candidate once (or with other settings)")
-    return out
-
+from .compare_rows import (
+    FINAL_LOSS_WINDOW,
+    MAIN_METRIC,
+    UNDER_TRAINED,
+    Candidate,
+    Comparison,
+    parse_candidates,
+    reading,
+    sort_key,
+)
+from .lr_search import DIVERGED
 
 # ----------------------------------------------------------------------------- one candidate
 
@@ -161,99 +54,151 @@ def _final_loss(losses: list[tuple[int, float]]) -> float | None:
     return sum(tail) / len(tail) if tail else None
 
 
+def _release() -> None:
+    """Give back what a candidate held, so the next row's peak memory is its own: the
+    Trainer's end already collected its cycles (accelerate's ``free_memory``), so what is
+    left is the allocators' cache — CUDA's, and on Linux the heap pages glibc keeps."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc keeps freed heap pages otherwise
+    except (OSError, AttributeError):
+        pass
+
+
+class _Attached:
+    """One candidate attached to the base for the length of a ``with`` block, then taken off
+    with every change to the base rolled back (``seed``: the adapter's initial weights)."""
+
+    def __init__(self, c: Candidate, base: Any, index: int, seed: int) -> None:
+        self.c, self.base, self.index, self.seed = c, base, index, seed
+        self.model: Any = None
+
+    def __enter__(self) -> Any:
+        import torch
+
+        from ..adapter_ops.attach import attach
+        from ..adapter_ops.rollback import snapshot
+
+        self.snap = snapshot(self.base)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            self.model = attach(self.base, self.c.method, name=f"compare_{self.index}", **self.c.settings).model
+        return self.model
+
+    def __exit__(self, *exc: object) -> None:
+        from ..adapter_ops.rollback import restore
+
+        if self.model is not None and is_peft_model(self.model):
+            peft_view.unwrap_all(self.model)
+        restore(self.base, self.snap)
+        st = state_for(self.base, create=True)
+        st.adapters.clear()
+        st.set_peft(None)  # the candidate's wrapper is gone with its layers
+        self.model = None
+        _release()
+
+
+def _probe(c: Candidate, base: Any, index: int, data: Any, tokenizer: Any, eval_data: Any, settings: dict[str, Any],
+           seed: int) -> Any:
+    """``train_probe`` for the learning-rate search: a fresh copy of the candidate, trained
+    ``steps`` steps at ``lr``; (first training loss, score)."""
+    from ..inference.evaluate import evaluate
+    from .run import train
+
+    plain = {k: v for k, v in settings.items() if k != "eval"}
+
+    def train_probe(lr: float, steps: int) -> tuple[float | None, float | None]:
+        with _Attached(c, base, index, seed) as cm:
+            run = train(cm, data, tokenizer=tokenizer, steps=steps, lr=lr, seed=seed, keep_run=False, autosave=False,
+                        **plain)
+            first = run.losses[0][1] if run.losses else None
+            if run.status == "interrupted":  # the stop button ends the comparison, not just this probe
+                raise KeyboardInterrupt
+            if run.status != "completed":
+                raise PeftMagicError(run.message or run.status)
+            if eval_data is None or isinstance(eval_data, float):
+                return first, _final_loss(run.losses[-2:])
+            return first, float(evaluate(cm, eval_data, tokenizer=tokenizer).metrics["loss"])
+
+    return train_probe
+
+
 def _train_one(c: Candidate, base: Any, index: int, data: Any, tokenizer: Any, steps: int, lr: Any,
-               settings: dict[str, Any], keep_dir: Path | None) -> Any:
+               settings: dict[str, Any], keep_dir: Path | None, seed: int) -> Any:
     """Attach, train, evaluate and take off one candidate; returns its run (None if it never ran)."""
-    from ..adapter_ops.attach import attach
-    from ..adapter_ops.rollback import restore, snapshot
     from ..adapter_ops.save import save
     from .run import train
 
-    snap = snapshot(base)
-    c.status = "training"
-    events.emit("compare_row", **c.as_event(index))
     run = None
-    cm = None
     try:
-        cm = attach(base, c.method, name=f"compare_{index}", **c.settings).model
-        c.trainable = peft_view.trainable_counts(cm)[0]
-        events.emit("compare_row", **c.as_event(index))
-        run = train(cm, data, tokenizer=tokenizer, steps=steps, **({"lr": lr} if lr else {}), **settings)
-        if keep_dir is not None and run.status == "completed":
-            folder = keep_dir / re.sub(r"[^\w.-]+", "-", c.label)
-            save(cm, folder, force=True)
-            c.kept = str(folder)
+        with _Attached(c, base, index, seed) as cm:
+            c.trainable = peft_view.trainable_counts(cm)[0]
+            c.adapter_bytes = sum(p.numel() * p.element_size() for p in cm.parameters() if p.requires_grad)
+            events.emit("compare_row", **c.as_event(index))
+            run = train(cm, data, tokenizer=tokenizer, steps=steps, autosave=False, seed=seed,
+                        **({"lr": lr} if lr else {}), **settings)
+            if keep_dir is not None and run.status == "completed":
+                folder = keep_dir / re.sub(r"[^\w.-]+", "-", c.label)
+                save(cm, folder, force=True)
+                c.kept = str(folder)
     except PeftMagicError as e:
         c.status, c.reason = "failed", e.message
-    finally:
-        if cm is not None and is_peft_model(cm):
-            peft_view.unwrap_all(cm)
-        restore(base, snap)
-        st = state_for(base, create=True)
-        st.adapters.clear()
-        st.set_peft(None)  # the candidate's wrapper is gone with its layers
     return run
 
 
-def _fill(c: Candidate, run: Any) -> None:
-    if run is None:
+def _fill(c: Candidate, runs: list[Any], steps: int, baseline: int | None = None) -> None:
+    """The row from its run(s): the last run's record; with repeats, means and spreads.
+
+    Peak memory is the row's own: what its run added above the memory it started with, on
+    top of the comparison's ``baseline`` (what the process held before the first
+    candidate) — so what an earlier candidate left in the allocator's cache is not
+    counted again."""
+    import statistics
+
+    runs = [r for r in runs if r is not None]
+    if not runs:
         return
+    run = runs[-1]
     c.run_id, c.steps, c.total_steps = run.run_id, run.steps_done, run.total_steps
     c.losses = list(run.losses)
-    c.loss = _final_loss(run.losses)
-    c.peak_memory, c.seconds = run.peak_memory, run.seconds
-    c.tokens_per_s = run.tokens / run.seconds if run.seconds else None
-    c.metrics = dict(run.eval_metrics[-1][1]) if run.eval_metrics else {}
-    bad = next((s for s, x in run.losses if not math.isfinite(x)), None)
+    added = [r.peak_memory - r.memory_at_start for r in runs if r.peak_memory and r.memory_at_start is not None]
+    c.peak_memory = (baseline + max(added)) if baseline is not None and added else \
+        (max((r.peak_memory or 0) for r in runs) or None)
+    c.seconds = sum(r.seconds for r in runs)
+    c.tokens_per_s = sum(r.tokens for r in runs) / c.seconds if c.seconds else None
+    c.lr = c.lr or (float(run.settings["lr"]) if "lr" in run.settings else None)
+    per_run = [dict(r.eval_metrics[-1][1]) if r.eval_metrics else {} for r in runs]
+    losses = [_final_loss(r.losses) for r in runs]
+    c.repeats = len(runs)
+    c.loss = statistics.fmean(x for x in losses if x is not None) if any(x is not None for x in losses) else None
+    c.metrics = {m: statistics.fmean(d[m] for d in per_run) for m in per_run[0] if all(m in d for d in per_run)}
+    if len(runs) > 1:
+        c.spreads = {m: statistics.stdev([d[m] for d in per_run]) for m in c.metrics}
+        if all(x is not None for x in losses):
+            c.spreads["loss"] = statistics.stdev(losses)
+    bad = next((s for r in runs for s, x in r.losses if not math.isfinite(x)), None)
+    first = run.losses[0][1] if run.losses else None
     if bad is not None:
         c.status, c.reason = "failed", f"diverged: the loss is not finite at step {bad}"
+    elif first and c.loss is not None and c.loss > DIVERGED * first:
+        rate = f" at lr {c.lr:.0e}" if c.lr else ""
+        c.status, c.reason = "failed", f"diverged{rate}: the loss rose from {first:.3g} to {c.loss:.3g}"
     elif run.status == "interrupted":
         c.status, c.reason = "stopped", run.message
     elif run.status == "completed":
         c.status = "done"
+        if first and c.loss is not None and c.loss > first * (1 - UNDER_TRAINED):
+            rate = f"lr {c.lr:.0e}" if c.lr else "its learning rate"
+            advice = "more steps" if c.search is not None else "more steps or lr=auto"
+            c.flags.append(f"under-trained at this budget: the loss fell {max(0.0, 1 - c.loss / first):.0%} in "
+                           f"{steps} steps ({rate}) — {advice}")
     else:
         c.status, c.reason = "failed", run.message
-
-
-# ----------------------------------------------------------------------------- the table
-
-
-def _sort_key(metric: str, higher: bool) -> Any:
-    def key(c: Candidate) -> tuple[int, float]:
-        value = c.metrics.get(metric) if metric != "loss" else c.loss
-        if c.status != "done" or value is None or not math.isfinite(value):
-            return (1, 0.0)
-        return (0, -value if higher else value)
-
-    return key
-
-
-def reading(rows: list[Candidate], metric: str, higher: bool) -> str:
-    """One line: what the smallest good candidate gave up against the best one."""
-    done = [r for r in rows if r.status == "done"]
-    if not done:
-        return "no candidate finished"
-    best = done[0]
-    if len(done) == 1:
-        return f"only {best.label} finished"
-
-    def value(c: Candidate) -> float | None:
-        return c.loss if metric == "loss" else c.metrics.get(metric)
-
-    small = min(done, key=lambda c: c.trainable or 0)
-    if small is best:
-        return f"{best.label} was best on {metric} and also the smallest ({fmt_params(best.trainable or 0)} trainable)"
-    vb, vs = value(best), value(small)
-    if not vb or not vs:
-        return f"{best.label} was best on {metric}"
-    params = (small.trainable or 0) / (best.trainable or 1)
-    memory = f" and {small.peak_memory / best.peak_memory:.1f}× its memory" if small.peak_memory and \
-        best.peak_memory else ""
-    if higher:
-        return (f"{small.label} reached {vs / vb:.0%} of {best.label}'s {metric} with {params:.1%} of its "
-                f"parameters{memory}")
-    return (f"{small.label} had {vs / vb:.2f}× {best.label}'s {metric} (lower is better) with {params:.1%} of its "
-            f"parameters{memory}")
 
 
 # ----------------------------------------------------------------------------- compare
@@ -293,26 +238,69 @@ def _keep(model: Any, rows: list[Candidate], st: ModelState, notes: list[str]) -
     return model
 
 
+def _lr_request(lr: Any) -> Any:
+    """``"auto"`` (search), ``"default"`` (each method's own), or one rate for all."""
+    if lr is None:
+        return "auto"
+    if isinstance(lr, str) and lr.lower() in ("auto", "default"):
+        return lr.lower()
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+        return float(lr)
+    raise PeftMagicError(f"lr must be auto, default or a number > 0, got {lr!r}",
+                         "lr=auto searches each method's rate; lr=default uses each method's default")
+
+
+def _search(c: Candidate, base: Any, index: int, data: Any, tokenizer: Any, eval: Any, steps: int,
+            settings: dict[str, Any], seed: int) -> None:
+    """``lr=auto`` for one candidate: the search's probes, shown on its row while they run."""
+    from ..peft_methods.behaviour import default_lr
+    from ..peft_methods.discovery import resolve_method
+    from .lr_search import search
+
+    try:
+        peft_type = resolve_method(c.method).info.peft_type
+    except PeftMagicError as e:
+        c.status, c.reason = "failed", e.message
+        return
+
+    def shown(i: int, n: int, lr: float) -> None:
+        c.status, c.reason = "searching", f"lr {lr:.0e} ({i + 1}/{n})"
+        events.emit("compare_row", **c.as_event(index))
+
+    scored_on = "eval loss" if eval is not None and not isinstance(eval, float) else "training loss"
+    import gc
+
+    c.search = search(_probe(c, base, index, data, tokenizer, eval, settings, seed),
+                      default_lr(peft_type, c.method), steps, on_probe=shown, scored_on=scored_on)
+    gc.collect()  # what the probes left in cycles, once (their runs skip it)
+    c.lr, c.status, c.reason = c.search.chosen, "training", None
+
+
 def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int = 100, eval: Any = None,
-            lr: float | None = None, keep: bool = False, keep_dir: str | Path = "adapters/compare",
-            **settings: Any) -> Comparison:
+            lr: Any = "auto", repeats: int = 1, seed: int = 42, keep: bool = False,
+            keep_dir: str | Path = "adapters/compare", **settings: Any) -> Comparison:
     """Train each of ``methods`` on ``data`` for ``steps`` steps from the same base; the rows.
 
     ``methods``: ``["lora", "ia3"]``, ``"lora,ia3"``, or with settings ``[("lora", {"r": 16}),
-    "ia3"]``. ``eval`` (data or a fraction) adds the task's metrics; ``lr`` sets one
-    learning rate for all (default: each method's own); other keywords are training
-    settings (``batch``, ``max_len``, …), ``objective=`` and its settings included
-    (preference data: each candidate is DPO-, IPO-, … tuned, sorted by the held-out reward
-    margin with ``eval=``). ``keep=True`` keeps each trained candidate as an
-    adapter named after its method (saved under ``keep_dir`` as well). The model is left
-    exactly as it was otherwise.
+    "ia3"]``. ``eval`` (data or a fraction) adds the task's metrics. ``lr``: ``"auto"``
+    (default: each method's own rate from a short search, ``lr_search.py``), ``"default"``
+    (each method's default rate) or one rate for all. ``repeats=K`` trains each candidate K
+    times (seeds ``seed`` … ``seed + K - 1``: data order and adapter init) for mean ± spread.
+    Other keywords are training settings (``batch``, ``max_len``, …), ``objective=`` and its
+    settings included (preference data: each candidate is DPO-, IPO-, … tuned, sorted by the
+    held-out reward margin with ``eval=``). ``keep=True`` keeps each
+    trained candidate as an adapter named after its method (saved under ``keep_dir`` as well).
+    The model is left exactly as it was otherwise.
     """
     stack.ensure()
     require_model(model)
     if tokenizer is None:
         raise PeftMagicError("compare needs the model's tokenizer", "pass tokenizer=… (--tokenizer VAR)")
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise PeftMagicError(f"steps must be a whole number ≥ 1, got {steps!r}")
+    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
+        raise PeftMagicError(f"repeats must be a whole number ≥ 1, got {repeats!r}")
+    lr = _lr_request(lr)
     rows = parse_candidates(methods)
     t0 = time.perf_counter()
     base = unwrap(model)
@@ -329,11 +317,25 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
     st.set_peft(None)
     events.emit("compare_start", labels=[c.label for c in rows], steps=steps, task=task, metric=metric)
     out_dir = Path(keep_dir) if keep else None
+    train_settings = dict(settings, **({"eval": eval} if eval is not None else {}))
+    baseline = memory_reading(device_of(base)).used
     try:
         for i, c in enumerate(rows):
-            run = _train_one(c, base, i, data, tokenizer, steps, lr, dict(settings, **({"eval": eval} if eval is not None
-                                                                                   else {})), out_dir)
-            _fill(c, run)
+            try:
+                if lr == "auto":
+                    _search(c, base, i, data, tokenizer, eval, steps, settings, seed)
+                elif isinstance(lr, float):
+                    c.lr = lr
+            except KeyboardInterrupt:
+                c.status, c.reason = "stopped", "stopped while searching its learning rate"
+            runs: list[Any] = []
+            for k in range(repeats if c.status not in ("failed", "stopped") else 0):
+                run = _train_one(c, base, i, data, tokenizer, steps, c.lr, train_settings,
+                                 out_dir if k == repeats - 1 else None, seed + k)
+                runs.append(run)
+                if run is None or run.status != "completed":
+                    break
+            _fill(c, runs, steps, baseline)
             events.emit("compare_row", **c.as_event(i))
             if c.status == "stopped":
                 for later in rows[i + 1:]:
@@ -345,9 +347,13 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
         st.set_peft(saved_pm)
         if saved is not None:
             peft_view.resume(user_pm, saved)
-    rows.sort(key=_sort_key(metric, higher))
+    rows.sort(key=sort_key(metric, higher))
     result = Comparison(task, rows, steps, metric, higher, reading(rows, metric, higher),
                         time.perf_counter() - t0, model)
+    searched = sum(r.search.seconds for r in rows if r.search is not None)
+    if searched:
+        result.notes.append(f"the learning-rate search took {searched:.0f} s of the comparison's "
+                            f"{result.seconds:.0f} s (lr=auto; lr=default skips it)")
     if keep:
         result.model = _keep(model, rows, st, result.notes)
     events.emit("compare_end", rows=[c.as_event(i) for i, c in enumerate(rows)], reading=result.reading)

@@ -1,10 +1,19 @@
-"""``%peft runs``: every training run of this kernel, as a table and the loss curves together."""
+"""``%peft runs``: every training run of this kernel, as a table and the loss curves together —
+and the runs found on disk (``training/checkpoints.py``), a dead kernel's among them, with
+their last checkpoint and whether ``--resume`` can continue them."""
 
 from __future__ import annotations
 
-from ..fmt import fmt_bytes, fmt_metric, fmt_metrics, text_table
+import time
+from pathlib import Path
+
+from ..fmt import fmt_ago, fmt_bytes, fmt_metric, fmt_metrics, text_table
 from ..rendering import HtmlRepr
+from ..settings import SETTINGS
 from ..state import Run, runs
+from .checkpoints import DiskRun, on_disk
+
+DISK_HEADERS = ["folder", "adapter", "last checkpoint", "status", "written", "resume"]
 
 HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "rewards", "eval", "peak memory",
            "time", "speed", "status", "saved to"]
@@ -41,6 +50,8 @@ def run_row(r: Run) -> list[str]:
     final = f"{r.final_loss:.4f}" if r.final_loss is not None else "–"
     settings = " ".join(f"{k}={v}" for k, v in r.settings.items() if k not in ("data", "eval"))
     peak = f"{fmt_bytes(r.peak_memory)} {r.memory_kind or ''}".strip() if r.peak_memory else "–"
+    if r.loss_path:
+        peak += f" · loss {r.loss_path}"
     evaluated = fmt_metrics(r.eval_metrics[-1][1]) if r.eval_metrics else "–"
     return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
             first, final, rewards_cell(r), evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status,
@@ -51,9 +62,11 @@ class RunsReport(HtmlRepr):
     """Every run of this kernel (``%peft runs``): a table and the loss curves together."""
 
     HEADERS = HEADERS
+    DISK_HEADERS = DISK_HEADERS
 
-    def __init__(self, run_list: list[Run]) -> None:
+    def __init__(self, run_list: list[Run], disk: list[DiskRun] | None = None) -> None:
         self.runs = run_list
+        self.disk = disk or []
 
     def __len__(self) -> int:
         return len(self.runs)
@@ -64,14 +77,31 @@ class RunsReport(HtmlRepr):
     def rows(self) -> list[list[str]]:
         return [run_row(r) for r in self.runs]
 
+    def disk_rows(self) -> list[list[str]]:
+        now = time.time()
+        return [[d.folder, f"{d.method} '{d.adapter}'", f"step {d.step:,}/{d.total_steps:,}", d.status,
+                 fmt_ago(now - d.written_at),
+                 "--resume" if d.resumable and d.status != "completed" else ("done" if d.status == "completed" else "–")]
+                for d in self.disk]
+
     def __repr__(self) -> str:
-        if not self.runs:
-            return "no training runs in this kernel yet — %peft train data=… starts one"
-        return text_table(self.HEADERS, self.rows())
+        text = text_table(self.HEADERS, self.rows()) if self.runs else \
+            "no training runs in this kernel yet — %peft train data=… starts one"
+        if self.disk:
+            text += "\n\ncheckpoints on disk (re-run the cells and add --resume to continue one):\n" + \
+                text_table(DISK_HEADERS, self.disk_rows())
+        return text
 
 
-def runs_report() -> RunsReport:
-    """All runs of this kernel, oldest first."""
-    return RunsReport(runs())
+def runs_report(folders: list[str] | None = None) -> RunsReport:
+    """All runs of this kernel, oldest first, and the runs on disk that are not this kernel's
+    (in ``%config PeftMagic.checkpoint_dir``, wherever this kernel's runs saved, and in
+    ``folders``)."""
+    mine = runs()
+    roots = {SETTINGS.checkpoint_dir, *(folders or [])} | {str(Path(r.output_dir).parent) for r in mine
+                                                             if r.output_dir}
+    own = {str(Path(r.output_dir).resolve()) for r in mine if r.output_dir}
+    disk = [d for d in on_disk(sorted(roots)) if str(Path(d.folder).resolve()) not in own]
+    return RunsReport(mine, disk)
 
 

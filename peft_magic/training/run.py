@@ -16,6 +16,8 @@ What plain ``Trainer`` gets wrong for PEFT is fixed here, each in one place:
 * **Out of memory**: caught; the trainer, its optimizer and the traceback's frames are
   dropped and the allocator cache emptied, so the model stays usable and the kernel
   never needs a restart; the message says what to change.
+* **The logits**: a language model's loss is computed without its ``[batch, seq, vocab]``
+  logits where that saves memory (``loss_path``: which loss, and the Trainer that computes it).
 
 The engine prints nothing: progress goes out as events (``callbacks``), and the run is
 recorded in ``state`` for ``%peft runs``, model cards and the status bar.
@@ -23,56 +25,26 @@ recorded in ``state`` for ``%peft runs``, model cards and the status bar.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
-import time
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .. import events, peft_view, stack
 from ..errors import PeftMagicError
 from ..inference.running import batch_needs
 from ..memory import PeakSampler, device_of, reading
-from ..model.builtins import cache_dir
-from ..model.properties import label_names
 from ..model.quantized import disable_cpu_4bit_repacking
-from ..peft_methods.behaviour import behaviour, default_lr
-from ..state import Run, add_run, is_peft_model, next_run_id, resume_record, runs, set_resume, state_for
-from ..tasks import data as data_mod
-from ..tasks.families import collator_for, describe, family
+from ..peft_methods.behaviour import behaviour
+from ..state import Run, is_peft_model, set_resume, state_for
+from ..tasks.families import collator_for, family
 from ..tasks.preference import PreferenceExamples
-from .args import DEFAULT_BATCH, normalize_args, total_steps, trainer_arguments
+from . import checkpoints, jobs, loss_path
+from .args import DEFAULT_BATCH, total_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
 from .failures import classify
-from .preference import request as preference_request
 from .speed import instruments
-
-DEFAULT_MAX_LEN = 512
-
-
-@dataclass
-class _Job:
-    """Everything one run needs, whether new or resumed."""
-
-    peft_model: Any
-    st: Any
-    run: Run
-    adapter: str
-    peft_type: str
-    task: str
-    args: dict[str, Any]
-    examples: Any
-    eval_set: Any  # inference.evaluate.EvalSet, or None without eval=
-    tokenizer: Any
-    resume_from: str | None = None
-    profile: Any = None  # a profiling.ProfileRequest: profile a window of steps
-    keep_run: bool = True  # False (%peft profile): the run is not kept in runs(), nor resumable
-
-    @property
-    def eval_examples(self) -> Any:
-        return self.eval_set.examples if self.eval_set is not None else None
 
 
 def _find_peft(model: Any) -> Any:
@@ -84,120 +56,25 @@ def _find_peft(model: Any) -> Any:
     raise PeftMagicError("the model has no adapter to train", "attach one first, e.g. %peft lora r=8")
 
 
-def _runs_dir() -> Path:
-    return cache_dir().parent / "runs"
-
-
-def _label_names(peft_model: Any, task: str) -> list[str] | None:
-    """A classifier's own label names (not transformers' placeholder LABEL_0 …)."""
-    return label_names(peft_model) if task in ("SEQ_CLS", "TOKEN_CLS") else None
-
-
-def _name_labels(peft_model: Any, task: str, examples: Any) -> None:
-    """A head with placeholder names (LABEL_0 …) takes the data's label names, so evaluation
-    and prediction speak in them ("PER", not "LABEL_1")."""
-    names = examples.label_names
-    cfg = getattr(peft_model.get_base_model(), "config", None)
-    if _label_names(peft_model, task) or not names or cfg is None or \
-            int(getattr(cfg, "num_labels", 0) or 0) != len(names):
-        return
-    cfg.id2label = dict(enumerate(names))
-    cfg.label2id = {n: i for i, n in enumerate(names)}
-
-
-def _check_labels(peft_model: Any, task: str, examples: Any) -> None:
-    """A classifier head must have room for every label the data has."""
-    if task not in ("SEQ_CLS", "TOKEN_CLS"):
-        return
-    n = int(getattr(getattr(peft_model.get_base_model(), "config", None), "num_labels", 0) or 0)
-    names = examples.label_names
-    if names is None:
-        ids = [r["labels"] for r in examples.rows] if task == "SEQ_CLS" else \
-            [x for r in examples.rows for x in r["labels"] if x != -100]
-        need = max(ids, default=-1) + 1
-    else:
-        need = len(names)
-    if n and need > n:
-        shown = f" ({', '.join(names)})" if names else ""
-        flag = ",".join(names) if names else str(need)
-        head = "token-cls" if task == "TOKEN_CLS" else "seq-cls"
-        raise PeftMagicError(f"the model's head has {n} labels but the data has {need}{shown}",
-                             f"load it with --task {head} --labels {flag}")
-
-
-def _data_and_eval(data: Any, eval_spec: Any, task: str) -> tuple[list[Any], str, list[Any] | None, str | None]:
-    """Training records and held-out records (a fraction of the data, or other data)."""
-    records, fp = data_mod.to_records(data)
-    if isinstance(eval_spec, float) and not isinstance(eval_spec, bool):
-        train, held = data_mod.split_records(records, eval_spec)
-        return train, f"{fp}:train:{eval_spec}", held, f"{fp}:eval:{eval_spec}"
-    if eval_spec is not None:
-        held, efp = data_mod.to_records(eval_spec, "validation")
-        return records, fp, held, efp
-    return records, fp, None, None
-
-
-def _new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, method: str, data: Any,
-             tokenizer: Any, output_dir: str | None, settings: dict[str, Any], keep_run: bool = True) -> _Job:
-    from ..inference.evaluate import build_eval_set
-
-    if data is None:
-        raise PeftMagicError("which data?", "data=VARIABLE or a .jsonl/.json/.csv/.txt path")
-    if tokenizer is None:
-        raise PeftMagicError("training needs a tokenizer and none was found",
-                             "load the model with %peft load, or pass --tokenizer VAR")
-    family(task)
-    records, fp, held, held_fp = _data_and_eval(data, settings.get("eval"), task)
-    # preference data or objective=: TRL's trainer for the objective (training/preference.py)
-    args = normalize_args(settings, preference_request(records, settings, task, held))
-    max_len = int(args.pop("max_len", DEFAULT_MAX_LEN))
-    stride = args.pop("stride", None)
-    args.pop("eval", None)
-    args.pop("data", None)
-    names = _label_names(peft_model, task) or data_mod.class_label_names(data, task)
-    examples = data_mod.tokenize_records(records, fp, tokenizer, max_len=max_len, task=task, label_names=names,
-                                         stride=stride)
-    _check_labels(peft_model, task, examples)
-    _name_labels(peft_model, task, examples)
-    eval_set = None if held is None else build_eval_set(held, held_fp, tokenizer, task, max_len=max_len,
-                                                        label_names=examples.label_names, stride=stride)
-    args.setdefault("learning_rate", default_lr(peft_type, method))
-    args.setdefault("per_device_train_batch_size", DEFAULT_BATCH)
-    run = Run(run_id=next_run_id(), model_id=st.model_id, adapter=adapter, method=method, settings=dict(settings),
-              total_steps=0, started_at=time.time(), task=task, data=describe(examples))
-    if eval_set is not None:
-        run.data += f" · eval on {len(held):,} held-out examples"
-    run.output_dir = output_dir or str(_runs_dir() / f"run-{run.run_id}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if keep_run:
-        add_run(run)
-    return _Job(peft_model, st, run, adapter, peft_type, task, args, examples, eval_set, tokenizer,
-                keep_run=keep_run)
-
-
-def _resumed_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, data: Any,
-                 settings: dict[str, Any]) -> _Job:
-    prev = next((r for r in reversed(runs()) if r.model_id == st.model_id and r.adapter == adapter
-                 and r.status == "interrupted" and resume_record(r.run_id) is not None), None)
-    if prev is None:
-        raise PeftMagicError("no interrupted run of this adapter to resume", "start a new run without --resume")
-    if data is not None or settings:
-        raise PeftMagicError("--resume continues the interrupted run as it was: give no data or settings")
-    saved = resume_record(prev.run_id)
-    return _Job(peft_model, st, prev, adapter, peft_type, task, dict(saved["args"]), saved["examples"],
-                saved["eval_set"], saved["tokenizer"], saved["checkpoint"])
-
-
 def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str | None = None,
-          resume: bool = False, output_dir: str | None = None, processes: Any = None, gpus: Any = None,
-          strategy: str | None = None, zero: Any = None, stall: Any = None, rdzv_port: int | None = None,
-          profile: Any = False, trace: str | None = None, keep_run: bool = True, **settings: Any) -> Run:
+          resume: bool | str = False, autosave: bool = True, processes: Any = None,
+          gpus: Any = None, strategy: str | None = None, zero: Any = None, stall: Any = None,
+          rdzv_port: int | None = None, profile: Any = False, trace: str | None = None, keep_run: bool = True,
+          **settings: Any) -> Run:
     """Train the active adapter of ``model`` on ``data``; returns the :class:`~peft_magic.state.Run`.
 
     ``data``: a list of str or dicts, a DataFrame, a ``datasets.Dataset``/``DatasetDict``,
-    or a .jsonl/.json/.csv/.txt path (see ``training/data.py`` for the recognised shapes).
+    or a .jsonl/.json/.csv/.txt path (see ``tasks/data.py`` for the recognised shapes).
     ``settings``: ``steps``, ``epochs``, ``lr``, ``batch``, ``grad_accum``, ``max_len``,
     ``eval`` (data or a fraction to hold out) and any ``TrainingArguments`` field.
-    ``resume=True`` continues this model's last interrupted run from its checkpoint.
+
+    Autosave (``training/checkpoints.py``): a checkpoint every ``save_every=N`` steps, every
+    ``%config PeftMagic.autosave_minutes`` of training and at the end, into ``save_to=DIR``
+    (default ``checkpoints/``), the last ``keep=2`` kept; ``autosave=False`` writes none.
+    ``resume=True`` continues this adapter's newest checkpoint: with no ``data``, the
+    interrupted run of this kernel; with the data and settings of the first run (a new
+    kernel that re-ran its cells), the newest checkpoint on disk — ``resume="DIR"`` names
+    the checkpoint, the run folder or the folder of runs.
     ``profile=True`` (or a ``profiling.ProfileRequest``) profiles a window of steps into
     ``run.profile``; ``trace=DIR`` also writes its Chrome / Perfetto trace. ``compile=True``
     and ``checkpointing=True`` are settings (``training/speed.py`` measures what they do).
@@ -227,7 +104,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     method = record.method if record else peft_type.lower()
     spec = None
     if resume or any(v is not None for v in (processes, gpus, strategy, zero, stall)):
-        from .distributed import launch  # the multi-process engine; refuses before anything starts
+        from .distributed import (
+            launch,  # the multi-process engine; refuses before anything starts
+        )
 
         spec = launch.request_for(peft_model, processes=processes, gpus=gpus, strategy=strategy, zero=zero,
                                   stall=stall)
@@ -235,11 +114,25 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
             raise PeftMagicError("--profile measures the steps of one process, in the kernel",
                                  "profile without --processes / --gpus")
     instruments.check(peft_type, method, settings)
-    if resume:
-        job = _resumed_job(peft_model, st, name, peft_type, task, data, settings)
+    job = None
+    if resume and data is None and not isinstance(resume, str):
+        job = jobs.resumed_in_kernel(peft_model, st, name, peft_type, task)
+        if job is None:
+            raise PeftMagicError("no interrupted run of this adapter in this kernel to resume",
+                                 "after a restart, re-run the cells and give the same data: "
+                                 "%peft train data=… --resume")
+        if settings:
+            raise PeftMagicError("--resume without data continues the interrupted run as it was: give no settings")
         spec = launch.resumed_spec(job.run.run_id, spec, st.bits)
+    elif resume:
+        job = jobs.resumed_from_disk(peft_model, st, name, peft_type, task, method, data, tokenizer, settings,
+                                     resume if isinstance(resume, str) else None,
+                                     spec.processes if spec is not None else 1)
     else:
-        job = _new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, output_dir, settings, keep_run)
+        # a profiled run measures steps: a checkpoint written inside the window would be measured
+        # too, and the profiler's wrapped step functions are not a state to save
+        job = jobs.new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, settings, keep_run,
+                           autosave and not profile)
     if spec is not None and job.args.get("objective") is not None:
         job.run.status = "error"
         raise PeftMagicError("preference tuning trains in the kernel's process", "drop --processes / --gpus")
@@ -252,7 +145,7 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     return _run_trainer(job)
 
 
-def prepare_schedule(job: _Job) -> bool:
+def prepare_schedule(job: jobs.Job) -> bool:
     """A method whose schedule depends on the run's length (``reallocates_ranks``: AdaLoRA)
     gets the run's real length; True when its callback must run each step."""
     if not behaviour(job.peft_type).reallocates_ranks:
@@ -266,16 +159,16 @@ def prepare_schedule(job: _Job) -> bool:
     return True
 
 
-def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[Any]) -> Any:
-    from transformers import Trainer
+def _make_trainer(job: jobs.Job, training_args: Any, collator: Any, callbacks: list[Any]) -> Any:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    if job.args.get("objective") is not None:  # preference tuning: TRL's trainer (training/preference.py)
+    trainer_cls = loss_path.trainer_class(job, training_args)  # Trainer, or one whose loss skips the logits
+    if job.args.get("objective") is not None:  # preference tuning: TRL's trainer and loss (training/preference.py)
         return job.args["objective"].trainer(job, training_args, collator, callbacks)
     with stack.stack_warnings_off():
-        trainer = Trainer(model=job.peft_model, args=training_args, train_dataset=job.examples,
-                          eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
-                          callbacks=callbacks)
+        trainer = trainer_cls(model=job.peft_model, args=training_args, train_dataset=job.examples,
+                              eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
+                              callbacks=callbacks)
     for cb in (PrinterCallback, ProgressCallback):  # we own the display
         trainer.remove_callback(cb)
     if behaviour(job.peft_type).virtual_tokens and job.task == "CAUSAL_LM" and hasattr(trainer, "_loss_shifts_labels"):
@@ -285,7 +178,7 @@ def _make_trainer(job: _Job, training_args: Any, collator: Any, callbacks: list[
     return trainer
 
 
-def _run_trainer(job: _Job) -> Run:
+def _run_trainer(job: jobs.Job) -> Run:
     """Build the Trainer, train under the interrupt handler and the memory sampler, then
     leave the model usable whatever happened, and record the outcome."""
     pm, run = job.peft_model, job.run
@@ -298,12 +191,14 @@ def _run_trainer(job: _Job) -> Run:
                                       has_eval=job.eval_set is not None, label_names=family(job.task).label_keys)
     interrupt = InterruptToStop()
     run.status, run.message = "running", None
-    if job.resume_from is None:
-        _warn_if_too_big(pm, job.st, run, job.args, job.examples)
+    if job.resume_from is None and job.keep_run:  # not for a probe (%peft profile, lr=auto's search)
+        _warn_if_too_big(pm, job.st, run, job.args, job.examples, job.task, job.peft_type)
     sampler = PeakSampler(device, interval=0.1)
-    trainer = _make_trainer(job, training_args, collator,
-                            make_callbacks(run, interrupt, collator, device, sampler, pm, reallocates,
-                                           _evaluator(pm, job.eval_set)))
+    callbacks = make_callbacks(run, interrupt, collator, device, sampler, pm, reallocates,
+                               _evaluator(pm, job.eval_set))
+    if job.autosave is not None and job.autosave.enabled:  # after the interrupt's own save request
+        callbacks.append(checkpoints.make_callback(run, job.autosave, job.fingerprints, pm))
+    trainer = _make_trainer(job, training_args, collator, callbacks)
     speed = instruments.install(job, trainer, collator, device, job.profile)
     was_training = pm.training
     error = _train_guarded(trainer, job, sampler, interrupt)
@@ -327,7 +222,7 @@ def _evaluator(model: Any, eval_set: Any) -> Any:
     return lambda eval_loss: task_metrics(model, eval_set, eval_loss=eval_loss)
 
 
-def _train_guarded(trainer: Any, job: _Job, sampler: PeakSampler,
+def _train_guarded(trainer: Any, job: jobs.Job, sampler: PeakSampler,
                    interrupt: InterruptToStop) -> tuple[str, str] | None:
     """``trainer.train()`` with the cache off; (status, message) of a failure, or None."""
     pm, run = job.peft_model, job.run
@@ -336,7 +231,7 @@ def _train_guarded(trainer: Any, job: _Job, sampler: PeakSampler,
         pm.config.use_cache = False
     error = None
     try:
-        with sampler, interrupt, stack.stack_warnings_off():
+        with sampler, interrupt, stack.stack_warnings_off(), _gc_frozen():
             trainer.train(resume_from_checkpoint=job.resume_from)
     except KeyboardInterrupt:
         run.status = "interrupted"
@@ -351,7 +246,24 @@ def _train_guarded(trainer: Any, job: _Job, sampler: PeakSampler,
     return error
 
 
-def _finish(job: _Job, device: str, sampler: PeakSampler, error: tuple[str, str] | None) -> None:
+@contextlib.contextmanager
+def _gc_frozen():
+    """Python's collections during the run pass over the run's own objects only.
+
+    The Trainer starts with a full ``gc.collect()`` (accelerate's ``free_memory``), and a
+    kernel with the stack loaded holds ~475k objects that are never garbage: that collect
+    took 0.2–0.9 s of every run here (measured), the cost of a whole short run. Frozen
+    (``gc.freeze``), they are skipped until the run ends and are unfrozen; ``_finish``
+    collects once, after the run, what the run left in cycles.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def _finish(job: jobs.Job, device: str, sampler: PeakSampler, error: tuple[str, str] | None) -> None:
     """Record the outcome, free what the run held, keep what ``--resume`` needs."""
     import torch
 
@@ -359,18 +271,20 @@ def _finish(job: _Job, device: str, sampler: PeakSampler, error: tuple[str, str]
     checkpoint = _latest_checkpoint(run.output_dir) if run.status == "interrupted" else None
     if error is None and run.status == "running":
         run.status = "completed"
-    run.peak_memory = sampler.peak
+    run.peak_memory, run.memory_at_start = sampler.peak, sampler.start
     run.memory_kind = reading(device).kind
     run.final_loss = run.losses[-1][1] if run.losses else None
     pm.zero_grad(set_to_none=True)
-    gc.collect()
+    if error is not None or job.keep_run:  # the trainer's cycles (a failed run's traceback too); a probe
+        gc.collect()                       # run (lr=auto, %peft profile) leaves it to its caller
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if not job.keep_run:
         pass
     elif run.status == "interrupted" and checkpoint:
         set_resume(run.run_id, {"args": job.args, "examples": job.examples, "eval_set": job.eval_set,
-                                "tokenizer": job.tokenizer, "checkpoint": checkpoint})
+                                "tokenizer": job.tokenizer, "checkpoint": checkpoint, "autosave": job.autosave,
+                                "fingerprints": job.fingerprints})
     elif run.status == "completed":
         set_resume(run.run_id, None)
     if error is not None:
@@ -380,7 +294,8 @@ def _finish(job: _Job, device: str, sampler: PeakSampler, error: tuple[str, str]
                 peak_memory=run.peak_memory, message=run.message)
 
 
-def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], examples: Any) -> None:
+def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], examples: Any, task: str,
+                     peft_type: str) -> None:
     """Before starting, ask the memory plan whether the run fits; record a warning if not.
 
     The estimate is for the longest batch the data can produce (what decides an OOM),
@@ -394,7 +309,9 @@ def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], e
     verdict = check_fit(peft_model, batch=batch, seq=seq,
                         grad_accum=int(args.get("gradient_accumulation_steps", 1)),
                         gradient_checkpointing=bool(args.get("gradient_checkpointing") or st.kbit_prepared),
-                        optim=str(args.get("optim", "adamw")))
+                        optim=str(args.get("optim", "adamw")),
+                        fused_loss=loss_path.choose(peft_model, task, peft_type, args, examples,
+                                                    device_of(peft_model)).fused)
     if verdict.fits is False:
         run.warnings.append(f"may not fit: {verdict.message}")
 

@@ -35,6 +35,7 @@ from ...errors import PeftMagicError, first_line
 from ...fmt import fmt_bytes
 from ...model.properties import is_checkpointing, main_dtype, quantized_bits
 from ...state import state_for
+from ..checkpoints import run_record
 
 SETTINGS = "settings.json"
 ADAPTER_FILE = "adapter_model.safetensors"  # peft's saved form (sharded strategies: the Trainer's save_model)
@@ -204,6 +205,10 @@ def write(job: Any, folder: Path, *, launch: dict[str, Any], overrides: dict[str
         "run": {"run_id": run.run_id, "model_id": run.model_id, "adapter": run.adapter, "method": run.method,
                 "seconds": run.seconds, "tokens": run.tokens, "total_steps": run.total_steps},
         "output_dir": run.output_dir, "resume_from": job.resume_from,
+        # autosave in the workers (rank 0 writes the marker): when, and the record it carries
+        "autosave": None if job.autosave is None or not job.autosave.enabled else {
+            "every_steps": job.autosave.every_steps, "every_seconds": job.autosave.every_seconds,
+            "keep": job.autosave.keep, "record": run_record(run), "fingerprints": job.fingerprints},
     }
     (folder / SETTINGS).write_text(json.dumps(settings, indent=1))
     return notes

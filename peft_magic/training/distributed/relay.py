@@ -127,6 +127,8 @@ class Relay:
             run.seconds = float(delta["seconds"])
         if delta.get("last_lr") is not None:
             run.last_lr = float(delta["last_lr"])
+        if delta.get("loss_path"):
+            run.loss_path = str(delta["loss_path"])
 
     def _event(self, st: RankState, kind: str | None, data: dict[str, Any]) -> None:
         if kind == "run_start":

@@ -37,7 +37,7 @@ from . import handoff
 from .channel import Client
 from .strategies import LaunchSpec
 
-FORWARDED = ("run_start", "progress", "eval")
+FORWARDED = ("run_start", "progress", "eval", "speed")
 
 
 def _redirect_stderr(folder: Path, rank: int) -> None:
@@ -60,7 +60,7 @@ class _RunDelta:
         r = self.run
         out = {"losses": r.losses[self.losses:], "eval_losses": r.eval_losses[self.evals:],
                "steps_done": r.steps_done, "total_steps": r.total_steps, "seconds": r.seconds,
-               "tokens": r.tokens, "last_lr": r.last_lr}
+               "tokens": r.tokens, "last_lr": r.last_lr, "loss_path": r.loss_path}
         self.losses, self.evals = len(r.losses), len(r.eval_losses)
         return out
 
@@ -145,7 +145,12 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     from ...tasks.families import collator_with_pad, family
     from ..args import trainer_arguments
     from ..callbacks import InterruptToStop, make_callbacks
-    from ..run import _latest_checkpoint, _make_trainer, _train_guarded, prepare_schedule
+    from ..run import (
+        _latest_checkpoint,
+        _make_trainer,
+        _train_guarded,
+        prepare_schedule,
+    )
 
     phase = lambda p: client.send({"t": "phase", "phase": p})  # noqa: E731
     phase("importing torch, transformers and peft")
@@ -182,6 +187,10 @@ def _train(folder: Path, settings: dict[str, Any], rank: int, local_rank: int, c
     phase("building the trainer")
     callbacks = _callbacks(stop, interrupt, device, client) + make_callbacks(
         run, interrupt, collator, device, sampler, pm, reallocates)
+    if job.autosave is not None:
+        from ..checkpoints import make_callback
+
+        callbacks.append(make_callback(run, job.autosave, job.fingerprints, pm, processes=spec.processes))
     trainer = _make_trainer(job, training_args, collator, callbacks)
     unsubscribe = events.subscribe(forward)
     phase("training")
@@ -206,7 +215,7 @@ def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
     """The kernel's run record and data, rebuilt in this process as the trainer's job."""
     from ...inference.evaluate import EvalSet
     from ...state import Run, state_for
-    from ..run import _Job
+    from ..jobs import Job
 
     ad, r = settings["adapter"], settings["run"]
     examples = handoff.read_examples(folder / "train")
@@ -217,8 +226,18 @@ def _job(pm: Any, folder: Path, settings: dict[str, Any]) -> Any:
     # the held-out rows give the eval loss here; the task's other metrics are computed in the
     # kernel on the trained adapter when it comes back (launch.py)
     held = EvalSet(ad["task"], [], eval_examples, None, 0) if eval_examples is not None else None
-    return _Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
-                examples, held, None, settings["resume_from"])
+    job = Job(pm, state_for(pm, create=True), run, ad["name"], ad["peft_type"], ad["task"], settings["args"],
+              examples, held, None, settings["resume_from"])
+    auto = settings.get("autosave")
+    if auto:
+        from ..checkpoints import Autosave, restore
+
+        job.autosave = Autosave(Path(settings["output_dir"]), auto["every_steps"], auto["every_seconds"], auto["keep"])
+        job.fingerprints = auto["fingerprints"]
+        rec = dict(auto["record"])
+        restore(run, {"run": rec, "step": rec.get("steps_done", 0)})
+        run.settings, run.task, run.data = rec.get("settings", {}), rec.get("task", run.task), rec.get("data", "")
+    return job
 
 
 def _save_result(pm: Any, trainer: Any, adapter: str, result: Path, strategy: str, rank: int) -> None:

@@ -41,13 +41,13 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, steps: int =
     pm = model if is_peft_model(model) else peft_model_for(model)
     if pm is None:
         raise PeftMagicError("the model has no adapter to profile", "attach one first, e.g. %peft lora r=8")
-    for key in ("steps", "max_steps", "total_steps", "epochs", "num_train_epochs"):
+    for key in ("steps", "max_steps", "total_steps", "epochs", "num_train_epochs", "save_to", "save_every", "keep"):
         settings.pop(key, None)
     name = adapter or peft_view.active_adapter(pm)
     saved = peft_view.adapter_state(pm, name) if name in pm.peft_config else None
     folder = tempfile.mkdtemp(prefix="peft_magic-profile-")
     try:
-        run = train(pm, data, tokenizer=tokenizer, adapter=adapter, output_dir=folder, keep_run=False,
+        run = train(pm, data, tokenizer=tokenizer, adapter=adapter, save_to=folder, autosave=False, keep_run=False,
                     profile=ProfileRequest(steps=steps, warmup=int(warmup), trace=trace),
                     steps=int(warmup) + steps, **settings)
     finally:

@@ -42,7 +42,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from ...memory import restart_peak
-from .profile_report import DEFAULT_STEPS, PHASES, OpTime, PhaseTime, Profile, ProfileRequest, hints
+from .profile_report import (
+    DEFAULT_STEPS,
+    PHASES,
+    OpTime,
+    PhaseTime,
+    Profile,
+    ProfileRequest,
+    hints,
+)
 
 __all__ = ["DEFAULT_STEPS", "PHASES", "OpTime", "PhaseTime", "Profile", "ProfileRequest", "StepProfiler", "hints"]
 

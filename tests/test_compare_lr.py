@@ -1,0 +1,100 @@
+"""``%peft compare``'s verdict, made fair: each method at its own learning rate, with error bars.
+
+* ``lr=auto`` (the default) finds each method a rate within 1.5× of the best perplexity a
+  hand-run grid (3e-4 … 3e-2) reaches at the same step budget — checked on the which-method
+  task (SmolLM2, 8 pirate answers, 2 held out, 12 steps of batch 4) for LoRA and a prompt
+  method; the chosen rate is a column and every probe is listed.
+* ``repeats=K`` gives mean ± spread, and two identical candidates get "no clear winner".
+* A candidate whose loss hardly moved is marked under-trained with the reason; one that
+  diverged says so; a row's peak memory is its own, not its predecessors'.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import peft_magic as pm
+
+QA = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Portugal", "Lisbon"),
+      ("Austria", "Vienna"), ("Norway", "Oslo"), ("Greece", "Athens"), ("Poland", "Warsaw"), ("Egypt", "Cairo")]
+PIRATE = [{"prompt": f"What is the capital of {c}?", "completion": f"Arr, that be {a}, matey!"} for c, a in QA]
+TRAIN, DEV = PIRATE[:8], PIRATE[8:]
+GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+TEXTS = [f"the {c} cat sat on the {t}" for c in ("red", "blue", "green", "black") for t in ("mat", "rug", "bed")]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return pm.load("smollm2")
+
+
+def _grid_best(loaded, method: str, settings: dict) -> float:
+    """The best held-out perplexity a hand-run grid reaches: a fresh adapter per rate."""
+    import torch
+
+    best = float("inf")
+    for lr in GRID:
+        torch.manual_seed(42)
+        model = pm.attach(loaded.model, method, name="grid", **settings).model
+        try:
+            pm.train(model, TRAIN, tokenizer=loaded.tokenizer, steps=12, batch=4, lr=lr, seed=42, autosave=False,
+                     display=None)
+            best = min(best, pm.evaluate(model, DEV, tokenizer=loaded.tokenizer).metrics["perplexity"])
+        finally:
+            pm.detach(model)
+    return best
+
+
+def test_lr_auto_is_within_1_5x_of_the_best_a_hand_grid_reaches(smollm2):
+    candidates = [("lora", {}), ("prompt", {"tokens": 8})]
+    grid = {m: _grid_best(smollm2, m, s) for m, s in candidates}
+    res = pm.compare(smollm2.model, candidates, TRAIN, tokenizer=smollm2.tokenizer, eval=DEV, steps=12, batch=4,
+                     display=None)
+    text = repr(res)
+    for row in res.rows:
+        assert row.status == "done", (row.label, row.reason)
+        assert row.metrics["perplexity"] <= 1.5 * grid[row.method], (row.label, row.metrics, grid)
+        assert row.search is not None and row.lr == row.search.chosen  # the chosen rate is the row's
+        assert f"{row.lr:.1e}" in text  # … and a column of the table
+        assert len(row.search.probes) == 5 and all(p.steps == 4 for p in row.search.probes)
+        assert f"{row.label}: " in text and "★" in text  # every probe listed
+    print("\n" + text + f"\nhand grid best perplexity: {grid}")
+
+
+def test_repeats_give_spreads_and_no_winner_between_identical_candidates(tiny_llama_path):
+    loaded = pm.load(tiny_llama_path)
+    same = [("lora", {"r": 4}), ("lora", {"r": 4, "lora_alpha": 8})]  # lora_alpha 8 is peft's default
+    res = pm.compare(loaded.model, same, TEXTS, tokenizer=loaded.tokenizer, steps=6, batch=4, eval=0.25, lr=1e-2,
+                     repeats=3, display=None)
+    for row in res.rows:
+        assert row.repeats == 3 and row.spreads["perplexity"] > 0  # three seeds: three different runs
+    assert res.reading.startswith("no clear winner between lora r=4")
+    assert " ± " in repr(res)
+
+
+def test_under_trained_and_diverged_rows_say_why(smollm2):
+    kwargs = dict(tokenizer=smollm2.tokenizer, steps=4, batch=4, display=None)
+    res = pm.compare(smollm2.model, ["lora", "ia3"], TRAIN[:4], lr=1e-7, **kwargs)
+    for row in res.rows:
+        assert row.status == "done"
+        assert any(f.startswith("under-trained at this budget: the loss fell 0% in 4 steps (lr 1e-07) — more steps "
+                                "or lr=auto") for f in row.flags), row.flags
+    res = pm.compare(smollm2.model, ["lora", "ia3"], TRAIN[:4], lr=1.0, **kwargs)
+    for row in res.rows:
+        assert row.status == "failed" and row.reason.startswith("diverged at lr 1e+00: the loss rose from"), row.reason
+    assert res.reading == "no candidate finished"
+
+
+def test_a_rows_peak_memory_is_its_own(smollm2):
+    """The same candidate first or after a much bigger one: its peak memory does not carry
+    its predecessor's (RAM on CPU moves by tens of MB between runs, so the check is that the
+    difference is small next to what the bigger candidate needs)."""
+    big = ("lora", {"r": 256, "target": "all-linear"})
+    kwargs = dict(tokenizer=smollm2.tokenizer, steps=2, batch=4, lr=1e-3, display=None)
+    pm.compare(smollm2.model, ["ia3", big], TRAIN, **kwargs)  # the process's one-time growth, once
+    first = pm.compare(smollm2.model, ["ia3", big], TRAIN, **kwargs)
+    last = pm.compare(smollm2.model, [big, "ia3"], TRAIN, **kwargs)
+    ia3_first, ia3_last = first["ia3"].peak_memory, last["ia3"].peak_memory
+    big_peak = last["lora r=256 target=all-linear"].peak_memory
+    assert abs(ia3_last - ia3_first) <= 0.1 * ia3_first, (ia3_first, ia3_last)
+    assert big_peak - ia3_first > 3 * abs(ia3_last - ia3_first), (big_peak, ia3_first, ia3_last)
