@@ -134,6 +134,35 @@ def test_stop_button_keeps_the_adapter_and_resume_finishes(tiny, fresh):
     assert [s for s, _ in run.rewards] == list(range(1, 13)) and run.rewards[done][0] == done + 1
 
 
+def test_autosave_and_resume_from_disk_continue_the_dpo_run_exactly(tiny, tmp_path):
+    """A DPO run autosaves like any run; a new adapter with the same seed (a new kernel's cells
+    re-run) resumes from the step-4 checkpoint on disk: every later loss and reward equals the
+    uninterrupted run's, and the reward history before the checkpoint comes back with it."""
+    import shutil
+    import torch
+
+    def run(**kw):
+        torch.manual_seed(0)
+        model = pm.attach(tiny.model, "lora", r=8).model
+        try:
+            return pm.train(model, pairs(), tokenizer=tiny.tokenizer, steps=8, batch=2, lr=5e-3, save_every=4,
+                            save_to=str(tmp_path), display=None, **kw)
+        finally:
+            pm.detach(model)
+
+    whole = run()
+    folder = tmp_path / os.path.basename(whole.output_dir)
+    assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
+    shutil.rmtree(folder / "checkpoint-8")  # as if the kernel died after step 4's checkpoint
+    resumed = run(resume=True)
+    assert resumed is not whole and resumed.status == "completed" and resumed.objective == "dpo"
+    assert [s for s, _ in resumed.losses] == list(range(1, 9))
+    assert [v for _, v in resumed.losses] == pytest.approx([v for _, v in whole.losses], rel=1e-5)
+    assert [s for s, _ in resumed.rewards] == list(range(1, 9))
+    for (s, got), (_, want) in zip(resumed.rewards, whole.rewards):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-7), s
+
+
 @pytest.mark.parametrize("objective, data", [("orpo", "pairs"), ("simpo", "pairs"), ("kto", "unpaired"),
                                              ("kto", "pairs")])
 def test_every_objective_trains_with_its_readouts(tiny, fresh, objective, data):
@@ -220,3 +249,14 @@ def test_plan_counts_the_paired_batch(tiny):
     assert "each of the 2 pairs is two sequences" in note and "no second model" in note
     kto = pm.plan("tiny-llama", "lora", batch=2, seq=64, objective="kto", limits=False)
     assert kto["lora"].parts.activations == sft2["lora"].parts.activations
+    # TRL computes the preference loss from the logits: never planned fused, even when asked
+    assert pm.plan("tiny-llama", "lora", batch=2, seq=64, fused_loss=True, limits=False).fused_loss
+    assert not pm.plan("tiny-llama", "lora", batch=2, seq=64, objective="dpo", fused_loss=True, limits=False).fused_loss
+
+
+def test_a_preference_loss_is_never_fused_and_says_so(tiny, fresh):
+    """fused_loss=True on a DPO run: TRL's trainer and loss run, the run says which loss ran,
+    and the request that could not be honoured is a warning of the run."""
+    run = pm.train(fresh, pairs(), tokenizer=tiny.tokenizer, steps=1, batch=2, fused_loss=True, display=None)
+    assert run.status == "completed" and run.objective == "dpo" and run.loss_path == "standard (TRL's DPO loss)"
+    assert any("fused loss not used: TRL's DPO loss" in w for w in run.warnings)

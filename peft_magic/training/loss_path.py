@@ -80,7 +80,7 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
         return LossPath(False, reason=reason, asked=asked)
 
     if args.get("objective") is not None:
-        return standard("the preference objective's loss is TRL's, from the logits")
+        return standard(f"TRL's {getattr(args['objective'], 'name', 'preference').upper()} loss")
     if task not in LM_TASKS:
         return standard(f"a {task} head has no vocabulary-sized logits" if asked else "")
     if behaviour(peft_type).token_types:
