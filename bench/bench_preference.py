@@ -5,7 +5,9 @@ Three variants, each in a fresh process (a process's RSS does not shrink after a
 alternating, all from the same initial adapter (saved once, loaded by each) and on data of
 one length (every sequence prompt + answer has the same number of tokens):
 
-* ``sft`` — ``%peft train`` on prompt → completion (the chosen answers), batch B;
+* ``sft`` — ``%peft train`` on prompt → completion (the chosen answers), batch B, as it
+  runs by default (``fused_loss=auto``: at this size the loss is computed without the logits);
+* ``sft_std`` — the same with ``fused_loss=False`` (the model's own loss, full logits);
 * ``dpo`` — ``%peft train objective=dpo`` on the pairs, batch B (2·B sequences, plus the
   reference forward with the adapter off);
 * ``trl`` — plain TRL: ``DPOTrainer`` on a ``PeftModel`` (no peft_magic), the same config.
@@ -81,12 +83,14 @@ if kind == "trl":
 else:
     model = pm.load_adapter(loaded.model, folder, trainable=True).model
     data = pairs if kind == "dpo" else [{"prompt": p["prompt"], "completion": p["chosen"]} for p in pairs]
+    extra = {"fused_loss": False} if kind == "sft_std" else {}
     base = mark()
-    run = pm.train(model, data, tokenizer=tok, steps=steps, batch=batch, lr=5e-4, display=None)
+    run = pm.train(model, data, tokenizer=tok, steps=steps, batch=batch, lr=5e-4, display=None, **extra)
     assert run.status == "completed", run.message
     out["losses"] = [l for _, l in run.losses]
     out["step"] = statistics.median(run.step_times.seconds[1:])
     out["tokens"] = run.tokens
+    out["loss_path"] = run.loss_path
     if kind == "dpo":
         ex = tokenize_preference(pairs, tok)
         out["lengths"] = sorted({len(r["prompt_ids"]) + len(r[k]) for r in ex.rows for k in ("chosen_ids", "rejected_ids")})
@@ -120,7 +124,7 @@ def main(n: int) -> str:
     load = os.getloadavg()[0]
     folder = tempfile.mkdtemp(prefix="pm-bench-pref-") + "/adapter"
     _child(SETUP, folder)
-    kinds = ("sft", "dpo", "trl")
+    kinds = ("sft", "sft_std", "dpo", "trl")
     res: dict[str, list[dict]] = {k: [] for k in kinds}
     for i in range(n):
         for kind in (kinds if i % 2 == 0 else kinds[::-1]):
@@ -134,21 +138,27 @@ def main(n: int) -> str:
     ours, theirs = res["dpo"][0]["losses"], res["trl"][0]["losses"]
     diff = max(abs(a - b) for a, b in zip(ours, theirs))
     ratio = med("dpo", "rise") / med("sft", "rise")
+    ratio_std = med("dpo", "rise") / med("sft_std", "rise")
     lengths = res["dpo"][0]["lengths"]
     return (
         f"## Preference tuning: a DPO step vs a supervised step, and vs plain TRL (SmolLM2-135M, LoRA r=8, "
         f"batch {BATCH}, every sequence {min(lengths)}–{max(lengths)} tokens, {STEPS} steps, n={n} processes "
         "each)\n\n"
-        "| | SFT (`%peft train`) | DPO (`%peft train objective=dpo`) | plain TRL `DPOTrainer` |\n"
-        "|---|---|---|---|\n"
-        f"| sequences per step | {BATCH} | {2 * BATCH} (+ {2 * BATCH} reference, no grad) | {2 * BATCH} (+ "
+        "| | SFT (`%peft train`, default) | SFT `fused_loss=False` | DPO (`%peft train objective=dpo`) | "
+        "plain TRL `DPOTrainer` |\n"
+        "|---|---|---|---|---|\n"
+        f"| loss path | {res['sft'][0]['loss_path']} | {res['sft_std'][0]['loss_path']} | "
+        f"{res['dpo'][0]['loss_path']} | TRL's |\n"
+        f"| sequences per step | {BATCH} | {BATCH} | {2 * BATCH} (+ {2 * BATCH} reference, no grad) | {2 * BATCH} (+ "
         f"{2 * BATCH} reference, no grad) |\n"
         f"| peak RAM rise during training (exact RSS high-water mark) | {fmt_bytes(med('sft', 'rise'))} | "
-        f"{fmt_bytes(med('dpo', 'rise'))} | {fmt_bytes(med('trl', 'rise'))} |\n"
-        f"| median step time | {med('sft', 'step'):.2f} s | {med('dpo', 'step'):.2f} s | "
-        f"{med('trl', 'step'):.2f} s |\n\n"
-        f"DPO / SFT peak rise at the same batch and length: **{ratio:.2f}×** (goal ≤ 2.3×: two sequences per "
-        "pair and the reference pass under no_grad; TRL's fused LM head never builds the full logits). "
+        f"{fmt_bytes(med('sft_std', 'rise'))} | {fmt_bytes(med('dpo', 'rise'))} | {fmt_bytes(med('trl', 'rise'))} |\n"
+        f"| median step time | {med('sft', 'step'):.2f} s | {med('sft_std', 'step'):.2f} s | "
+        f"{med('dpo', 'step'):.2f} s | {med('trl', 'step'):.2f} s |\n\n"
+        f"DPO / SFT peak rise at the same batch and length: **{ratio:.2f}×** against the default SFT run, "
+        f"**{ratio_std:.2f}×** against SFT with the model's own loss (goal ≤ 2.3×, set against the model's own loss: two sequences per "
+        "pair and the reference pass under no_grad; TRL's fused LM head never builds the full logits; the "
+        "default SFT run now computes its loss without the logits too, which DPO through TRL does not). "
         f"peft_magic's DPO vs plain TRL: step time **{med('dpo', 'step') / med('trl', 'step'):.2f}×**, the "
         f"logged losses of the same run differ by at most {diff:.1e} (ours {', '.join(f'{x:.4f}' for x in ours)}; "
         f"TRL {', '.join(f'{x:.4f}' for x in theirs)}). The reference policy is the base with the adapter off "
