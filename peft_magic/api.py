@@ -54,7 +54,7 @@ def profile(model: Any, data: Any = None, *, tokenizer: Any = None, display: Any
 
 def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, display: Any = "auto", **settings: Any) -> Any:
     """``%peft compare`` in plain Python: the same live table while it runs; returns the
-    :class:`~peft_magic.training.compare.Comparison` (``.rows`` best first)."""
+    :class:`~peft_magic.training.comparison.Comparison` (``.rows`` best first)."""
     from .display.compare import LiveCompare
     from .training.comparison import compare as compare_run
 

@@ -235,11 +235,12 @@ class StatusChannel:
                              "total_steps": d.get("total_steps"), "loss": None, "loss_smooth": None,
                              "lr": None, "eta_s": None, "elapsed_s": 0.0, "tokens_per_s": None,
                              "epoch": None, "eval_loss": None, "message": None, "peak_memory": None,
-                             "saved_step": None, "saved_at": None}
+                             "saved_step": None, "saved_at": None,
+                             "objective": d.get("objective"), "rewards": None}
             elif ev.kind == "progress":
                 run = st.get("run") or {}
                 for key in ("run_id", "step", "total_steps", "epoch", "loss", "loss_smooth", "lr",
-                            "tokens_per_s", "elapsed_s", "eta_s"):
+                            "tokens_per_s", "elapsed_s", "eta_s", "rewards"):
                     if key in d:
                         run[key] = d[key]
                 st["run"] = run

@@ -102,6 +102,10 @@ def text_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
 
 
+#: preference readouts that are rewards (log-probability ratios × β), not fractions
+REWARDS = ("chosen", "rejected", "margin")
+
+
 def fmt_metric(name: str, value: float | None) -> str:
     """Fractions as percentages (accuracy 0.91 → ``91.0%``); loss and perplexity as numbers."""
     if value is None or value != value:
@@ -110,6 +114,8 @@ def fmt_metric(name: str, value: float | None) -> str:
         return f"{value:.4f}"
     if name == "perplexity":
         return f"{value:,.2f}"
+    if name in REWARDS:
+        return f"{value:+.3f}"
     return f"{100 * value:.1f}%"
 
 

@@ -179,6 +179,9 @@ class Run(HtmlRepr):
     task: str = "CAUSAL_LM"  # peft task type of the model trained
     data: str = ""  # what the data was: "120 examples · prompt → completion · 3 cut to max_len"
     eval_metrics: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, the task's metrics)
+    # preference tuning (training/preference.py): the objective, and TRL's logged readouts per step
+    objective: str | None = None  # "dpo" | "ipo" | "orpo" | "simpo" | "kto"; None for a supervised run
+    rewards: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # (step, chosen/rejected/margin/accuracy)
     # speed (training/speed.py): the profile (--profile), compile=True's cost, checkpointing's
     profile: Any = None  # training.profiling.Profile
     steady_tokens_per_s: float | None = None  # after the first step, without compiling steps
@@ -193,8 +196,18 @@ class Run(HtmlRepr):
         loss = f"loss {first:.4f} → {self.final_loss:.4f}" if first is not None and self.final_loss is not None else "no loss"
         peak = f" · peak {fmt_bytes(self.peak_memory)} {self.memory_kind or ''}".rstrip() if self.peak_memory else ""
         msg = f" — {self.message}" if self.message and self.status != "completed" else ""
-        return (f"Run {self.run_id} · {self.method} '{self.adapter}' · {self.status} {self.steps_done}/"
-                f"{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{self.speed_text()}{msg}")
+        return (f"Run {self.run_id} · {self.method} '{self.adapter}'{self.objective_text()} · {self.status} "
+                f"{self.steps_done}/{self.total_steps} steps · {loss} · {self.seconds:.1f} s{peak}{self.speed_text()}{msg}")
+
+    def objective_text(self) -> str:
+        """`` · DPO (margin 3.50, accuracy 100%)`` for a preference run, else empty."""
+        if not self.objective:
+            return ""
+        last = self.rewards[-1][1] if self.rewards else {}
+        parts = [f"margin {last['margin']:.2f}" if "margin" in last else "",
+                 f"accuracy {last['accuracy']:.0%}" if "accuracy" in last else ""]
+        shown = ", ".join(p for p in parts if p)
+        return f" · {self.objective.upper()}" + (f" ({shown})" if shown else "")
 
     def speed_text(self) -> str:
         """`` · compiled in 41.2 s, steady 1,234 tokens/s · checkpointing: …`` (empty for a plain run)."""

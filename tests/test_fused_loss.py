@@ -77,7 +77,7 @@ def test_causal_lm_loss_and_gradients_equal_the_models_own(tiny_llama, data):
     assert any("lm_head" in n for n, p in model.named_parameters() if p.requires_grad)
     std, fused = assert_same_training(model, data, tiny_llama.tokenizer, batch=2, grad_accum=2)
     row = next(r for r in pm.runs().rows() if r[0] == str(fused.run_id))
-    assert "loss fused (chunked, 1 chunk)" in row[7]  # %peft runs says which loss ran
+    assert "loss fused (chunked, 1 chunk)" in row[pm.runs().HEADERS.index("peak memory")]  # %peft runs: which loss
 
 
 def test_seq2seq_loss_and_gradients_equal_the_models_own():

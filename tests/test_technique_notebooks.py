@@ -25,7 +25,7 @@ pytestmark = pytest.mark.kernel
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks" / "techniques").glob("*.ipynb"))
-TECHNIQUES = {"lora", "qlora", "prefix-tuning", "prompt-tuning", "bottleneck-adapters"}
+TECHNIQUES = {"lora", "qlora", "prefix-tuning", "prompt-tuning", "bottleneck-adapters", "dpo"}
 #: one torch thread in the notebooks' kernels: the test suite shares the CPU (other kernels, other jobs
 #: in CI), and a per-process pool of one thread per core then oversubscribes it — measured here on 2
 #: shared cores, 16 SmolLM2 steps went from ~40 s to ~160 s with the default pool

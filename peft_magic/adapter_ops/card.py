@@ -124,6 +124,11 @@ def model_card(*, adapter: str, method: str, peft_type: str, base_model: str, ba
                      for r in runs if getattr(r, "eval_metrics", None)]
         if evaluated:
             lines += ["", "Evaluation on held-out data:", ""] + evaluated
+        preferred = [f"- run {r.run_id}: {r.objective.upper()}, step {r.rewards[-1][0]}: "
+                     f"{fmt_metrics(r.rewards[-1][1])}" for r in runs if getattr(r, "objective", None) and r.rewards]
+        if preferred:
+            lines += ["", "Preference tuning (the rewards TRL logged last; the reference is the base model):",
+                      ""] + preferred
         settings_lines = [f"- run {r.run_id}: " + ", ".join(f"{k}={_md(v)}" for k, v in r.settings.items())
                           for r in runs if r.settings]
         if settings_lines:

@@ -23,10 +23,9 @@ from typing import Any
 from .. import events
 from ..fmt import fmt_metrics
 from ..state import runs
-from ..svg import line_chart
 from .html import escape, wrap
 from .live import LiveView
-from .run_readouts import STATUS_COLOR, STATUS_STYLE, snapshot_html, stats, text_line
+from .run_readouts import STATUS_COLOR, STATUS_STYLE, loss_chart, margin_series, snapshot_html, stats, text_line
 
 
 class _WidgetDrawing:
@@ -67,7 +66,7 @@ class _WidgetDrawing:
         # no <style> block here: the header's already defines .peft-magic for the page
         self.info.value = f"<div class='peft-magic'>{cells}</div>"
         if view.losses:
-            self.chart.value = line_chart([("loss", view.losses)], x_max=p.get("total_steps"))
+            self.chart.value = loss_chart(view.losses, None, margin_series(view.rewards), p.get("total_steps"))
 
     def end(self, view: TrainingView, status: str, message: str | None) -> None:
         self.update(view)
@@ -77,8 +76,8 @@ class _WidgetDrawing:
                                  f"<span style='color:{color}'>{escape(status)}</span></div>"
                                  + (f"<div style='color:{color}'>{escape(message)}</div>" if message else ""))
         if view.eval_losses:
-            self.chart.value = line_chart([("train loss", view.losses), ("eval loss", view.eval_losses)],
-                                          x_max=view.state.get("total_steps"))
+            self.chart.value = loss_chart(view.losses, view.eval_losses, margin_series(view.rewards),
+                                          view.state.get("total_steps"))
 
 
 class _TextDrawing:
@@ -149,6 +148,7 @@ class TrainingView(LiveView):
         self.state: dict[str, Any] = {}
         self.losses: list[tuple[int, float]] = []
         self.eval_losses: list[tuple[int, float]] = []
+        self.rewards: list[tuple[int, dict[str, float]]] = []  # a preference run's logged readouts
         self.warnings: list[str] = []
         self.data = ""  # what the run trains on (shape, counts), shown once under the title
         self.verb = title  # "Training" / "Profiling": the title once the run names its adapter
@@ -220,6 +220,8 @@ class TrainingView(LiveView):
         self.shown = True
         if e.data.get("method") and e.data.get("adapter"):
             self.title = f"{self.verb} {e.data['method']} adapter '{e.data['adapter']}'"
+            if e.data.get("objective"):
+                self.title += f" · {e.data['objective'].upper()}"
         launch = e.data.get("launch")  # a multi-process run (training/distributed)
         if launch:
             self.title += (f" · {launch['describe']} · global batch {launch['batch']} × {launch['processes']} × "
@@ -232,7 +234,7 @@ class TrainingView(LiveView):
         if record is not None:
             # Draw from the run's own loss history (every logged step), not only from the
             # events; the lists are shared, so nothing is copied per step.
-            self.losses, self.eval_losses = record.losses, record.eval_losses
+            self.losses, self.eval_losses, self.rewards = record.losses, record.eval_losses, record.rewards
         if record is not None and record.saved_step is not None and record.saved_at:
             self.saved = self.state["saved"] = (record.saved_step, record.saved_at)  # a resumed run's checkpoint
         self.warnings = list(e.data.get("warnings") or [])
@@ -249,5 +251,6 @@ class TrainingView(LiveView):
             return
         notes = "; ".join(f"warning: {w}" for w in self.warnings)
         html = snapshot_html(self.state, self.losses, self.title, status,
-                             "; ".join(x for x in (message, notes) if x) or None, self.eval_losses, self.data)
+                             "; ".join(x for x in (message, notes) if x) or None, self.eval_losses, self.data,
+                             margin_series(self.rewards))
         self.finish(html, summary + "\n" + text_line(self.state))

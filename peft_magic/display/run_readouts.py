@@ -25,6 +25,26 @@ def _num(v: Any, fmt: str) -> str:
     return "–" if v is None else format(v, fmt)
 
 
+def preference_readouts(rewards: dict[str, float] | None) -> list[tuple[str, str]]:
+    """A preference run's readouts as TRL logged them: the rewards of the chosen and the
+    rejected answers, their margin, and how often the chosen one scored higher."""
+    if not rewards:
+        return []
+    out = []
+    if "chosen" in rewards and "rejected" in rewards:
+        out.append(("rewards", f"chosen {rewards['chosen']:+.3f} / rejected {rewards['rejected']:+.3f}"))
+    if "margin" in rewards:
+        out.append(("margin", f"{rewards['margin']:+.3f}"))
+    if "accuracy" in rewards:
+        out.append(("accuracy", f"{rewards['accuracy']:.0%}"))
+    return out
+
+
+def margin_series(rewards: list[tuple[int, dict[str, float]]]) -> list[tuple[int, float]]:
+    """The reward margin per logged step: a preference run's second curve on the chart."""
+    return [(step, r["margin"]) for step, r in rewards if "margin" in r]
+
+
 def saved_text(p: dict[str, Any], now: float | None = None) -> str | None:
     """``step 3,000 · 2 min ago`` for the last checkpoint a run wrote (``training/checkpoints.py``)."""
     import time
@@ -59,7 +79,7 @@ def stats(p: dict[str, Any]) -> list[tuple[str, str]]:
         ("elapsed", fmt_duration(p.get("elapsed_s"))),
         ("ETA", fmt_duration(p.get("eta_s")) if p.get("status", "training") == "training" else "–"),
         ("memory", mem_s),
-    ] + ([("eval", p["eval"])] if p.get("eval") else []) + (
+    ] + preference_readouts(p.get("rewards")) + ([("eval", p["eval"])] if p.get("eval") else []) + (
         [("saved", saved_text(p))] if p.get("saved") else []) + speed_readouts(p.get("speed")) + _loss_path(p)
 
 
@@ -111,6 +131,8 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
         "ETA": [f"ETA {fmt_duration(p.get('eta_s')) if training else '–'}"],
         "memory": _memory_variants(p.get("memory") or {}) or ["memory –"],
     }
+    for label, value in preference_readouts(p.get("rewards")):
+        fields[label] = [f"{label} {value}"] + ([f"margin {p['rewards']['margin']:+.2f}"] if label == "margin" else [])
     if p.get("eval"):
         fields["eval"] = [f"eval {p['eval']}"]
     if p.get("saved"):
@@ -125,8 +147,8 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
 
     if width is None:
         return f"{bar_of(24)} {count} · " + " · ".join(v[0] for v in fields.values())
-    groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), ("lr", "epoch"),
-              tuple(k for k in ("eval", "saved") if k in fields), tuple(speed))
+    groups = (("loss", "ETA", "tokens/s", "memory", "elapsed"), tuple(k for k in ("margin", "accuracy") if k in fields),
+              ("lr", "epoch"), tuple(k for k in ("rewards", "eval", "saved") if k in fields), tuple(speed))
     chosen: dict[str, str] = {}
 
     def length(parts: dict[str, str], bar: int) -> int:
@@ -149,9 +171,21 @@ def text_line(p: dict[str, Any], width: int | None = None) -> str:
     return line[:width]
 
 
+def loss_chart(losses: list[tuple[int, float]], eval_losses: list[tuple[int, float]] | None,
+               margins: list[tuple[int, float]] | None, x_max: int | None) -> str:
+    """The run's chart: the loss; the held-out loss beside it; a preference run's reward
+    margin as a second curve (it rises while the loss falls)."""
+    series = [("train loss" if eval_losses else "loss", losses)]
+    if eval_losses:
+        series.append(("eval loss", eval_losses))
+    if margins:
+        series.append(("reward margin", margins))
+    return line_chart(series, x_max=x_max, y_label="loss" if not margins else "loss / margin")
+
+
 def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str, status: str,
                   message: str | None = None, eval_losses: list[tuple[int, float]] | None = None,
-                  data: str = "") -> str:
+                  data: str = "", margins: list[tuple[int, float]] | None = None) -> str:
     """The static HTML of a run's state (what a saved notebook shows)."""
     total = p.get("total_steps") or 0
     step = p.get("step", 0)
@@ -164,10 +198,7 @@ def snapshot_html(p: dict[str, Any], losses: list[tuple[int, float]], title: str
     # table, whose cells each front end's own CSS aligns differently)
     rows = "<div class='pm-readouts'>" + " &nbsp; ".join(
         f"<span class='pm-dim'>{escape(k)}</span>&nbsp;{escape(v)}" for k, v in stats(p)) + "</div>"
-    series = [("loss", losses)]
-    chart = line_chart(series, x_max=total or None)
-    if eval_losses:
-        chart = line_chart([("train loss", losses), ("eval loss", eval_losses)], x_max=total or None)
+    chart = loss_chart(losses, eval_losses, margins, total or None)
     msg = f"<div style='color:{color}'>{escape(message)}</div>" if message else ""
     about = f"<div class='pm-dim'>data: {escape(data)}</div>" if data else ""
     return wrap(f"<div class='pm-head'>{escape(title)} · <span style='color:{color}'>{escape(status)}</span></div>"

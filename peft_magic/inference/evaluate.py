@@ -4,8 +4,9 @@ The metrics people in each field report (``tasks/metrics.py``): loss and perplex
 causal LM; accuracy and macro-F1 for classification; entity precision / recall / F1
 (seqeval) for token classification; SQuAD exact match and F1 for extractive QA (answers
 mapped from token logits back to text through the offsets, best span over windows);
-loss, exact match and ROUGE-L for seq2seq (greedy generation). The same function feeds
-the metrics a training run reports with ``eval=`` (``training/callbacks.py``).
+loss, exact match and ROUGE-L for seq2seq (greedy generation); on preference pairs,
+DPO's implicit rewards of the adapter against the base (``rewards.py``). The same function
+feeds the metrics a training run reports with ``eval=`` (``training/callbacks.py``).
 
 The model is run in eval mode without gradients and left exactly as it was; with
 ``compare`` the base model is the same model with its adapters switched off for the call.
@@ -29,6 +30,7 @@ from ..state import peft_model_for, state_for, unwrap
 from ..tasks import data as data_mod
 from ..tasks import metrics, qa, token_cls
 from ..tasks.families import collator_for, family
+from ..tasks.preference import PreferenceExamples
 from .running import batch_needs, batches, eval_mode
 
 EVAL_BATCH = 16
@@ -185,9 +187,11 @@ class EvalResult(HtmlRepr):
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
+    kind: str | None = None  # what was measured when not the task's own metrics ("preference pairs …")
+
     @property
     def title(self) -> str:
-        return f"{family(self.task).title} · {self.label}"
+        return f"{self.kind or family(self.task).title} · {self.label}"
 
     @property
     def columns(self) -> list[tuple[str, dict[str, float]]]:
@@ -195,7 +199,7 @@ class EvalResult(HtmlRepr):
 
     def __repr__(self) -> str:
         names = list(self.metrics)
-        head = f"{family(self.task).title} · {self.examples:,} examples · {self.seconds:.1f} s"
+        head = f"{self.kind or family(self.task).title} · {self.examples:,} examples · {self.seconds:.1f} s"
         width = max(len(n) for n in names + ["metric"])
         cols = self.columns
         lines = [head, "  ".join(["metric".ljust(width)] + [c for c, _ in cols])]
@@ -214,14 +218,37 @@ def _who(pm: Any, target: Any, st: Any, off: bool) -> str:
     return f"{name} ({method_name(pm.peft_config[name], st, name)})"
 
 
+def _preference(target: Any, es: EvalSet, pm: Any, st: Any, off: bool, compare: bool, beta: float | None,
+                batch: int, n: int) -> EvalResult:
+    """Preference pairs: DPO's rewards of the adapter against the base, both columns from one
+    pass with the adapter on and one with it off (``rewards.py``)."""
+    from .rewards import beta_of, reward_columns
+
+    beta = beta if beta is not None else beta_of(st, pm)
+    adapter_on = target is pm and not off
+    with eval_mode(target):
+        mine, base = reward_columns(target, es.examples, es.tokenizer, beta=beta, max_len=es.max_len, batch=batch,
+                                    adapter_on=adapter_on)
+    result = EvalResult(es.task, mine, n, _who(pm, target, st, off),
+                        kind=f"preference pairs · DPO rewards against the base, β={beta:g}")
+    if compare and adapter_on:
+        result.base = base
+    elif compare:
+        result.notes.append("the model has no adapters switched on: only the base model to show")
+    return result
+
+
 def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, batch: int = EVAL_BATCH,
-             max_len: int = 512, stride: int | None = None) -> EvalResult:
+             max_len: int = 512, stride: int | None = None, beta: float | None = None) -> EvalResult:
     """The task's metrics on ``data`` for the model with its active adapter.
 
     ``data`` is anything training takes (a list, DataFrame, Dataset, file) in the task's
     shape; ``compare=True`` also evaluates the base model (adapters off for the call).
     ``.metrics`` uses the names ``loss``, ``perplexity``, ``accuracy``, ``f1``,
-    ``precision``, ``recall``, ``exact_match``, ``rougeL`` (fractions in 0..1).
+    ``precision``, ``recall``, ``exact_match``, ``rougeL`` (fractions in 0..1). On
+    preference data (prompt + chosen + rejected) they are DPO's reward readouts with
+    ``beta`` (default: the adapter's last preference run's, else 0.1): ``accuracy``,
+    ``margin``, ``chosen``, ``rejected``, ``likelihood_accuracy`` (``rewards.py``).
     """
     stack.ensure()
     require_model(model)
@@ -240,8 +267,11 @@ def evaluate(model: Any, data: Any, *, tokenizer: Any, compare: bool = False, ba
     st = state_for(model, create=True)
     target = pm if pm is not None and peft_view.configs(pm) else unwrap(model)
     off = st.adapters_off
-    result = EvalResult(task, task_metrics(target, es, batch=batch), len(records), _who(pm, target, st, off))
-    if compare:
+    if isinstance(es.examples, PreferenceExamples):
+        result = _preference(target, es, pm, st, off, compare, beta, batch, len(records))
+    else:
+        result = EvalResult(task, task_metrics(target, es, batch=batch), len(records), _who(pm, target, st, off))
+    if compare and result.base is None and result.kind is None:
         if target is pm and not off:
             set_off(pm, st)
             try:

@@ -25,7 +25,7 @@ def _body_candidates(body: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 @command("compare", args="METHOD,METHOD,… data=EXPR|PATH steps=N [eval=EXPR|PATH|0.1] [lr=auto|default|X] "
-                          "[repeats=K] [batch=] [any training setting]",
+                          "[repeats=K] [batch=] [objective=dpo|…] [any training setting]",
          summary="train each method for the same budget on the same data: one table, curves overlaid, a verdict",
          flags=(("--keep", "keep each trained candidate as an adapter named after its method"), "--model VAR",
                 "--tokenizer VAR"),
@@ -48,6 +48,10 @@ def cmd_compare(ctx: Context) -> Any:
     seeds: data order, adapter init) and shows mean ± spread; the reading names a winner
     only when the gap is larger than the spreads. A candidate whose loss hardly moved is
     marked under-trained, with the reason.
+
+    On preference data (or with ``objective=dpo``, ``ipo``, … and ``beta=``) each
+    candidate is preference-tuned with that objective, and with ``eval=`` the table is
+    sorted by the held-out reward margin TRL logs.
 
     Your model is left exactly as it was (its adapters, weights and active adapter);
     ``--keep`` keeps each trained candidate as an adapter named after its method (where

@@ -16,14 +16,15 @@ def _ints(ctx: Context, keys: tuple[str, ...], what: str) -> dict[str, int]:
     out = {}
     for k, v in ctx.settings.items():
         if k not in keys:
-            raise PeftMagicError(f"unknown {what} setting '{k}'", "settings are " + ", ".join(f"{x}=" for x in keys))
+            raise PeftMagicError(f"unknown {what} setting '{k}'", "settings are " + ", ".join(
+                f"{x}=" for x in keys + (("beta",) if what == "evaluate" else ())))
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise PeftMagicError(f"{k} must be a whole number ≥ 1, got {v!r}")
         out[k] = v
     return out
 
 
-@command("evaluate", args="data=EXPR|PATH [batch=] [max_len=]",
+@command("evaluate", args="data=EXPR|PATH [batch=] [max_len=] [beta=]",
          summary="the task's own metrics on held-out data; --compare: base model beside the adapter",
          flags=(("--compare", "also evaluate the base model (adapters off)"), "--model VAR", "--tokenizer VAR"),
          aliases=("eval",), group="training")
@@ -36,7 +37,15 @@ def cmd_evaluate(ctx: Context) -> Any:
     token classification (NER)  loss, entity precision / recall / F1 (seqeval), token accuracy
     extractive QA               loss, exact match, F1 (official SQuAD normalisation)
     seq2seq                     loss, exact match, ROUGE-L (greedy generation)
+    preference pairs            accuracy and margin of DPO's rewards (chosen vs
+                                rejected), mean rewards, likelihood accuracy
     ==========================  =============================================
+
+    On preference data (``prompt`` + ``chosen`` + ``rejected``) the reward of an answer is
+    DPO's: β × (log-probability with the adapter − with the adapter off), summed over the
+    answer's tokens; ``beta=`` (default: the adapter's last DPO run's, else 0.1). The base
+    model is its own reference (rewards 0); ``likelihood_accuracy`` — how often the chosen
+    answer has the higher mean token log-probability — compares the two directly.
 
     ``data`` is a notebook variable or a file, in the shape training takes for the task.
     ``--compare`` adds the base model (the same model with adapters switched off for the
@@ -54,9 +63,12 @@ def cmd_evaluate(ctx: Context) -> Any:
         raise PeftMagicError("which data?", "e.g. %peft evaluate data=dev")
     ctx.settings = settings
     data = ctx.value("data")
+    beta = settings.pop("beta", None)
+    if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0):
+        raise PeftMagicError(f"beta must be a number > 0, got {beta!r}")
     var, model = ctx.model()
     return evaluate(model, data, tokenizer=ctx.tokenizer(var), compare=bool(ctx.args.flag("--compare")),
-                    **_ints(ctx, _EVAL_KEYS, "evaluate"))
+                    beta=beta, **_ints(ctx, _EVAL_KEYS, "evaluate"))
 
 
 @command("predict", args='"TEXT" | VAR | question="…" context="…" [max_new_tokens=]',

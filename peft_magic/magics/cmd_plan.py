@@ -21,7 +21,8 @@ def _is_method(word: str) -> bool:
     return True
 
 
-@command("plan", args="[ID_OR_PATH] [METHOD …] [batch=] [seq=] [grad_accum=] [optim=…] [dtype=] [goal=]",
+@command("plan", args="[ID_OR_PATH] [METHOD …] [batch=] [seq=] [grad_accum=] [optim=…] [dtype=] [goal=] "
+                      "[objective=dpo|…]",
          summary="will it fit, and which method: memory by part for each method, before loading a weight",
          flags=("--model VAR",
                 ("--gpu NAME_OR_SIZE", "plan for a GPU: T4, L4, A10G, A100-80GB, H100, RTX-4090, … or a size like 24GB"),
@@ -61,6 +62,9 @@ def cmd_plan(ctx: Context) -> Any:
     ``--gpus N --strategy ddp|fsdp|deepspeed`` (``--zero 3``) gives what *each* GPU needs
     on N GPUs: ddp keeps the full model on every GPU; fsdp and ZeRO-3 shard weights,
     gradients and optimizer states by N; ZeRO-2 shards optimizer states and gradients.
+    ``objective=dpo`` (ipo, orpo, simpo, kto) plans preference tuning: ``batch`` pairs are
+    chosen + rejected, twice the sequences; the reference policy's forward (the adapter
+    switched off) keeps no activations and loads no second model.
 
     Examples::
 
@@ -70,6 +74,7 @@ def cmd_plan(ctx: Context) -> Any:
         %peft plan lora r=16 batch=8 seq=512           # the model in the notebook
         %peft plan --measure                           # compare with two real steps
         %peft plan ./Llama-2-13b-hf lora --gpu A100-40GB --gpus 4 --strategy fsdp
+        %peft plan lora r=8 batch=4 seq=512 objective=dpo
         p = %peft plan smollm2 --gpu 24GB
         p["qlora"].parts.activations
     """

@@ -33,7 +33,8 @@ def _launch_options(ctx: Context, settings: dict[str, Any]) -> dict[str, Any]:
 
 @command("train",
          args="[data=EXPR|PATH] [steps=N | epochs=N] [lr=] [batch=] [grad_accum=] [max_len=] [eval=EXPR|PATH|0.1] "
-              "[compile=True] [checkpointing=True] [fused_loss=auto|False] [save_every=N] [save_to=DIR] [keep=2] "
+              "[objective=dpo|ipo|orpo|simpo|kto] [beta=] [compile=True] [checkpointing=True] [fused_loss=auto|False] "
+              "[save_every=N] [save_to=DIR] [keep=2] "
               "[any TrainingArguments field=…]",
          summary="train the attached adapter with live progress, loss, tokens/s and memory",
          flags=("--model VAR", "--tokenizer VAR", ("--adapter NAME", "train this adapter (default: the active one)"),
@@ -62,6 +63,17 @@ def cmd_train(ctx: Context) -> Any:
     ``transformers.TrainingArguments`` field (``warmup_steps=10``, ``optim=adamw_torch`` …).
     Batches are padded dynamically and grouped by length; bf16/fp16 are used where the
     GPU supports them; a 4-bit model trains with gradient checkpointing.
+
+    Preference tuning (TRL's trainers, the same display): data with ``prompt`` +
+    ``chosen`` + ``rejected`` (text, or chat messages) trains with DPO, data with
+    ``prompt`` + ``completion`` + ``label`` (true / false) with KTO; ``objective=`` picks
+    ``dpo``, ``ipo``, ``orpo``, ``simpo`` or ``kto``; ``beta=`` and the objective's other
+    settings are the fields of its TRL config (``DPOConfig``, ``KTOConfig``, ``CPOConfig``,
+    ``ORPOConfig``: ``loss_type=``, ``label_smoothing=``, ``simpo_gamma=`` …). The display
+    adds the rewards of the chosen and rejected answers, their margin and the preference
+    accuracy as TRL logs them. The reference policy is the base model (the adapter switched
+    off): no second model in memory. ``%peft evaluate`` on held-out pairs measures the
+    rewards against the base.
 
     Beyond one process: ``--processes N`` trains data-parallel in N worker processes on
     CPU (gloo), ``--gpus N`` or ``--gpus all`` in one process per GPU (nccl), started with
@@ -115,6 +127,8 @@ def cmd_train(ctx: Context) -> Any:
 
         %peft train --resume
         %peft train data=rows steps=4000 save_to=/content/drive/MyDrive/ckpt --resume
+
+        %peft train data=pairs objective=dpo beta=0.1 steps=30 lr=5e-4 eval=pairs_dev
 
         %peft train data=texts steps=100 batch=4 --processes 2
         %peft train data=texts epochs=1 --gpus all --strategy fsdp --dry-run

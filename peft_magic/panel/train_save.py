@@ -7,7 +7,9 @@ line. They talk to the panel through its public methods (``model``, ``tokenizer`
 
 The data picker lists the notebook variables that training accepts — lists of texts or
 of dicts, pandas DataFrames, ``datasets`` Datasets — found by type name, so nothing
-heavy is imported to look.
+heavy is imported to look. Preference data (prompt + chosen + rejected, or prompt +
+completion + label) is recognised by its columns, and the tab then offers the objectives
+it trains with and ``beta``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,26 @@ def dataset_variables(ns: dict[str, Any]) -> list[str]:
     return [k for k, v in ns.items() if not k.startswith("_") and k not in _HIDDEN and is_dataset(v)]
 
 
+def columns_of(value: Any) -> list[str]:
+    """The column names of a data variable (the first row's keys, a DataFrame's columns …)."""
+    if isinstance(value, (list, tuple)):
+        return list(value[0]) if value and isinstance(value[0], dict) else []
+    names = getattr(value, "column_names", None)  # datasets.Dataset (a DatasetDict: per split)
+    if isinstance(names, dict):
+        names = next(iter(names.values()), [])
+    if names is None and hasattr(value, "columns"):
+        names = [str(c) for c in value.columns]
+    return list(names or [])
+
+
+def preference_shape(value: Any) -> str | None:
+    """``"paired"`` / ``"unpaired"`` for preference data (by its columns), else None."""
+    from ..tasks.preference import detect_preference
+
+    cols = columns_of(value)
+    return detect_preference([dict.fromkeys(cols)]) if cols else None
+
+
 def _describe(value: Any) -> str:
     try:
         n = len(value)
@@ -51,6 +73,8 @@ def _describe(value: Any) -> str:
     kind = type(value).__name__
     if isinstance(value, (list, tuple)) and value:
         kind = f"list of {type(value[0]).__name__}"
+    shape = preference_shape(value)
+    kind += f", {shape} preferences" if shape else ""
     return f"{kind}, {n:,} rows" if n is not None else kind
 
 
@@ -73,6 +97,14 @@ class TrainSection:
         self.eval = widgets.BoundedFloatText(value=0.0, min=0.0, max=0.5, step=0.05, description="eval",
                                              tooltip="hold out this fraction for the task's metrics (0: none)",
                                              style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.objective = widgets.Dropdown(options=[], description="objective", style={"description_width": "60px"},
+                                          layout=widgets.Layout(width="180px"))
+        self.objective.add_class("pm-objective")
+        self.beta = widgets.BoundedFloatText(value=0.1, min=0.0, max=100.0, step=0.05, description="beta",
+                                             tooltip="how far the adapter may move from the base (TRL's beta)",
+                                             style={"description_width": "60px"}, layout=widgets.Layout(width="180px"))
+        self.beta.add_class("pm-beta")
+        self.preference = widgets.HBox([self.objective, self.beta], layout=widgets.Layout(display="none"))
         self.task_info = widgets.HTML()
         self.task_info.add_class("pm-task")
         self.button = widgets.Button(description="Train", button_style="success", icon="play")
@@ -81,11 +113,12 @@ class TrainSection:
         self.progress = widgets.VBox()
         self.progress.add_class("pm-progress")
         self.box = widgets.VBox([self.task_info, widgets.HBox([self.data, self.reload]),
-                                 widgets.HBox([self.steps, self.lr, self.batch, self.eval]),
+                                 widgets.HBox([self.steps, self.lr, self.batch, self.eval]), self.preference,
                                  widgets.HBox([self.button, self.reason]), self.progress])
         self.refresh_data()
-        for w in (self.data, self.steps, self.lr, self.batch, self.eval):
+        for w in (self.data, self.steps, self.lr, self.batch, self.eval, self.objective, self.beta):
             w.observe(lambda _c: self._changed(), "value")
+        self.objective.observe(lambda c: self._objective_changed(c["new"]), "value")
         self.reload.on_click(lambda _b: self.refresh_data())
         self.button.on_click(lambda _b: panel.guard(self.do_train))
 
@@ -109,7 +142,34 @@ class TrainSection:
         out.update(steps=int(self.steps.value), lr=float(self.lr.value), batch=int(self.batch.value))
         if self.eval.value > 0:
             out["eval"] = round(float(self.eval.value), 4)
+        if self._shape() and self.objective.value:
+            out.update(objective=self.objective.value, beta=round(float(self.beta.value), 6))
         return out
+
+    def _shape(self) -> str | None:
+        value = self.panel.ns.get(self.data.value) if self.data.value else None
+        return preference_shape(value) if value is not None else None
+
+    def _objective_changed(self, name: str | None) -> None:
+        """Each objective's own default beta (SimPO's is on another scale than DPO's)."""
+        from ..tasks.preference import OBJECTIVES
+
+        if name in OBJECTIVES:
+            self.beta.value = OBJECTIVES[name].beta
+
+    def _show_objectives(self, shape: str | None) -> None:
+        """The objectives that train on this data's shape (the shape's default first), and beta."""
+        from ..tasks.preference import DEFAULT_OBJECTIVE, OBJECTIVES
+
+        self.preference.layout.display = "" if shape else "none"
+        if not shape:
+            return
+        names = [DEFAULT_OBJECTIVE[shape]] + [n for n, o in OBJECTIVES.items()
+                                              if shape in o.shapes and n != DEFAULT_OBJECTIVE[shape]]
+        if list(self.objective.options) != names:
+            keep = self.objective.value
+            self.objective.options = names
+            self.objective.value = keep if keep in names else names[0]
 
     def line(self) -> str:
         flags = {"--model": self.panel.var} if self.panel.var != "model" else {}
@@ -128,11 +188,19 @@ class TrainSection:
         """Which task the model trains for, and the data shape that takes."""
         from ..model.properties import infer_task
         from ..tasks.families import FAMILIES
+        from ..tasks.preference import SHAPES
 
         try:
             fam = FAMILIES.get(infer_task(self.panel.model()) or "CAUSAL_LM")
         except PeftMagicError:
             fam = None
+        shape = self._shape() if fam is not None and fam.task == "CAUSAL_LM" else None
+        self._show_objectives(shape)
+        if shape:
+            self.task_info.value = (f"<span style='{_DIM}'>preference tuning ({html.escape(shape)} data: "
+                                    f"{html.escape(SHAPES)}) · readouts: rewards chosen / rejected, margin, "
+                                    "accuracy · the reference is the base model</span>")
+            return
         self.task_info.value = "" if fam is None else (
             f"<span style='{_DIM}'>task: <b>{html.escape(fam.title)}</b> · data: {html.escape(fam.shapes)} · "
             f"metrics with eval: {html.escape(', '.join(fam.metrics))}</span>")

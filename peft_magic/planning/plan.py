@@ -128,7 +128,8 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
          seq: int = 512, grad_accum: int = 1, gpu: str | None = None, checkpointing: bool = False,
          optim: str = "adamw", dtype: str | None = None, task: str | None = None, attn: str | None = None,
          goal: str = "auto", measure: bool = False, limits: bool = True, gpus: Any = None,
-         strategy: str | None = None, zero: Any = None, fused_loss: Any = "auto", **settings: Any) -> Plan:
+         strategy: str | None = None, zero: Any = None, fused_loss: Any = "auto", objective: str | None = None,
+         **settings: Any) -> Plan:
     """Memory needed to train ``model`` with each method, a verdict and a recommendation.
 
     ``model`` is a model in the kernel, a transformers config (or a dict with
@@ -144,12 +145,18 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     ``fused_loss`` (``"auto"``, ``True``, ``False``) plans a language model's loss computed
     without its logits, as ``%peft train`` computes it (``fused_loss``); the plan shows the
     logits' share either way ("logits 2.4 GB → fused 0.1 GB").
+    ``objective`` (``"dpo"``, ``"ipo"``, ``"orpo"``, ``"simpo"``, ``"kto"``) plans preference
+    tuning: ``batch`` pairs are twice as many sequences in the forward that keeps
+    activations (chosen + rejected), and the passes without gradients are named in a note;
+    its loss is TRL's, computed from the logits (never fused).
     """
     t0 = time.perf_counter()
     stack.ensure()
     batch, seq, grad_accum = positive("batch", batch), positive("seq", seq), positive("grad_accum", grad_accum)
     goal_key = _check_choices(goal, attn)
     opt = resolve_optimizer(optim)
+    per_example = preference_sequences(objective, measure)
+    user_batch, batch = batch, batch * per_example
     if model is None:
         raise PeftMagicError("which model?", "e.g. plan('smollm2'), a folder, a hub id, or a model in the kernel")
     subject = subject_of(model, task)
@@ -158,7 +165,9 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     methods = [methods] if isinstance(methods, str) else methods
     requests = resolve_requests(list(methods or DEFAULT_METHODS), settings, bool(methods))
     target = resolve_target(gpu, dtype, subject.live, attn)
-    fused = fusing.planned(fused_loss, subject.task, int(getattr(subject.config, "vocab_size", 0) or 0), batch, seq)
+    # a preference run computes TRL's loss from the logits: never fused
+    fused = not objective and fusing.planned(fused_loss, subject.task, int(getattr(subject.config, "vocab_size", 0) or 0),
+                                             batch, seq)
 
     rows: list[MethodPlan] = []
     estimators: dict[str, tuple[Estimator, Any]] = {}
@@ -177,7 +186,7 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
         if est is not None:
             estimators[req.method] = (est, account)
             params = params or (account.total_params - (account.trainable_params if req.spec is not None else 0))
-    notes = []
+    notes = [preference_note(objective, user_batch)] if objective else []
     shared = None
     if gpus is not None or strategy is not None or zero is not None:
         if gpus is None:
@@ -190,11 +199,13 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
     plan_obj = Plan(
         model=subject.name, model_type=getattr(subject.config, "model_type", "?"),
         params=params or (count_params(subject.base) if subject.base is not None else 0),
-        layers=layer_count(subject.config), batch=batch, seq=seq, grad_accum=grad_accum, optim=opt.name,
+        layers=layer_count(subject.config), batch=user_batch, seq=seq, grad_accum=grad_accum, optim=opt.name,
         dtype=target.dtype, target=target, rows=rows, checkpointing=checkpointing, notes=notes,
         recommendation=_recommendation(rows, goal_key, target, estimators, opt, batch, seq, limits),
         sharding=shared, fused_loss=fused,
     )
+    if plan_obj.recommendation.batch:  # the search counts sequences; a preference batch counts pairs
+        plan_obj.recommendation.batch //= per_example
     if subject.task in fusing.LM_TASKS and estimators:
         with contextlib.suppress(Exception):
             plan_obj.logits = next(iter(estimators.values()))[0].logits(batch, seq)
@@ -203,6 +214,30 @@ def plan(model: Any = None, methods: str | list[str] | tuple[str, ...] | None = 
                                                  target_batch=batch, target_seq=seq, optim=opt.name, fused=fused)
     plan_obj.seconds = time.perf_counter() - t0
     return plan_obj
+
+
+def preference_sequences(objective: str | None, measure: bool) -> int:
+    """Sequences per example in the forward that keeps activations (1 without ``objective``)."""
+    if not objective:
+        return 1
+    from ..tasks.preference import objective_info
+
+    if measure:
+        raise PeftMagicError("--measure runs supervised steps", "plan objective= without --measure")
+    return objective_info(objective).sequences
+
+
+def preference_note(objective: str, batch: int) -> str:
+    """What a preference step adds to a supervised one, in the plan's words."""
+    from ..tasks.preference import objective_info
+
+    info = objective_info(objective)
+    kept = (f"each of the {batch} pairs is two sequences (chosen + rejected): activations are for "
+            f"{batch * info.sequences} sequences" if info.sequences > 1 else
+            f"{batch} completions per batch, as a supervised step")
+    extra = (f"without gradients it also runs {info.no_grad_passes}, forwards that keep no activations; no second "
+             "model is loaded" if info.no_grad_passes else f"{info.title} has no reference policy: no extra forward")
+    return f"objective={info.name}: {kept}; {extra}"
 
 
 def current_row(subject: Subject, target: Target, batch: int, seq: int, checkpointing: bool,

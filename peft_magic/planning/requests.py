@@ -17,7 +17,7 @@ from ..peft_methods.coerce import normalize_settings, resolve_key
 from ..peft_methods.discovery import resolve_method
 
 PLAN_KEYS = ("batch", "seq", "grad_accum", "optim", "dtype", "attn", "goal", "task", "gpu", "checkpointing",
-             "measure", "gpus", "strategy", "zero", "fused_loss")
+             "measure", "gpus", "strategy", "zero", "fused_loss", "objective")
 DEFAULT_METHODS = ("full", "lora", "qlora", "prompt", "prefix", "bottleneck")
 FULL_NAMES = ("full", "full-ft", "full_ft", "finetune", "full-finetune")
 

@@ -42,6 +42,14 @@ class Examples:
     def __iter__(self):
         return iter(self.rows)
 
+    #: sequences a row puts into a batch (a preference pair puts two: ``tasks/preference.py``)
+    sequences_per_row = 1
+
+    @property
+    def longest(self) -> int:
+        """The longest row in tokens (what decides whether a batch fits)."""
+        return max((len(r["input_ids"]) for r in self.rows), default=1)
+
     @property
     def real_tokens(self) -> int:
         """Input tokens over all rows (decoder labels not included)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import PeftMagicError
-from . import causal_lm, qa, seq2seq, seq_cls, token_cls
+from . import causal_lm, preference, qa, seq2seq, seq_cls, token_cls
 from .common import Examples
 
 
@@ -30,7 +30,8 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {f.task: f for f in [
-    Family("CAUSAL_LM", "causal language modelling", causal_lm.SHAPES, ("loss", "perplexity")),
+    Family("CAUSAL_LM", "causal language modelling", f"{causal_lm.SHAPES} | {preference.SHAPES}",
+           ("loss", "perplexity")),
     Family("SEQ_CLS", "sequence classification", seq_cls.SHAPES, ("loss", "accuracy", "f1")),
     Family("SEQ_2_SEQ_LM", "sequence-to-sequence", "source → target pairs: " + ", ".join(
         f"{a}/{b}" for a, b in seq2seq.PAIRS), ("loss", "exact_match", "rougeL")),
@@ -62,6 +63,8 @@ def tokenize_records(records: Sequence[Any], tokenizer: Any, task: str, *, max_l
     family(task)
     if not records:
         raise PeftMagicError("the training data is empty")
+    if task == "CAUSAL_LM" and preference.detect_preference(records):
+        return preference.tokenize_preference(records, tokenizer, max_len=max_len)
     classify = seq_cls.detect_classify(records)
     if task == "SEQ_CLS":
         if not classify:
@@ -151,7 +154,9 @@ def collator_with_pad(task: str, pid: int, needs: BatchNeeds | None = None) -> A
 
 _SHAPE_TEXT = {"text": "text (loss on every token)", "completion": "prompt → completion (loss on the completion)",
                "chat": "chat messages (loss on the assistant turns)", "classify": "text → label",
-               "seq2seq": "source → target", "token-cls": "words → tags", "qa": "question + context → answer span"}
+               "seq2seq": "source → target", "token-cls": "words → tags", "qa": "question + context → answer span",
+               "paired": "prompt → chosen / rejected (preference pairs)",
+               "unpaired": "prompt → completion, desirable or not (kto)"}
 
 
 def describe(examples: Examples) -> str:

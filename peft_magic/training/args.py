@@ -34,6 +34,9 @@ ALIASES = {
 #: :func:`trainer_arguments` hands it to transformers, as ``max_steps``. ``fused_loss``: which
 #: loss the run computes (training/loss_path.py).
 OWN_KEYS = ("max_len", "eval", "data", "stride", "total_steps", "save_every", "save_to", "keep", "fused_loss")
+#: a preference run's objective (``objective=dpo``): its own settings are checked against its
+#: TRL config (``training/preference.py``), and it travels in the args as a ``Preference``
+OBJECTIVE = "objective"
 DEFAULT_BATCH = 8
 
 
@@ -43,16 +46,29 @@ def _training_fields() -> dict[str, Any]:
     return config_fields(TrainingArguments)
 
 
-def normalize_args(settings: dict[str, Any]) -> dict[str, Any]:
-    """Resolve aliases and check every key against TrainingArguments (with did-you-mean)."""
+def normalize_args(settings: dict[str, Any], preference: Any = None) -> dict[str, Any]:
+    """Resolve aliases and check every key against TrainingArguments (with did-you-mean).
+
+    ``preference`` (a ``training.preference.Preference``, for preference data or
+    ``objective=``): keys that are not training settings are checked against the
+    objective's own (``beta=`` …), and the checked objective is ``out["objective"]``."""
     fields = _training_fields()
     out: dict[str, Any] = {}
+    own = preference.fields() if preference is not None else {}
+    chosen: dict[str, Any] = {}
     for key, value in settings.items():
         real = ALIASES.get(key, key)
         if real in OWN_KEYS:
             out[real] = loss_path.setting(value) if real == "fused_loss" else value
             continue
+        if real == OBJECTIVE and preference is not None:
+            continue
         if real not in fields:
+            if real in own:  # beta=, loss_type=, …: the objective's own (its TRL config's)
+                chosen[real] = value
+                continue
+            if preference is not None:
+                raise preference.unknown(key, list(fields) + list(ALIASES) + list(OWN_KEYS))
             hint = did_you_mean(key, list(fields) + list(ALIASES) + list(OWN_KEYS))
             raise PeftMagicError(f"unknown training setting '{key}'" + (f": {hint}" if hint else ""),
                                  None if hint else "see %peft help train")
@@ -64,6 +80,8 @@ def normalize_args(settings: dict[str, Any]) -> dict[str, Any]:
         raise PeftMagicError(f"lr must be > 0, got {out['learning_rate']}")
     if "num_train_epochs" in out and not out["num_train_epochs"] > 0:
         raise PeftMagicError(f"epochs must be > 0, got {out['num_train_epochs']}")
+    if preference is not None:
+        out[OBJECTIVE] = preference.check(chosen)
     return out
 
 
@@ -102,6 +120,7 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
 
     args = dict(args)
     steps = int(args.pop("total_steps"))
+    preference = args.pop(OBJECTIVE, None)
     targs = dict(
         output_dir=output_dir, report_to="none", disable_tqdm=True, save_strategy="no",
         logging_steps=1 if steps <= 2000 else max(1, steps // 1000), logging_first_step=True,
@@ -114,8 +133,11 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
                      per_device_eval_batch_size=args.get("per_device_train_batch_size", DEFAULT_BATCH))
     targs.update({k: v for k, v in args.items() if k != "fused_loss"})  # ours (training/loss_path.py)
     targs["max_steps"] = steps
+    config = TrainingArguments
+    if preference is not None:  # TRL's config for the objective, with its settings
+        config, targs = preference.config(targs)
     try:
         with stack.stack_warnings_off():
-            return TrainingArguments(**targs)
+            return config(**targs)
     except (ValueError, TypeError) as e:
         raise PeftMagicError(f"invalid training settings: {first_line(e)}") from None

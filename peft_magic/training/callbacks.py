@@ -16,6 +16,7 @@ from typing import Any
 from .. import events, peft_view
 from ..memory import PeakSampler, reading
 from ..state import Run
+from .preference import readouts
 
 PROGRESS_RATE = 4.0  # progress events a second, at most
 TOKENS_WINDOW_S = 10.0  # tokens/s is measured over about this much recent history
@@ -93,7 +94,8 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             events.emit("run_start", run_id=run.run_id, model_id=run.model_id, adapter=run.adapter,
                         method=run.method, total_steps=run.total_steps, settings=dict(run.settings),
                         resumed_from=self.base_step or None, warnings=list(run.warnings), task=run.task,
-                        data=run.data, loss_path=run.loss_path)
+                        data=run.data, loss_path=run.loss_path,
+                        objective=run.objective)
 
         def _payload(self, state) -> dict[str, Any]:
             now = time.perf_counter()
@@ -110,7 +112,8 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
             return dict(run_id=run.run_id, model_id=run.model_id, adapter=run.adapter, step=state.global_step,
                         total_steps=run.total_steps, epoch=state.epoch, loss=run.losses[-1][1] if run.losses else None,
                         loss_smooth=self.ema, lr=run.last_lr, tokens_per_s=self.rate.rate(now, collator.tokens),
-                        elapsed_s=elapsed, eta_s=eta, memory=mem.as_dict(), status="training")
+                        elapsed_s=elapsed, eta_s=eta, memory=mem.as_dict(), status="training",
+                        rewards=dict(run.rewards[-1][1]) if run.rewards else None)
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
@@ -122,12 +125,15 @@ def make_callbacks(run: Run, interrupt: InterruptToStop, collator: Any, device: 
                 self.ema = self.ema_raw / (1 - EMA_BETA ** self.ema_n)  # bias-corrected
             if "learning_rate" in logs:
                 run.last_lr = float(logs["learning_rate"])
+            rewards = readouts(logs)  # a preference run: TRL's logged rewards, as logged
+            if rewards:
+                run.rewards.append((state.global_step, rewards))
             if "eval_loss" in logs:
-                self._evaluated(state.global_step, float(logs["eval_loss"]))
+                self._evaluated(state.global_step, float(logs["eval_loss"]), readouts(logs, "eval_"))
 
-        def _evaluated(self, step: int, eval_loss: float) -> None:
+        def _evaluated(self, step: int, eval_loss: float, logged: dict[str, float]) -> None:
             run.eval_losses.append((step, eval_loss))
-            scores: dict[str, float] = {"loss": eval_loss}
+            scores: dict[str, float] = {"loss": eval_loss, **logged}
             if evaluator is not None:
                 try:
                     scores = evaluator(eval_loss)

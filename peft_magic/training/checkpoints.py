@@ -302,7 +302,7 @@ def on_disk(roots: list[str | Path]) -> list[DiskRun]:
 
 
 _RUN_FIELDS = ("run_id", "adapter", "method", "settings", "total_steps", "steps_done", "losses", "eval_losses",
-               "eval_metrics", "seconds", "tokens", "started_at", "task", "data", "status", "warnings")
+               "eval_metrics", "seconds", "tokens", "started_at", "task", "data", "status", "warnings", "rewards")
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -316,6 +316,7 @@ def restore(run: Any, marker: dict[str, Any]) -> None:
     run.losses[:] = [tuple(x) for x in rec.get("losses", [])]
     run.eval_losses[:] = [tuple(x) for x in rec.get("eval_losses", [])]
     run.eval_metrics[:] = [(s, dict(m)) for s, m in rec.get("eval_metrics", [])]
+    run.rewards[:] = [(s, dict(r)) for s, r in rec.get("rewards", [])]  # a preference run's (TRL's logs)
     run.seconds = float(rec.get("seconds", 0.0))
     run.tokens = int(rec.get("tokens", 0))
     run.steps_done = int(marker.get("step", 0))

@@ -204,6 +204,20 @@ def _fill(c: Candidate, runs: list[Any], steps: int, baseline: int | None = None
 # ----------------------------------------------------------------------------- compare
 
 
+def _preference(data: Any, settings: dict[str, Any]) -> bool:
+    """Whether the candidates are preference-tuned (``objective=``, or preference data)."""
+    from ..tasks.data import to_records
+    from ..tasks.preference import detect_preference
+
+    if settings.get("objective") is not None:
+        return True
+    try:
+        records, _ = to_records(data)
+    except PeftMagicError:
+        return False  # the first candidate's run says what is wrong with the data
+    return detect_preference(records[:1]) is not None
+
+
 def _keep(model: Any, rows: list[Candidate], st: ModelState, notes: list[str]) -> Any:
     """``keep``: load each kept candidate back as an adapter named after its method, where
     peft lets it sit beside the model's adapters; the rest stay in their folders."""
@@ -272,7 +286,9 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
     (default: each method's own rate from a short search, ``lr_search.py``), ``"default"``
     (each method's default rate) or one rate for all. ``repeats=K`` trains each candidate K
     times (seeds ``seed`` … ``seed + K - 1``: data order and adapter init) for mean ± spread.
-    Other keywords are training settings (``batch``, ``max_len``, …). ``keep=True`` keeps each
+    Other keywords are training settings (``batch``, ``max_len``, …), ``objective=`` and its
+    settings included (preference data: each candidate is DPO-, IPO-, … tuned, sorted by the
+    held-out reward margin with ``eval=``). ``keep=True`` keeps each
     trained candidate as an adapter named after its method (saved under ``keep_dir`` as well).
     The model is left exactly as it was otherwise.
     """
@@ -292,6 +308,8 @@ def compare(model: Any, methods: Any, data: Any, *, tokenizer: Any, steps: int =
     task = infer_task(model) or "CAUSAL_LM"
     family(task)
     metric, higher = MAIN_METRIC.get(task, ("loss", False)) if eval is not None else ("loss", False)
+    if eval is not None and _preference(data, settings):  # TRL's held-out reward margin, higher is better
+        metric, higher = "margin", True
     user_pm = st.peft_model if st.peft_model is not None and peft_view.configs(st.peft_model) else None
     saved_records, saved_pm = dict(st.adapters), st.peft_model
     saved = peft_view.suspend(user_pm) if user_pm is not None else None

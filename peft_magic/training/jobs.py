@@ -23,6 +23,7 @@ from ..tasks import data as data_mod
 from ..tasks.families import describe, family
 from . import checkpoints
 from .args import DEFAULT_BATCH, normalize_args
+from .preference import request as preference_request
 
 DEFAULT_MAX_LEN = 512
 
@@ -108,17 +109,19 @@ def new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, m
     to ``runs()`` unless ``register`` is False or the run is not kept)."""
     from ..inference.evaluate import build_eval_set
 
-    args = normalize_args(settings)
-    save = checkpoints.plan(args, adapter, autosave and keep_run, folder)
     if data is None:
         raise PeftMagicError("which data?", "data=VARIABLE or a .jsonl/.json/.csv/.txt path")
     if tokenizer is None:
         raise PeftMagicError("training needs a tokenizer and none was found",
                              "load the model with %peft load, or pass --tokenizer VAR")
     family(task)
+    records, fp, held, held_fp = _data_and_eval(data, settings.get("eval"), task)
+    # preference data or objective=: TRL's trainer for the objective (training/preference.py)
+    args = normalize_args(settings, preference_request(records, settings, task, held))
+    save = checkpoints.plan(args, adapter, autosave and keep_run, folder)
     max_len = int(args.pop("max_len", DEFAULT_MAX_LEN))
     stride = args.pop("stride", None)
-    records, fp, held, held_fp = _data_and_eval(data, args.pop("eval", None), task)
+    args.pop("eval", None)
     args.pop("data", None)
     names = _label_names(peft_model, task) or data_mod.class_label_names(data, task)
     examples = data_mod.tokenize_records(records, fp, tokenizer, max_len=max_len, task=task, label_names=names,

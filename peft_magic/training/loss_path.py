@@ -79,6 +79,8 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
     def standard(reason: str) -> LossPath:
         return LossPath(False, reason=reason, asked=asked)
 
+    if args.get("objective") is not None:
+        return standard(f"TRL's {getattr(args['objective'], 'name', 'preference').upper()} loss")
     if task not in LM_TASKS:
         return standard(f"a {task} head has no vocabulary-sized logits" if asked else "")
     if behaviour(peft_type).token_types:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..fmt import fmt_ago, fmt_bytes, fmt_metrics, text_table
+from ..fmt import fmt_ago, fmt_bytes, fmt_metric, fmt_metrics, text_table
 from ..rendering import HtmlRepr
 from ..settings import SETTINGS
 from ..state import Run, runs
@@ -15,8 +15,8 @@ from .checkpoints import DiskRun, on_disk
 
 DISK_HEADERS = ["folder", "adapter", "last checkpoint", "status", "written", "resume"]
 
-HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "eval", "peak memory", "time",
-           "speed", "status", "saved to"]
+HEADERS = ["run", "adapter", "settings", "steps", "first loss", "final loss", "rewards", "eval", "peak memory",
+           "time", "speed", "status", "saved to"]
 
 
 def speed_cell(r: Run) -> str:
@@ -34,6 +34,16 @@ def speed_cell(r: Run) -> str:
     return " · ".join(parts) or "–"
 
 
+def rewards_cell(r: Run) -> str:
+    """A preference run's objective and its last logged rewards (TRL's), e.g.
+    ``DPO · margin +3.512 · accuracy 100.0%``; ``–`` for a supervised run."""
+    if not r.objective:
+        return "–"
+    last = r.rewards[-1][1] if r.rewards else {}
+    return " · ".join([r.objective.upper()] + [f"{k} {fmt_metric(k, last[k])}" for k in ("margin", "accuracy")
+                                               if k in last])
+
+
 def run_row(r: Run) -> list[str]:
     """One run as table cells (text)."""
     first = f"{r.losses[0][1]:.4f}" if r.losses else "–"
@@ -44,7 +54,8 @@ def run_row(r: Run) -> list[str]:
         peak += f" · loss {r.loss_path}"
     evaluated = fmt_metrics(r.eval_metrics[-1][1]) if r.eval_metrics else "–"
     return [str(r.run_id), f"{r.method} '{r.adapter}'", settings, f"{r.steps_done}/{r.total_steps}",
-            first, final, evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status, ", ".join(r.saved_to)]
+            first, final, rewards_cell(r), evaluated, peak, f"{r.seconds:.1f} s", speed_cell(r), r.status,
+            ", ".join(r.saved_to)]
 
 
 class RunsReport(HtmlRepr):

@@ -39,6 +39,7 @@ from ..model.quantized import disable_cpu_4bit_repacking
 from ..peft_methods.behaviour import behaviour
 from ..state import Run, is_peft_model, set_resume, state_for
 from ..tasks.families import collator_for, family
+from ..tasks.preference import PreferenceExamples
 from . import checkpoints, jobs, loss_path
 from .args import DEFAULT_BATCH, total_steps, trainer_arguments
 from .callbacks import InterruptToStop, make_callbacks
@@ -63,7 +64,7 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
     """Train the active adapter of ``model`` on ``data``; returns the :class:`~peft_magic.state.Run`.
 
     ``data``: a list of str or dicts, a DataFrame, a ``datasets.Dataset``/``DatasetDict``,
-    or a .jsonl/.json/.csv/.txt path (see ``training/data.py`` for the recognised shapes).
+    or a .jsonl/.json/.csv/.txt path (see ``tasks/data.py`` for the recognised shapes).
     ``settings``: ``steps``, ``epochs``, ``lr``, ``batch``, ``grad_accum``, ``max_len``,
     ``eval`` (data or a fraction to hold out) and any ``TrainingArguments`` field.
 
@@ -132,6 +133,9 @@ def train(model: Any, data: Any = None, *, tokenizer: Any = None, adapter: str |
         # too, and the profiler's wrapped step functions are not a state to save
         job = jobs.new_job(peft_model, st, name, peft_type, task, method, data, tokenizer, settings, keep_run,
                            autosave and not profile)
+    if spec is not None and job.args.get("objective") is not None:
+        job.run.status = "error"
+        raise PeftMagicError("preference tuning trains in the kernel's process", "drop --processes / --gpus")
     # the step budget, once per run (a resumed run keeps its own): everything after reads it
     job.args["total_steps"] = job.run.total_steps = total_steps(job.args, len(job.examples),
                                                                 spec.processes if spec is not None else 1)
@@ -159,6 +163,8 @@ def _make_trainer(job: jobs.Job, training_args: Any, collator: Any, callbacks: l
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer_cls = loss_path.trainer_class(job, training_args)  # Trainer, or one whose loss skips the logits
+    if job.args.get("objective") is not None:  # preference tuning: TRL's trainer and loss (training/preference.py)
+        return job.args["objective"].trainer(job, training_args, collator, callbacks)
     with stack.stack_warnings_off():
         trainer = trainer_cls(model=job.peft_model, args=training_args, train_dataset=job.examples,
                               eval_dataset=job.eval_examples, data_collator=collator, processing_class=None,
@@ -209,8 +215,8 @@ def _run_trainer(job: jobs.Job) -> Run:
 
 def _evaluator(model: Any, eval_set: Any) -> Any:
     """The task's metrics on the held-out data, given the Trainer's eval loss (or None)."""
-    if eval_set is None:
-        return None
+    if eval_set is None or isinstance(eval_set.examples, PreferenceExamples):
+        return None  # a preference run: TRL logs its eval readouts itself (training/callbacks.py)
     from ..inference.evaluate import task_metrics
 
     return lambda eval_loss: task_metrics(model, eval_set, eval_loss=eval_loss)
@@ -298,9 +304,9 @@ def _warn_if_too_big(peft_model: Any, st: Any, run: Run, args: dict[str, Any], e
     """
     from ..planning.plan import check_fit
 
-    longest = max((len(r["input_ids"]) for r in examples.rows), default=1)
-    seq = -(-longest // 8) * 8
-    verdict = check_fit(peft_model, batch=int(args.get("per_device_train_batch_size", DEFAULT_BATCH)), seq=seq,
+    seq = -(-examples.longest // 8) * 8
+    batch = int(args.get("per_device_train_batch_size", DEFAULT_BATCH)) * examples.sequences_per_row
+    verdict = check_fit(peft_model, batch=batch, seq=seq,
                         grad_accum=int(args.get("gradient_accumulation_steps", 1)),
                         gradient_checkpointing=bool(args.get("gradient_checkpointing") or st.kbit_prepared),
                         optim=str(args.get("optim", "adamw")),
