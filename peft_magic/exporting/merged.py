@@ -84,7 +84,7 @@ def source(model: Any, name: str | None = None) -> MergeSource:
     info = method_info(pt)
     if info is None or not info.can_merge:
         raise PeftMagicError(f"{method} adapters cannot be merged into the weights, so there is no model to export: "
-                             "nothing was written", f"save the adapter itself: %peft save DIR")
+                             "nothing was written", "save the adapter itself: %peft save DIR")
     runs = [r for r in state_mod.runs() if r.model_id == st.model_id and r.adapter == name]
     settings = dict(st.adapters[name].settings) if name in st.adapters else changed_settings(cfg)
     base_model = str(getattr(cfg, "base_model_name_or_path", None) or base_name)
