@@ -133,15 +133,7 @@ def reading(device: str | None = None) -> MemoryReading:
     return _ram_reading()
 
 
-def reset_peak(device: str) -> None:
-    """Start a new peak window where the device keeps a counter (CUDA)."""
-    torch = _torch()
-    if device.startswith("cuda") and torch is not None and torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 _HWM_LOCK = threading.Lock()
-_hwm_owner: list[object] = []  # the outermost PeakSampler that reset the kernel's counter
 
 
 def _reset_hwm() -> bool:
@@ -180,7 +172,7 @@ def restart_peak(device: str) -> int | None:
     """End the current peak window and start a new one (``--profile``: a peak per phase).
 
     Returns the ending window's peak: CUDA's allocator counter, or on Linux the process's
-    peak RSS (VmHWM; None elsewhere). That peak is folded into the outermost
+    peak RSS (VmHWM; None elsewhere). That peak is folded into every open
     :class:`PeakSampler` first, so resetting the counter never hides a peak from the run
     (or the ``%%peft watch``) that is measuring around it.
     """
@@ -222,7 +214,7 @@ class PeakSampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._maxrss0: int | None = None
-        self._owns_hwm = False
+        self._window = False  # this block's peak window was opened (the counter reset)
         self._cuda = device.startswith("cuda")
 
     def poll(self) -> int:
@@ -243,19 +235,14 @@ class PeakSampler:
                 return
 
     def __enter__(self) -> PeakSampler:
-        reset_peak(self.device)
+        # A fresh peak window for this block (CUDA's allocator counter, Linux's VmHWM): what
+        # the counter held is first folded into every sampler already open, so a nested
+        # window (a run inside %%peft watch) never hides the outer one's earlier peak, and
+        # no window depends on another having been closed.
+        self._window = restart_peak(self.device) is not None
         self.start = reading(self.device).used
         self.peak = self.start
         self._maxrss0 = _max_rss()
-        self._owns_hwm = False
-        if not self._cuda:
-            # Exact CPU peaks on Linux: reset the kernel's high-water mark for this window.
-            # Only the outermost sampler does it (a training run inside %%peft watch must
-            # not erase the watch's earlier peak).
-            with _HWM_LOCK:
-                if not _hwm_owner and _reset_hwm():
-                    _hwm_owner.append(self)
-                    self._owns_hwm = True
         with _HWM_LOCK:
             _open_samplers.append(self)
         if not self._cuda or self.live:
@@ -273,13 +260,10 @@ class PeakSampler:
                 _open_samplers.remove(self)
         if not self._cuda:
             # Polling can miss a short spike; the kernel's own high-water marks do not.
-            if self._owns_hwm:
+            if self._window:  # the counter's peak since the last reset, which was inside this block
                 hwm = _read_hwm()
                 if hwm is not None:
                     self.peak = max(self.peak, hwm)
-                with _HWM_LOCK:
-                    _hwm_owner.clear()
-                self._owns_hwm = False
             # Elsewhere: the lifetime peak, when it rose during the block, is the block's peak.
             maxrss = _max_rss()
             if maxrss is not None and self._maxrss0 is not None and maxrss > self._maxrss0:

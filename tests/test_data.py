@@ -134,8 +134,9 @@ def test_training_warns_before_a_run_that_will_not_fit(tiny_llama_path):
     model = pm.attach(loaded.model, "lora", r=8).model
     examples = data.tokenize(["word " * 500] * 4, loaded.tokenizer, max_len=512)
     run = Run(run_id=0, model_id="m", adapter="default", method="lora", settings={}, total_steps=1)
-    _warn_if_too_big(model, state_for(model), run, {"per_device_train_batch_size": 8}, examples)
+    _warn_if_too_big(model, state_for(model), run, {"per_device_train_batch_size": 8}, examples, "CAUSAL_LM", "LORA")
     assert run.warnings == []
-    _warn_if_too_big(model, state_for(model), run, {"per_device_train_batch_size": 1 << 22}, examples)
+    _warn_if_too_big(model, state_for(model), run, {"per_device_train_batch_size": 1 << 22}, examples,
+                     "CAUSAL_LM", "LORA")
     assert len(run.warnings) == 1 and run.warnings[0].startswith("may not fit: estimated")
     assert "try" in run.warnings[0]

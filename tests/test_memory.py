@@ -32,3 +32,22 @@ def test_nested_samplers_keep_the_outer_peak():
     assert inner.peak >= inner.start
     r = reading("cpu")
     assert r.kind == "RAM" and r.label == "process RAM" and r.total and r.used > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's peak counter")
+def test_a_sampler_left_open_does_not_blind_the_next_one():
+    """A sampler whose block never ended (a run abandoned in a thread) must not keep later
+    windows from resetting the counter: each block still sees its own short spike."""
+    import numpy as np
+
+    stale = PeakSampler("cpu", interval=10.0).__enter__()
+    try:
+        high = np.ones(40_000_000)  # a 320 MB high-water mark, before the next block
+        del high
+        with PeakSampler("cpu", interval=10.0) as s:
+            a = np.ones(16_000_000)  # 128 MB: below the old high-water mark
+            del a
+        assert s.peak - s.start >= 0.9 * 128_000_000, (s.start, s.peak)
+    finally:
+        stale.__exit__(None, None, None)
+    assert stale.peak - stale.start >= 0.9 * 128_000_000  # the outer window saw it too
