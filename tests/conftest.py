@@ -192,6 +192,9 @@ def _order_for_xdist(config: pytest.Config, items: list[pytest.Item]) -> None:
     def seconds(item: pytest.Item) -> float:
         if item.nodeid in timed:
             return timed[item.nodeid]
+        slow = item.get_closest_marker("slow")
+        if slow is not None and "seconds" in slow.kwargs:  # a long test says how long, for a fresh clone
+            return float(slow.kwargs["seconds"])
         return max([v for k, v in _GUESS_S.items() if item.get_closest_marker(k)] or [1.0])
 
     unit_s: dict[str, float] = {}

@@ -129,6 +129,7 @@ def test_compare_magic_line_cell_and_stop_button(kernel, tmp_path):
 
 
 @pytest.mark.kernel
+@pytest.mark.slow(seconds=300)
 def test_which_method_notebook_plans_and_compares_on_smollm2(tmp_path):
     """notebooks/which-method.ipynb on the embedded SmolLM2: the plan and the comparison
     side by side; the comparison's rows are real runs and the model is left without adapters."""

@@ -45,6 +45,7 @@ def _grid_best(loaded, method: str, settings: dict) -> float:
     return best
 
 
+@pytest.mark.slow(seconds=300)
 def test_lr_auto_is_within_1_5x_of_the_best_a_hand_grid_reaches(smollm2):
     candidates = [("lora", {}), ("prompt", {"tokens": 8})]
     grid = {m: _grid_best(smollm2, m, s) for m, s in candidates}

@@ -128,6 +128,7 @@ def exported(smol, tmp_path_factory):
                            base_answer=smol.tok.decode(base_greedy[0, ids.shape[1]:]))
 
 
+@pytest.mark.slow(seconds=90)  # the module's exports are made once, in this first test's set-up
 def test_merged_reloads_with_plain_transformers_to_the_adapter_models_logits(exported):
     """The exported fp32 weights are the merge: computed in float64 on both sides (the same
     fp32 weights, no arithmetic-order noise), the logits agree to ≤ 1e-4 (measured ~2e-5:

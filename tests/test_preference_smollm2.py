@@ -39,6 +39,7 @@ def fresh(smol):
     pm.detach(model)
 
 
+@pytest.mark.slow(seconds=80)
 @pytest.mark.parametrize("objective", ["dpo", "ipo"])
 def test_held_out_preference_accuracy_rises(smol, fresh, objective):
     held = pairs(HELD_TOPICS)

@@ -37,6 +37,7 @@ def test_one_notebook_per_technique():
     assert {p.stem for p in NOTEBOOKS} == TECHNIQUES
 
 
+@pytest.mark.slow(seconds=60)  # a notebook on the embedded SmolLM2: a fresh clone starts them early
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_technique_notebook_runs(path: Path, tmp_path: Path, artifacts: Path):
     nb = nbformat.read(path, as_version=4)
