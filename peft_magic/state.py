@@ -175,6 +175,7 @@ class Run(HtmlRepr):
     saved_step: int | None = None  # the step of the last checkpoint written
     saved_at: float | None = None  # when it was written (time.time())
     last_lr: float | None = None
+    learning_rate: float | None = None  # the rate the run trained at (the user's, or the method's default)
     warnings: list[str] = field(default_factory=list)  # e.g. "will not fit" from the memory plan
     task: str = "CAUSAL_LM"  # peft task type of the model trained
     data: str = ""  # what the data was: "120 examples · prompt → completion · 3 cut to max_len"

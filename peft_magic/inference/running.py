@@ -19,11 +19,16 @@ from ..tasks.families import BatchNeeds
 
 @contextlib.contextmanager
 def eval_mode(model: Any) -> Iterator[None]:
-    """Dropout off while running; each module's own mode is put back afterwards."""
+    """Dropout off while running; each module's own mode is put back afterwards. The stack's
+    own notices are off too (peft's prompt methods pass ``past_key_values``, which
+    transformers now calls deprecated on every forward: nothing a user can act on)."""
+    from ..stack import stack_warnings_off
+
     training = [m for m in model.modules() if m.training]
     model.eval()
     try:
-        yield
+        with stack_warnings_off():
+            yield
     finally:
         for m in training:
             m.training = True

@@ -171,7 +171,7 @@ def _fill(c: Candidate, runs: list[Any], steps: int, baseline: int | None = None
         (max((r.peak_memory or 0) for r in runs) or None)
     c.seconds = sum(r.seconds for r in runs)
     c.tokens_per_s = sum(r.tokens for r in runs) / c.seconds if c.seconds else None
-    c.lr = c.lr or (float(run.settings["lr"]) if "lr" in run.settings else None)
+    c.lr = c.lr or run.learning_rate or (float(run.settings["lr"]) if "lr" in run.settings else None)
     per_run = [dict(r.eval_metrics[-1][1]) if r.eval_metrics else {} for r in runs]
     losses = [_final_loss(r.losses) for r in runs]
     c.repeats = len(runs)

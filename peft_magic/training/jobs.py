@@ -134,6 +134,7 @@ def new_job(peft_model: Any, st: Any, adapter: str, peft_type: str, task: str, m
     args.setdefault("per_device_train_batch_size", DEFAULT_BATCH)
     run = Run(run_id=next_run_id(), model_id=st.model_id, adapter=adapter, method=method, settings=dict(settings),
               total_steps=0, started_at=time.time(), task=task, data=describe(examples))
+    run.learning_rate = float(args["learning_rate"])
     if eval_set is not None:
         run.data += f" · eval on {len(held):,} held-out examples"
     run.output_dir = str(save.folder)
