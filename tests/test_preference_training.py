@@ -260,3 +260,16 @@ def test_a_preference_loss_is_never_fused_and_says_so(tiny, fresh):
     run = pm.train(fresh, pairs(), tokenizer=tiny.tokenizer, steps=1, batch=2, fused_loss=True, display=None)
     assert run.status == "completed" and run.objective == "dpo" and run.loss_path == "standard (TRL's DPO loss)"
     assert any("fused loss not used: TRL's DPO loss" in w for w in run.warnings)
+
+
+def test_compare_takes_an_objective_and_sorts_by_the_margin(tiny):
+    """%peft compare … objective=dpo: each candidate trains with DPO from the same base, with
+    its own learning rate found by lr=auto's probes, and the table is sorted by the reward margin."""
+    res = pm.compare(tiny.model, "lora,ia3", pairs(), tokenizer=tiny.tokenizer, eval=pairs(TOPICS[:4]), steps=3,
+                     batch=4, objective="dpo", display=None)
+    assert [r.status for r in res.rows] == ["done", "done"], [(r.label, r.reason) for r in res.rows]
+    assert all(r.search is not None and r.lr == r.search.chosen for r in res.rows)  # lr=auto ran on DPO too
+    assert "margin" in res.metric
+    values = [r.value(res.metric) for r in res.rows]
+    assert values == sorted(values, reverse=res.higher_is_better)
+    assert pm.show(tiny.model).adapters == []  # the model is left as it was
