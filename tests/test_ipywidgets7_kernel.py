@@ -104,6 +104,7 @@ def test_training_display_on_ipywidgets_7(kernel7, tmp_path):
 
 
 def test_panel_on_ipywidgets_7(kernel7):
+    kernel7.ok("%load_ext peft_magic")  # each test loads what it uses (any order)
     kernel7.ok("%peft load tiny-llama")
     res = kernel7.ok("p = %peft panel\np")
     _no_warnings(res)
@@ -132,6 +133,7 @@ def test_panel_on_ipywidgets_7(kernel7):
 
 
 def test_watch_on_ipywidgets_7(kernel7):
+    kernel7.ok("%load_ext peft_magic")
     kernel7.ok(RECORD)
     res = kernel7.ok("%%peft watch\nimport torch\n_x = torch.ones(4_000_000)\ndel _x\n'done'")
     _no_warnings(res)
