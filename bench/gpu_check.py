@@ -295,8 +295,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import peft_magic as pm
+    import tempfile
 
+    import peft_magic as pm
+    from peft_magic.settings import configure
+
+    # the checks' runs autosave like any run: into a scratch folder, not the caller's checkpoints/
+    configure(checkpoint_dir=tempfile.mkdtemp(prefix="gpu-check-"))
     cuda = torch.cuda.is_available() and not args.dry
     if not cuda:
         why = "--dry" if torch.cuda.is_available() else "no CUDA GPU"
