@@ -69,10 +69,11 @@ def _tree(path: Path) -> ast.Module:
     return ast.parse(path.read_text())
 
 
-def _imports(name: str, path: Path) -> list[tuple[str, int]]:
-    """(absolute module, line) of every import in a module, lazy ones inside functions included."""
+def _imports(name: str, path: Path, type_only: bool = False) -> list[tuple[str, int]]:
+    """(absolute module, line) of every import in a module, lazy ones inside functions included
+    (``type_only``: the ``if TYPE_CHECKING:`` ones too)."""
     tree = _tree(path)
-    skip = _type_checking_nodes(tree)
+    skip = set() if type_only else _type_checking_nodes(tree)
     is_pkg = path.name == "__init__.py"
     out = []
     for node in ast.walk(tree):
@@ -308,23 +309,7 @@ def _package(module: str) -> str:
 
 def _every_import(name: str, path: Path) -> list[tuple[str, int]]:
     """Like ``_imports`` but with the ``if TYPE_CHECKING:`` ones: a type-only edge is still a knot to read."""
-    tree = _tree(path)
-    is_pkg = path.name == "__init__.py"
-    out: list[tuple[str, int]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            out += [(a.name, node.lineno) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = name.split(".") if is_pkg else name.split(".")[:-1]
-                base = base[: len(base) - (node.level - 1)]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            for a in node.names:
-                sub = f"{mod}.{a.name}"
-                out.append((sub if sub in MODULES else mod, node.lineno))
-    return out
+    return _imports(name, path, type_only=True)
 
 
 def _order_violations(extra: dict[str, list[tuple[str, int]]] | None = None) -> list[str]:
