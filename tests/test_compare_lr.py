@@ -1,9 +1,7 @@
 """``%peft compare``'s verdict, made fair: each method at its own learning rate, with error bars.
 
-* ``lr=auto`` (the default) finds each method a rate within 1.5× of the best perplexity a
-  hand-run grid (3e-4 … 3e-2) reaches at the same step budget — checked on the which-method
-  task (SmolLM2, 8 pirate answers, 2 held out, 12 steps of batch 4) for LoRA and a prompt
-  method; the chosen rate is a column and every probe is listed.
+* ``lr=auto`` (the default) against a hand-run grid: ``test_which_method.py``, on the
+  which-method notebook's own comparison.
 * ``repeats=K`` gives mean ± spread, and two identical candidates get "no clear winner".
 * A candidate whose loss hardly moved is marked under-trained with the reason; one that
   diverged says so; a row's peak memory is its own, not its predecessors'.
@@ -19,47 +17,12 @@ QA = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Germany", "
       ("Austria", "Vienna"), ("Norway", "Oslo"), ("Greece", "Athens"), ("Poland", "Warsaw"), ("Egypt", "Cairo")]
 PIRATE = [{"prompt": f"What is the capital of {c}?", "completion": f"Arr, that be {a}, matey!"} for c, a in QA]
 TRAIN, DEV = PIRATE[:8], PIRATE[8:]
-GRID = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 TEXTS = [f"the {c} cat sat on the {t}" for c in ("red", "blue", "green", "black") for t in ("mat", "rug", "bed")]
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     return pm.load("smollm2")
-
-
-def _grid_best(loaded, method: str, settings: dict) -> float:
-    """The best held-out perplexity a hand-run grid reaches: a fresh adapter per rate."""
-    import torch
-
-    best = float("inf")
-    for lr in GRID:
-        torch.manual_seed(42)
-        model = pm.attach(loaded.model, method, name="grid", **settings).model
-        try:
-            pm.train(model, TRAIN, tokenizer=loaded.tokenizer, steps=12, batch=4, lr=lr, seed=42, autosave=False,
-                     display=None)
-            best = min(best, pm.evaluate(model, DEV, tokenizer=loaded.tokenizer).metrics["perplexity"])
-        finally:
-            pm.detach(model)
-    return best
-
-
-@pytest.mark.slow(seconds=300)
-def test_lr_auto_is_within_1_5x_of_the_best_a_hand_grid_reaches(smollm2):
-    candidates = [("lora", {}), ("prompt", {"tokens": 8})]
-    grid = {m: _grid_best(smollm2, m, s) for m, s in candidates}
-    res = pm.compare(smollm2.model, candidates, TRAIN, tokenizer=smollm2.tokenizer, eval=DEV, steps=12, batch=4,
-                     display=None)
-    text = repr(res)
-    for row in res.rows:
-        assert row.status == "done", (row.label, row.reason)
-        assert row.metrics["perplexity"] <= 1.5 * grid[row.method], (row.label, row.metrics, grid)
-        assert row.search is not None and row.lr == row.search.chosen  # the chosen rate is the row's
-        assert f"{row.lr:.1e}" in text  # … and a column of the table
-        assert len(row.search.probes) == 5 and all(p.steps == 4 for p in row.search.probes)
-        assert f"{row.label}: " in text and "★" in text  # every probe listed
-    print("\n" + text + f"\nhand grid best perplexity: {grid}")
 
 
 def test_repeats_give_spreads_and_no_winner_between_identical_candidates(tiny_llama_path):
