@@ -33,7 +33,7 @@ def run_file(path: Path, seed: int, threads: int) -> tuple[Path, int, float, str
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
     summary = lines[-1] if lines else out.stderr.strip().splitlines()[-1:]
     if out.returncode not in (0, 5):  # 5: nothing collected (every test opt-in)
-        failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR"))]
+        failed = [ln for ln in lines if ln.startswith(("FAILED", "ERROR", "E   "))][:12]
         summary = "\n    ".join([str(summary), *failed])
     return path, out.returncode, time.perf_counter() - start, str(summary)
 

@@ -63,6 +63,22 @@ def _checkpoints_out_of_the_tree(tmp_path_factory):
     configure(checkpoint_dir=str(tmp_path_factory.mktemp("checkpoints")))
 
 
+@pytest.fixture(autouse=True)
+def _the_same_random_state_in_any_order():
+    """Every test in the test process starts from the same random state (Python, NumPy, torch),
+    whatever ran before it in this worker: a randomly initialised head or adapter is then the
+    same in file order, shuffled and alone (a QA head drawn from the state that other tests
+    left behind learned in one order and not in another). Kernels start fresh anyway."""
+    import random
+
+    import numpy
+    import torch  # imported here, not only seeded if present: a test that runs first must get the same state
+
+    random.seed(0)
+    numpy.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)

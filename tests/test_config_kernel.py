@@ -33,6 +33,7 @@ def test_display_and_learning_rates_apply_to_the_next_run(kernel):
 
 
 def test_debug_shows_the_full_traceback(kernel):
+    kernel.ok("%peft load tiny-llama\n%peft lora r=2")  # its own model: the kernel is the module's, in any order
     kernel.ok("%config PeftMagic.debug = True")
     kernel.ok("class Boom(list):\n    def __iter__(self): raise RuntimeError('boom')")
     res = kernel.run("%peft train data=Boom() steps=1 --model model")

@@ -18,7 +18,8 @@ from browser import JupyterLab, NotebookPage, chromium
 
 pytestmark = pytest.mark.browser
 
-STEPS = 300  # long enough to be seen counting up on a fast machine (updates come ≤ 4 a second)
+STEPS = 1000  # long enough to be seen counting up on a fast machine (updates come ≤ 4 a second; 300 steps
+# took 2.3 s here, and a page starved of CPU by a neighbour rendered too few of them)
 PANEL = ".peft-magic-panel"
 CELLS = [
     "%load_ext peft_magic\n%peft load tiny-llama",
