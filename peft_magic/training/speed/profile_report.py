@@ -39,6 +39,8 @@ class PhaseTime:
     share: float
     peak: int | None = None  # the phase's peak (CUDA allocator / process RSS)
     rise: int | None = None  # the most that peak rose above the phase's start
+    #: the phase's ms in each profiled step: one slow step (the OS took the core) shows as one
+    ms_each: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -282,15 +282,18 @@ class StepProfiler:
         for key, label in PHASES:
             if key == "other":
                 continue
-            ms = statistics.fmean(r.get(key, 0.0) for r in self.records) * 1e3
+            each = [r.get(key, 0.0) * 1e3 for r in self.records]
+            ms = statistics.fmean(each)
             if key == "evaluation" and ms == 0:
                 continue
             named += ms
             rows.append(PhaseTime(key, label, ms, ms / step_ms if step_ms else 0.0, self.peaks.get(key),
-                                  self.rises.get(key)))
+                                  self.rises.get(key), each))
         other = step_ms - named
+        other_each = [w - sum(r.get(k, 0.0) * 1e3 for k, _ in PHASES if k != "other")
+                      for w, r in zip(walls, self.records)]
         rows.append(PhaseTime("other", dict(PHASES)["other"], other, other / step_ms if step_ms else 0.0,
-                              None))
+                              None, None, other_each))
         ops, attention = self._ops(n, step_ms)
         tokens_per_s = self.tokens / (sum(walls) / 1e3) if self.tokens and sum(walls) else None
         prof = Profile(steps=n, warmup=self.request.warmup, step_ms=step_ms, phases=rows, ops=ops, hints=[],
