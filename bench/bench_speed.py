@@ -13,8 +13,11 @@
    fresh process: RSS never shrinks, so a second variant in the same process would
    inherit the first one's peak), the activations the forward saves for the backward
    (exact, ``saved_tensors_hooks``), the plan's figures and the measured recompute share.
+5. The loss on completion data: SmolLM2 + LoRA on prompt/completion rows (most positions
+   are prompt), ``fused_loss=auto`` (which fuses there: no logits for the prompt) vs
+   ``fused_loss=False`` (transformers' Trainer, the full logits), alternating, same losses.
 
-Usage: ``python bench/bench_speed.py [attach|profile|compile|checkpointing ...]`` (all by
+Usage: ``python bench/bench_speed.py [attach|profile|compile|checkpointing|completion ...]`` (all by
 default); each part replaces its own section of bench/RESULTS.md.
 """
 
@@ -417,6 +420,59 @@ def checkpointing(n: int = 3) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- 5. completion data
+
+PIRATE = [{"prompt": f"What is the capital of {c}?", "completion": f"Arr, that be {a}, matey!"}
+          for c, a in [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Germany", "Berlin"),
+                       ("Portugal", "Lisbon"), ("Austria", "Vienna"), ("Norway", "Oslo"), ("Greece", "Athens")]]
+
+
+def completion_loss(n: int = 3, steps: int = 8) -> str:
+    """``fused_loss=auto`` vs ``False`` on prompt/completion rows, batch 4 and 2: the whole
+    ``train`` call's seconds (median of ``n``, alternating), which loss ``auto`` chose, and
+    the last logged loss of each (they must be equal)."""
+    import torch
+
+    import peft_magic as pm
+
+    loaded = pm.load("smollm2")
+    rows = []
+    for batch in (4, 2):
+        secs: dict[str, list[float]] = {"auto": [], "off": []}
+        last: dict[str, float] = {}
+        path = ""
+        for _ in range(n):
+            for which in ("off", "auto"):
+                torch.manual_seed(0)
+                m = pm.attach(loaded.model, "lora", name="bench").model
+                t0 = time.perf_counter()
+                run = pm.train(m, PIRATE, tokenizer=loaded.tokenizer, steps=steps, batch=batch, lr=3e-3, seed=1,
+                               autosave=False, display=None, fused_loss=which if which == "auto" else False)
+                secs[which].append(time.perf_counter() - t0)
+                last[which] = run.losses[-1][1]
+                if which == "auto":
+                    path = run.loss_path
+                pm.detach(m)
+                gc.collect()
+        longest = max(len(loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}],
+            tokenize=True, return_dict=True)["input_ids"]) for r in PIRATE)
+        logits_mb = 4 * 49152 * batch * longest / 1e6
+        rel = abs(last["auto"] - last["off"]) / abs(last["off"])
+        rows.append(f"| {batch} | {logits_mb:.0f} MB | {path} | {median(secs['off']):.2f} s | "
+                    f"{median(secs['auto']):.2f} s | **{median(secs['auto']) / median(secs['off']):.3f}×** | {rel:.1e} |")
+    return "\n".join([
+        "### The loss on completion data: `fused_loss=auto` vs `False` (SmolLM2 + LoRA)",
+        "",
+        (f"{steps} steps on 8 prompt/completion rows (SmolLM2's chat template: most positions are the prompt's), "
+         f"the whole `train` call, median of {n} alternating runs; the logits are one fp32 copy for the longest row."),
+        "",
+        "| batch | logits (fp32) | auto ran | fused_loss=False | auto | auto / False | last loss, rel. diff |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+        *rows,
+    ])
+
+
 def main(parts: list[str]) -> None:
     import torch  # noqa: F401  (the setting line reads its version)
 
@@ -428,6 +484,7 @@ def main(parts: list[str]) -> None:
         "compile": ("speed-compile",
                     lambda: compile_vs_eager(["tiny-llama", "smollm2"], {"tiny-llama": 3, "smollm2": 1})),
         "checkpointing": ("speed-checkpointing", checkpointing),
+        "completion": ("speed-completion-loss", completion_loss),
     }
     for part, (section, measure) in sections.items():
         if part in parts:
@@ -442,4 +499,4 @@ if __name__ == "__main__":
         print("@@" + json.dumps(compile_child(*sys.argv[3:5])), flush=True)
     else:
         _threads()
-        main(sys.argv[1:] or ["attach", "profile", "compile", "checkpointing"])
+        main(sys.argv[1:] or ["attach", "profile", "compile", "checkpointing", "completion"])

@@ -156,6 +156,31 @@ def test_refusals_before_training_are_one_line(tiny_llama):
     assert not small.fused and not small.warning  # auto: a 512-token vocabulary is not worth it, silently
 
 
+def test_auto_fuses_smaller_logits_when_most_positions_have_no_target(tiny_llama):
+    """Completion and chat data: the prompt's positions need no logits and the fused path makes
+    none, so ``auto`` fuses from 16 MiB of logits there (the tiny Llama's 512-token vocabulary
+    at batch 8 × 1024 is exactly that), and from 64 MiB when every position has a target."""
+    from types import SimpleNamespace
+
+    from peft_magic.training.loss_path import choose
+
+    model = pm.attach(tiny_llama.model, "lora", r=4).model
+
+    def rows(length, prompt):
+        return SimpleNamespace(rows=[{"input_ids": [5] * length, "labels": [-100] * prompt + [5] * (length - prompt)}
+                                     for _ in range(8)])
+
+    def path(examples):
+        return choose(model, "CAUSAL_LM", "LORA", {"per_device_train_batch_size": 8}, examples, "cpu")
+
+    completion = path(rows(1024, 600))  # 41 % of the positions have a target
+    assert completion.fused and completion.kernel == "chunked" and not completion.warning, completion
+    assert not path(rows(1024, 400)).fused  # 61 %: the logits are needed for most positions
+    assert not path(rows(1024, 0)).fused  # plain text of the same size
+    assert not path(rows(1000, 900)).fused  # masked, but under 16 MiB of logits
+    assert path(rows(4096, 0)).fused  # 64 MiB: fused whatever the targets
+
+
 def test_an_unknown_fused_loss_value_is_one_line():
     with pytest.raises(PeftMagicError) as e:
         normalize_args({"fused_loss": "nope"})

@@ -29,12 +29,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import PeftMagicError
-from .head import LmHead, NotFusable, locate
+from .head import IGNORE, LmHead, NotFusable, locate
 from .kernels import CHUNK_BYTES, KERNELS, available, chunk_rows, pick, run
 from .probe import Verdict, probe
 
-__all__ = ["LmHead", "NotFusable", "locate", "loss", "planned_loss", "worth_it", "logits_bytes", "chunk_rows",
-           "pick", "run", "available", "probe", "Verdict", "KERNELS", "CHUNK_BYTES", "MIN_LOGITS_BYTES", "setting",
+__all__ = ["IGNORE", "LmHead", "NotFusable", "locate", "loss", "planned_loss", "worth_it", "logits_bytes", "chunk_rows",
+           "pick", "run", "available", "probe", "Verdict", "KERNELS", "CHUNK_BYTES", "MIN_LOGITS_BYTES", "MIN_MASKED_LOGITS_BYTES", "MASKED_SHARE", "setting",
            "LM_TASKS", "planned"]
 
 #: the heads whose logits are vocabulary-sized
@@ -46,6 +46,13 @@ VALUES = {"auto": "auto", "true": "on", "on": "on", "yes": "on", "1": "on", "fal
 #: ``fused_loss="auto"`` fuses when one batch's fp32 logits would take at least this much
 #: (see ``worth_it``)
 MIN_LOGITS_BYTES = 64 * 2**20
+#: … or at least this much when at most :data:`MASKED_SHARE` of the positions have a target
+#: (completion and chat data: the prompt's positions need no logits, and the fused path makes
+#: none for them, so it is the faster one too — SmolLM2 + LoRA on prompt/completion rows of
+#: ~48 tokens, one thread, ``bench/bench_speed.py completion``: 0.86–0.88× the run's time at
+#: batch 4 (38 MB of logits), 0.93–0.96× at batch 2 (19 MB), the same losses)
+MIN_MASKED_LOGITS_BYTES = 16 * 2**20
+MASKED_SHARE = 0.5
 
 
 def setting(value: Any) -> str:
@@ -59,7 +66,9 @@ def setting(value: Any) -> str:
 
 def planned(value: Any, task: str | None, vocab: int, batch: int, seq: int) -> bool:
     """Whether a run with ``fused_loss=value`` fuses, as far as the planner can tell from the
-    task and the shapes (the run itself may still refuse an architecture; see ``probe``)."""
+    task and the shapes (the run itself may still refuse an architecture; see ``probe``; and
+    it also fuses smaller logits when most positions have no target, which the planner's
+    shapes do not say: its figure is then the larger one)."""
     want = setting(value)
     if want == "off" or task not in LM_TASKS:
         return False
@@ -71,12 +80,15 @@ def logits_bytes(vocab: int, batch: int, seq: int) -> int:
     return 4 * int(vocab) * int(batch) * int(seq)
 
 
-def worth_it(vocab: int, batch: int, seq: int) -> bool:
+def worth_it(vocab: int, batch: int, seq: int, targets: float = 1.0) -> bool:
     """Whether ``fused_loss="auto"`` fuses: one fp32 copy of the batch's logits is at least
-    :data:`MIN_LOGITS_BYTES` (64 MiB). Below that the logits are a small part of the step
-    and the fused path has only its first-step probe to add; above it the saving grows with
-    batch × seq × vocabulary (SmolLM2 at batch 8 × 512: 805 MB a copy)."""
-    return logits_bytes(vocab, batch, seq) >= MIN_LOGITS_BYTES
+    :data:`MIN_LOGITS_BYTES` (64 MiB), or at least :data:`MIN_MASKED_LOGITS_BYTES` (16 MiB)
+    when ``targets`` — the share of positions with a target — is at most half. Below that
+    the logits are a small part of the step and the fused path has only its first-step
+    probe to add; above it the saving grows with batch × seq × vocabulary (SmolLM2 at
+    batch 8 × 512: 805 MB a copy), and with the positions it skips."""
+    size = logits_bytes(vocab, batch, seq)
+    return size >= MIN_LOGITS_BYTES or (targets <= MASKED_SHARE and size >= MIN_MASKED_LOGITS_BYTES)
 
 
 def loss(model: Any, inputs: dict[str, Any], lm: LmHead, kernel: str = "chunked",

@@ -6,7 +6,9 @@ The ``fused_loss`` setting of ``%peft train``:
 
 * ``auto`` (default): fused for a causal-LM or seq2seq head when one batch's fp32 logits
   would take at least 64 MiB (``fused_loss.worth_it``: SmolLM2 at batch 8 × 512 is 805 MB a
-  copy), the model's own loss otherwise — and always for classifiers and other heads;
+  copy), or 16 MiB when at most half the positions have a target (completion and chat
+  data, where the fused path is also faster: it makes no logits for the prompt), the
+  model's own loss otherwise — and always for classifiers and other heads;
 * ``True`` / ``on``: fused whenever the model allows it; ``chunked`` / ``liger`` / ``cce``:
   fused with that kernel (otherwise the kernel is picked by ``fused_loss.pick``);
 * ``False`` / ``off``: the model's own loss, through transformers' ``Trainer`` unchanged.
@@ -96,8 +98,9 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
         return standard(str(e))
     if want == "auto":
         batch = int(args.get("per_device_train_batch_size") or 8)
-        longest = max((len(r["input_ids"]) for r in getattr(examples, "rows", ())), default=0)
-        if not fused_loss.worth_it(lm.vocab, batch, longest):
+        rows = getattr(examples, "rows", ())
+        longest = max((len(r["input_ids"]) for r in rows), default=0)
+        if not fused_loss.worth_it(lm.vocab, batch, longest, 1.0 if lm.seq2seq else _targets(rows)):
             # the usual case for a small run: its label stays "standard" (the display's readout
             # and %peft runs are not the place to explain a non-event)
             return LossPath(False)
@@ -112,6 +115,18 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
             return standard(f"{LABELS[kernel]} takes a plain linear head; this one has an adapter or a "
                             "logit scale (fused_loss=chunked handles it)")
     return LossPath(True, kernel, lm, asked=asked)
+
+
+def _targets(rows: Any) -> float:
+    """The share of a causal LM's positions that have a target (1.0 when the rows do not say)."""
+    positions = targets = 0
+    for r in rows:
+        labels = r.get("labels") if isinstance(r, dict) else None
+        if not isinstance(labels, list):
+            return 1.0
+        positions += len(labels)
+        targets += sum(1 for t in labels if t != fused_loss.IGNORE)
+    return targets / positions if positions else 1.0
 
 
 class FusedLoss:
