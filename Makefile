@@ -44,7 +44,7 @@ demo: venv
 	$(PY) scripts/demo.py
 
 # What the tests need beyond the venv, made side by side (independent of each other; SmolLM2's
-# dequantization is CPU while the rest is mostly pip and disk): ~28 s instead of ~46 s.
+# dequantization is CPU while the rest is mostly pip and disk): ~37 s instead of ~46 s.
 TEST_PREREQS := browser-deps ipywidgets7 floor gguf-converter models
 
 test: venv

@@ -60,7 +60,7 @@ def _trace_steps(path: str) -> list[dict[str, float]]:
     steps = sorted((e for e in events if e["name"].startswith("peft_magic: step")), key=lambda e: e["ts"])
     out = []
     for s in steps:
-        row = {"step": s["dur"] / 1e3, "ranges": 0.0}
+        row = {"step": s["dur"] / 1e3}
         for e in events:
             if not e["name"].startswith("peft_magic: step") and s["ts"] <= e["ts"] <= s["ts"] + s["dur"]:
                 name = e["name"][len("peft_magic: "):]

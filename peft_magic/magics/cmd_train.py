@@ -107,8 +107,8 @@ def cmd_train(ctx: Context) -> Any:
     Memory: a language model's loss is computed without its ``[batch, seq, vocab]``
     logits — a chunk of tokens at a time (Liger-Kernel or cut-cross-entropy on a GPU where
     installed) — wherever one batch's logits would take 64 MB or more, or 16 MB when most
-    positions are prompt (completion and chat data: no logits are made for the prompt, so
-    it is faster too) (``fused_loss=auto``); the loss and gradients are the model's own. ``fused_loss=True``
+    positions are prompt (``fused_loss=auto``; on completion and chat data it is faster
+    too: no logits are made for the prompt); the loss and gradients are the model's own. ``fused_loss=True``
     fuses at any size, ``fused_loss=False`` computes the model's own loss from the full
     logits. The display's "loss path" says which ran; a model the fused loss cannot
     reproduce falls back with the reason.

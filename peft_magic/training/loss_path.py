@@ -30,6 +30,7 @@ standard path's.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,9 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
         batch = int(args.get("per_device_train_batch_size") or 8)
         rows = getattr(examples, "rows", ())
         longest = max((len(r["input_ids"]) for r in rows), default=0)
-        if not fused_loss.worth_it(lm.vocab, batch, longest, 1.0 if lm.seq2seq else _targets(rows)):
+        # the rows' targets are counted only where they decide it (a causal LM under 64 MiB)
+        if not fused_loss.worth_it(lm.vocab, batch, longest) and (
+                lm.seq2seq or not fused_loss.worth_it(lm.vocab, batch, longest, _targets(rows))):
             # the usual case for a small run: its label stays "standard" (the display's readout
             # and %peft runs are not the place to explain a non-event)
             return LossPath(False)
@@ -117,15 +120,17 @@ def choose(peft_model: Any, task: str, peft_type: str, args: dict[str, Any], exa
     return LossPath(True, kernel, lm, asked=asked)
 
 
-def _targets(rows: Any) -> float:
-    """The share of a causal LM's positions that have a target (1.0 when the rows do not say)."""
+def _targets(rows: Any, sample: int = 1000) -> float:
+    """The share of a causal LM's positions that have a target (1.0 when the rows do not say),
+    from the first ``sample`` rows: it is a property of the data's shape (completion, chat,
+    text), and a large dataset need not be read whole before its first step."""
     positions = targets = 0
-    for r in rows:
+    for r in itertools.islice(rows, sample):
         labels = r.get("labels") if isinstance(r, dict) else None
         if not isinstance(labels, list):
             return 1.0
         positions += len(labels)
-        targets += sum(1 for t in labels if t != fused_loss.IGNORE)
+        targets += len(labels) - labels.count(fused_loss.IGNORE)
     return targets / positions if positions else 1.0
 
 

@@ -290,8 +290,7 @@ class StepProfiler:
             rows.append(PhaseTime(key, label, ms, ms / step_ms if step_ms else 0.0, self.peaks.get(key),
                                   self.rises.get(key), each))
         other = step_ms - named
-        other_each = [w - sum(r.get(k, 0.0) * 1e3 for k, _ in PHASES if k != "other")
-                      for w, r in zip(walls, self.records)]
+        other_each = [w - sum(row.ms_each[i] for row in rows) for i, w in enumerate(walls)]
         rows.append(PhaseTime("other", dict(PHASES)["other"], other, other / step_ms if step_ms else 0.0,
                               None, None, other_each))
         ops, attention = self._ops(n, step_ms)
