@@ -109,8 +109,10 @@ def test_profile_phases_add_up_to_the_step_and_agree_with_the_trace(tmp_path):
     assert len(ranges["step"]) == 5 and len(ranges["forward"]) == 5 and len(ranges["backward"]) == 5
     traced = _trace_steps(p.trace)
     assert len(traced) == 5 and all(len(ph.ms_each) == 5 for ph in p.phases)
-    off = statistics.median(abs(t["step"] - p.overhead_ms - mine)  # the trace's step includes our bookkeeping
-                            for t, mine in zip(traced, p.step_ms_each))
+    # the trace's step includes our bookkeeping of that step (a /proc read can take milliseconds on a loaded machine)
+    assert len(p.overhead_ms_each) == 5 and abs(statistics.fmean(p.overhead_ms_each) - p.overhead_ms) < 1e-9
+    off = statistics.median(abs(t["step"] - extra - mine)
+                            for t, extra, mine in zip(traced, p.overhead_ms_each, p.step_ms_each))
     assert off <= 0.05 * statistics.median(p.step_ms_each), ([t["step"] for t in traced], p.step_ms_each)
     for name in ("forward", "backward", "optimizer", "data"):
         ours = p.phase(name).ms_each

@@ -71,6 +71,7 @@ class Profile(HtmlRepr):
     trace: str | None = None  # the Chrome / Perfetto trace, with --trace
     notes: list[str] = field(default_factory=list)
     overhead_ms: float = 0.0  # the profiler's own bookkeeping per step, left out of step_ms
+    overhead_ms_each: list[float] = field(default_factory=list)  # … in each profiled step
 
     def phase(self, name: str) -> PhaseTime:
         return next(p for p in self.phases if p.name == name)

@@ -275,7 +275,7 @@ class StepProfiler:
             return None
         n = len(self.records)
         walls = [r["_wall"] * 1e3 for r in self.records]
-        overhead = statistics.fmean(r.get("_overhead", 0.0) for r in self.records) * 1e3
+        overhead_each = [r.get("_overhead", 0.0) * 1e3 for r in self.records]
         step_ms = statistics.fmean(walls)
         rows = []
         named = 0.0
@@ -298,7 +298,7 @@ class StepProfiler:
         prof = Profile(steps=n, warmup=self.request.warmup, step_ms=step_ms, phases=rows, ops=ops, hints=[],
                        device=self.device, memory_kind="CUDA" if self.cuda else "RAM", step_ms_each=walls,
                        tokens_per_s=tokens_per_s, attention_share=attention, trace=self.trace_path,
-                       overhead_ms=overhead)
+                       overhead_ms=statistics.fmean(overhead_each), overhead_ms_each=overhead_each)
         prof.hints = hints(prof, facts or {})
         return prof
 
