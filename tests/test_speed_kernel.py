@@ -41,3 +41,15 @@ def test_profile_shows_under_the_training_display_and_profile_is_not_a_run(kerne
     res = kernel.run("%peft profile data=texts --warmup x")
     assert res.error is not None and "--warmup takes a whole number" in res.error_text
     assert "--warmup" in kernel.ok("%peft help profile").text
+
+
+def test_compile_on_a_cpu_trains_and_writes_nothing_to_stderr(kernel):
+    """``compile=True`` where inductor's speed-ups do not apply (a CPU here; a T4 on Colab):
+    the run trains and compiles, and transformers' notice about Ampere GPUs — nothing a
+    notebook user can act on — does not land as red text under the cell."""
+    kernel.ok("%peft load tiny-llama")
+    kernel.ok("%peft lora r=8")
+    kernel.ok(DATA)
+    res = kernel.ok("run = %peft train data=texts steps=2 batch=8 compile=True compile_backend=eager")
+    assert kernel.eval("run.status") == "completed" and kernel.eval("run.compile_steps") >= 1
+    assert res.stderr == "", res.stderr

@@ -137,7 +137,9 @@ def trainer_arguments(args: dict[str, Any], *, output_dir: str, device: str, mod
     if preference is not None:  # TRL's config for the objective, with its settings
         config, targs = preference.config(targs)
     try:
-        with stack.stack_warnings_off():
+        # quiet: TrainingArguments logs notices no one can act on in a notebook (compile=True
+        # on a CPU or a T4: "the speedups for torchdynamo mostly come with GPU Ampere or higher")
+        with stack.quiet(streams=False):
             return config(**targs)
     except (ValueError, TypeError) as e:
         raise PeftMagicError(f"invalid training settings: {first_line(e)}") from None
