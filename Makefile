@@ -13,9 +13,9 @@ STAMP := $(VENV)/.installed
 # pip installs without byte-compiling (--no-compile): it would compile all ~17,000 modules of
 # the environment one after another (torch and the test extras: 63 s → 38 s and 89 s → 52 s in
 # two pairs of runs here), and the tests import a few thousand of them, which Python compiles
-# on first import and caches. So the recipes let Python
-# write that cache even where the environment says not to (PYTHONDONTWRITEBYTECODE=1, as on
-# this project's CI machines): otherwise every kernel would compile its imports again.
+# on first import and caches. So the recipes let Python write that cache even where the
+# environment says not to (PYTHONDONTWRITEBYTECODE=1, as on this project's CI machines):
+# otherwise every kernel would compile its imports again.
 unexport PYTHONDONTWRITEBYTECODE
 # The exact versions the tests and the demo run on (pip-compile's output, `make lock`
 # refreshes it), used as a constraints file by every install below. torch is not in it:
