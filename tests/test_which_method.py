@@ -85,7 +85,7 @@ def test_lr_auto_is_within_1_5x_of_the_best_a_hand_grid_reaches(which_method):
         assert row["ppl"] <= 1.5 * grid[method], (row, grid)
         assert row["chosen"] is not None and row["lr"] == row["chosen"]  # the chosen rate is the row's
         assert f"{row['lr']:.1e}" in text  # … and a column of the table
-        assert row["probe_steps"] == [4] * 5
+        assert 2 <= len(row["probe_steps"]) <= 5 and set(row["probe_steps"]) == {4}  # the walk's probes, 4 steps each
         assert f"{row['label']}: " in text and "★" in text  # every probe listed
     assert "no adapters" in k.ok("%peft show").text  # each grid adapter was taken off again
     print("\n" + text + f"\nhand grid best perplexity: {grid}")

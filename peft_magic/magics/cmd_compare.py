@@ -40,10 +40,11 @@ def cmd_compare(ctx: Context) -> Any:
     best per column marked, with a one-line reading.
 
     Learning rates decide a short run, so each method gets its own: ``lr=auto`` (the
-    default) tries a log-spaced grid around the method's default (⅓× … 30×) for a third of
-    the steps each, scores each rate on the held-out loss, and trains the full run at the
-    best — about 2.7× the steps of a fixed-rate comparison; the chosen rate is a column and
-    every probe is listed under the table. ``lr=default`` uses each method's default,
+    default) walks a log-spaced grid around the method's default (⅓× … 30×; from 10×, up
+    while the held-out loss improves, else down: 2 to 5 rates), trains each rate tried for a
+    third of the steps, and trains the full run at the best — 1.7× to 2.7× the steps of a
+    fixed-rate comparison; the chosen rate is a column and every probe is listed under the
+    table. ``lr=default`` uses each method's default,
     ``lr=1e-3`` one rate for all. ``repeats=3`` trains each candidate three times (other
     seeds: data order, adapter init) and shows mean ± spread; the reading names a winner
     only when the gap is larger than the spreads. A candidate whose loss hardly moved is

@@ -263,8 +263,8 @@ def _search(c: Candidate, base: Any, index: int, data: Any, tokenizer: Any, eval
         c.status, c.reason = "failed", e.message
         return
 
-    def shown(i: int, n: int, lr: float) -> None:
-        c.status, c.reason = "searching", f"lr {lr:.0e} ({i + 1}/{n})"
+    def shown(i: int, most: int, lr: float) -> None:
+        c.status, c.reason = "searching", f"lr {lr:.0e} (probe {i + 1} of ≤{most})"
         events.emit("compare_row", **c.as_event(index))
 
     scored_on = "eval loss" if eval is not None and not isinstance(eval, float) else "training loss"
