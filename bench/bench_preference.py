@@ -15,7 +15,9 @@ one length (every sequence prompt + answer has the same number of tokens):
 Peak memory is the exact high-water mark of the process's RSS (Linux ``VmHWM``, reset
 just before training starts) above the RSS at that moment: what training adds on top of
 the loaded model. The goal: a DPO step ≤ 2.3× a supervised step at the same batch and
-length; peft_magic's DPO losses equal TRL's, at about TRL's speed.
+length; peft_magic's DPO losses equal TRL's, at TRL's speed or better (on the CPU TRL's fused
+LM head gets only the answer's positions from us, as TRL itself does on CUDA:
+``training/preference.py``, ``_targets_only``).
 
 Usage: ``python bench/bench_preference.py [n]`` (n rounds, default 2); writes its section
 of bench/RESULTS.md.

@@ -82,6 +82,35 @@ def test_loss_and_rewards_are_trls_own_logs(tiny, fresh, tmp_path):
     assert run.losses[-1][1] < run.losses[0][1] and run.rewards[-1][1]["margin"] > 0
 
 
+def test_on_the_cpu_the_lm_head_projects_only_the_completions_and_trl_is_left_as_it_was(tiny, fresh, monkeypatch):
+    """TRL's fused LM head gathers the positions that have a target before its vocabulary
+    projection on the CPU too (training/preference.py, ``_targets_only``): the rows it
+    projects in a step are the completions' tokens of that step's pairs, not every position
+    (the losses stay TRL's: ``test_loss_and_rewards_are_trls_own_logs`` runs plain TRL beside
+    it). After the run TRL's own switch is back, and says no for the CPU again."""
+    import torch
+    import trl.trainer.utils as tu
+
+    own = tu._use_triton
+    real = tu._ChunkedLogProbFunction.apply
+    rows: list[int] = []
+
+    def counting(hidden, *args):  # the real function, its input rows written down
+        rows.append(hidden.shape[0])
+        return real(hidden, *args)
+
+    monkeypatch.setattr(tu._ChunkedLogProbFunction, "apply", staticmethod(counting))
+    data = pairs()[:4]
+    ex = tokenize_preference(data, tiny.tokenizer)
+    targets = sorted(len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in ex.rows)
+    positions = max(len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in ex.rows)
+    run = pm.train(fresh, data, tokenizer=tiny.tokenizer, steps=2, batch=2, lr=5e-3, display=None)
+    assert run.status == "completed" and len(rows) == 4  # policy and reference, 2 steps
+    assert all(targets[0] + targets[1] <= n <= targets[-1] + targets[-2] for n in rows), (rows, targets)
+    assert max(rows) < 2 * 2 * (positions - 1), (rows, positions)  # every position of the batch: the plain way
+    assert tu._use_triton is own and own(torch.device("cpu")) is False
+
+
 def test_the_reference_is_the_base_and_the_model_comes_back_as_it_was(tiny):
     """Any adapter name (TRL's own reference copies an adapter called 'default'); rewards of a
     trained adapter are against the base, not against a copy of itself; dropout, forward,
