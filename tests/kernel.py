@@ -153,7 +153,27 @@ class Kernel:
         return path
 
     def shutdown(self) -> None:
+        """Stop the kernel at once, and whatever it started that is still running.
+
+        Why not jupyter_client's graceful shutdown: it waits while the kernel's interpreter
+        finalizes torch, transformers and the model — ~1.5 s of CPU per kernel (measured on a
+        kernel with SmolLM2 loaded: 1.62 s graceful, 0.11 s immediate), about 40 s across the
+        suite — and the kernel's exit is not what any test checks. A kernel's child processes
+        (torchrun workers start a session of their own) are stopped with it."""
+        children = []
+        try:
+            import psutil
+
+            children = psutil.Process(self.client.km.provisioner.pid).children(recursive=True)
+        except Exception:
+            pass
+        self.client.shutdown_kernel = "immediate"
         try:
             self.client._cleanup_kernel()
         except Exception:
             pass
+        for child in children:
+            try:
+                child.kill()
+            except Exception:
+                pass

@@ -45,7 +45,7 @@ def test_technique_notebook_runs(path: Path, tmp_path: Path, artifacts: Path):
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
     t0 = time.perf_counter()
     client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
-                            store_widget_state=True)
+                            store_widget_state=True, shutdown_kernel="immediate")  # tests/kernel.py: Kernel.shutdown
     client.execute(env={**os.environ, **KERNEL_ENV})  # raises CellExecutionError on the first failing cell
     seconds = time.perf_counter() - t0
     out = artifacts / "notebooks"
