@@ -17,6 +17,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("PEFT_MAGIC_CACHE", str(ROOT / ".cache" / "models"))
+# torch.compile's kernels in the clone, not in the machine's /tmp/torchinductor_<user> that every
+# clone and torch build shares: a fresh clone compiles from nothing, as CI does (the compile test
+# took 10 s with another clone's kernels in /tmp and 35 s without).
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(ROOT / ".cache" / "inductor"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # The text display wraps at $COLUMNS: the caller's terminal must not decide what the kernels print
 # (tests that are about the width set their own).
