@@ -9,11 +9,11 @@ from __future__ import annotations
 def test_the_gguf_name_table_is_built_once_during_the_build_and_restored_after():
     import gguf
 
-    from peft_magic.model.builtins import _one_tensor_name_map
+    from peft_magic.model.builtins import _gguf_read_once
 
     before = gguf.get_tensor_name_map
     arch = gguf.MODEL_ARCH.LLAMA  # SmolLM2's
-    with _one_tensor_name_map():
+    with _gguf_read_once():
         first = gguf.get_tensor_name_map(arch, 30)
         assert gguf.get_tensor_name_map(arch, 30) is first  # the same table, not a rebuilt one
         assert gguf.get_tensor_name_map(arch, 2) is not first  # another shape: its own table
@@ -26,7 +26,7 @@ def test_a_gguf_file_is_parsed_once_during_the_build_and_gguf_py_is_restored_aft
     import gguf
     import numpy as np
 
-    from peft_magic.model.builtins import _one_tensor_name_map
+    from peft_magic.model.builtins import _gguf_read_once
 
     path = tmp_path / "small.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -37,7 +37,7 @@ def test_a_gguf_file_is_parsed_once_during_the_build_and_gguf_py_is_restored_aft
     writer.write_tensors_to_file()
     writer.close()
     before = gguf.GGUFReader
-    with _one_tensor_name_map():
+    with _gguf_read_once():
         first = gguf.GGUFReader(path)
         assert gguf.GGUFReader(str(path)) is first  # the tokenizer's, the config's and the tensors' read
         assert first.fields["tokenizer.ggml.model"].contents() == "gpt2"

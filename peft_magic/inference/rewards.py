@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..memory import device_of
+from ..state import unwrap
 from ..tasks.families import pad_id
 from ..tasks.preference import OBJECTIVES, PAIRED
 
@@ -83,9 +84,8 @@ def _takes_logits_to_keep(model: Any) -> bool:
     """Whether the model's forward (under a peft wrapper, the base model's) has ``logits_to_keep``."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
+        return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
     except (TypeError, ValueError):
         return False
 

@@ -248,7 +248,7 @@ def _build_smollm2(out: Path) -> None:
     if importlib.util.find_spec("gguf") is None:
         raise PeftMagicError("converting the built-in SmolLM2 needs the 'gguf' package", "pip install gguf")
     gguf = ggufs[0].name
-    with _one_tensor_name_map():
+    with _gguf_read_once():
         tok = _gguf_tokenizer(ggufs[0])
         quantized = AutoModelForCausalLM.from_pretrained(src, gguf_file=gguf)
     # the loaded model's config, not a second AutoConfig read: each read of the GGUF parses
@@ -268,7 +268,7 @@ def _build_smollm2(out: Path) -> None:
     _save_tokenizer(tok, out)
 
 
-class _one_tensor_name_map:
+class _gguf_read_once:
     """gguf-py's two slow reads, each done once while we convert.
 
     * transformers maps GGUF tensor names to its own by walking every submodule of the
