@@ -58,6 +58,8 @@ def test_panel_and_training_in_notebook_7():
             panel.locator("button.pm-attach").click()
             result = panel.locator(".pm-result")
             result.filter(has_text="trainable params: 3,584").wait_for(timeout=60_000)
+            # the panel sets the result, then the status: two widget updates, so wait for the second
+            panel.locator(".pm-status").filter(has_text="same as %peft lora").wait_for(timeout=30_000)
             status = panel.locator(".pm-status").inner_text()
             assert status.startswith("✓ attached lora adapter 'default'") and "same as %peft lora" in status
             nb.screenshot("notebook7-panel", panel)

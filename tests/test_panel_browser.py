@@ -69,6 +69,8 @@ def test_attach_lora_from_the_panel(artifacts):
             result = panel.locator(".pm-result")
             result.filter(has_text="trainable params: 7,168").wait_for(timeout=60_000)
             assert "attached lora adapter 'default'" in result.inner_text()
+            # the panel sets the result, then the status: two widget updates, so wait for the second
+            panel.locator(".pm-status").filter(has_text="same as %peft lora r=16").wait_for(timeout=30_000)
             status = panel.locator(".pm-status").inner_text()
             assert status.startswith("✓ attached lora adapter 'default'") and "same as %peft lora r=16" in status
             panel.locator("button.pm-attach", has_text="Replace").wait_for(timeout=30_000)
